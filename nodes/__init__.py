@@ -1,0 +1,1 @@
+"""Running things: settings, wiring, servers, federation, the CLI."""

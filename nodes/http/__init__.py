@@ -1,0 +1,1 @@
+"""The HTTP edge: the Handle REST API, the web proxy and the batch endpoint."""

@@ -1,0 +1,219 @@
+"""The Handle REST API's writes and listings, the batch endpoint and the web proxy (FastAPI).
+
+Resolution (``GET /api/handles/{handle}``) is served in front of this application by
+:class:`nodes.http.resolution.ResolutionFront`.  Bodies are read raw and parsed by the core, so
+that every malformed input gets a Handle response code rather than a framework's 422.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+
+from nodes.http.errors import http_status
+from nodes.http.params import Query, path_text
+from nodes.http.proxy import alias_target, choose_location
+from nodes.http.resolution import answer_or_raise
+from registry.service import BatchItem
+from resolver import render
+from resolver.codecs.json_api import parse_values
+from resolver.errors import (
+    AuthenticationNeeded,
+    HandleError,
+    InvalidHandle,
+    InvalidValue,
+    ProtocolError,
+)
+from resolver.identifiers import Handle
+from resolver.values import Ref
+
+log = logging.getLogger(__name__)
+
+MAX_ALIAS_HOPS = 5
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON, refusing more than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise InvalidValue("request body is empty")
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError(f"request body is not valid UTF-8 JSON: {error}") from None
+
+
+def _batch_items(raw: Any, now: int) -> list[BatchItem]:
+    if isinstance(raw, dict):
+        raw = raw.get("handles")
+    if not isinstance(raw, list):
+        raise InvalidValue('a batch is {"handles": [{"handle": ..., "values": [...]}, ...]}')
+    items = []
+    for entry in raw:
+        text = entry.get("handle") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(text, str):
+                raise InvalidHandle("item has no handle")
+            handle = Handle.parse(text)
+            values = parse_values(entry.get("values"), now)
+            items.append(BatchItem(handle, values, text=text))
+        except HandleError as error:
+            items.append(BatchItem(None, (), error, text if isinstance(text, str) else ""))
+    return items
+
+
+def create_api(node: Any) -> FastAPI:
+    """The FastAPI application of one node (``node`` is a :class:`nodes.bootstrap.Node`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await node.close()
+
+    app = FastAPI(
+        title="idis", version="0.1.0", docs_url="/api/docs", redoc_url=None, lifespan=lifespan
+    )
+    registrar = node.registrar
+    limit = node.settings.max_body_bytes
+
+    async def identify(request: Request, required: bool = True) -> Ref | None:
+        identity: Ref | None = await node.authenticator.identify(
+            request.headers.get("authorization")
+        )
+        if required and identity is None:
+            raise AuthenticationNeeded("this operation needs authentication")
+        return identity
+
+    @app.exception_handler(HandleError)
+    async def handle_error(request: Request, error: HandleError) -> Response:
+        body = render.error(error.code, error.message, error.handle)
+        headers = {}
+        if error.code == AuthenticationNeeded.code:
+            headers["www-authenticate"] = 'Basic realm="idis"'
+        return Response(body, http_status(error.code), headers, "application/json")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return Response(render.error(2, "internal error"), 500, media_type="application/json")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.put("/api/handles/{handle:path}")
+    async def put_handle(request: Request) -> Response:
+        identity = await identify(request)
+        text = path_text(request.scope, len("/api/handles/"))
+        query = Query(request.scope["query_string"])
+        values = parse_values(await _body(request, limit), int(time.time()))
+        if query.flag("mintNewSuffix"):
+            if not text.endswith("/"):
+                raise InvalidHandle("mintNewSuffix needs a handle ending in '/'", handle=text)
+            prefix = Handle.parse(text, allow_empty_suffix=True)
+            result = await registrar.mint(prefix, values, identity)
+        else:
+            result = await registrar.put(
+                Handle.parse(text),
+                values,
+                identity,
+                overwrite=query.flag("overwrite", True),
+                indexes=query.indexes(),
+            )
+        return _json({"responseCode": 1, "handle": result.handle}, 201 if result.created else 200)
+
+    @app.delete("/api/handles/{handle:path}")
+    async def delete_handle(request: Request) -> Response:
+        identity = await identify(request)
+        handle = Handle.parse(path_text(request.scope, len("/api/handles/")))
+        await registrar.delete(handle, identity, Query(request.scope["query_string"]).indexes())
+        return _json({"responseCode": 1, "handle": handle.text})
+
+    @app.get("/api/handles")
+    async def list_handles(request: Request) -> Response:
+        query = Query(request.scope["query_string"])
+        prefix = query.get("prefix")
+        if not prefix:
+            raise ProtocolError("listing needs ?prefix=")
+        identity = await identify(request)
+        page, size = query.int("page", 0), query.int("pageSize", 1000)
+        total, handles = await registrar.list_handles(prefix, identity, page, size)
+        return _json(
+            {
+                "responseCode": 1,
+                "prefix": prefix,
+                # Handle.Net writes the count as a string; clients written for it expect that.
+                "totalCount": str(total),
+                "page": page,
+                "pageSize": size,
+                "handles": handles,
+            }
+        )
+
+    @app.get("/api/prefixes")
+    async def prefixes() -> Response:
+        return _json({"responseCode": 1, "prefixes": await registrar.homed_prefixes()})
+
+    @app.post("/api/batch")
+    async def batch(request: Request) -> Response:
+        """Up to 2000 handles: ``{"handles": [{"handle", "values"}]}``; one result each."""
+        identity = await identify(request)
+        query = Query(request.scope["query_string"])
+        items = _batch_items(await _body(request, limit), int(time.time()))
+        results = await registrar.batch(items, identity, overwrite=query.flag("overwrite", True))
+        out = []
+        for r in results:
+            item: dict[str, Any] = {"handle": r.handle, "responseCode": r.code, "status": r.status}
+            if r.message:
+                item["message"] = r.message
+            out.append(item)
+        return _json({"responseCode": 1, "results": out})
+
+    @app.get("/")
+    async def about() -> Response:
+        settings = node.settings
+        return _json({"name": settings.name, "role": settings.role, "api": "/api/handles/"})
+
+    @app.get("/{handle:path}")
+    async def proxy(request: Request) -> Response:
+        """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
+        query = Query(request.scope["query_string"])
+        handle = Handle.parse(path_text(request.scope, 1))
+        answer = answer_or_raise(await node.resolve(handle.key, query.flag("auth")), handle.text)
+        for _ in range(MAX_ALIAS_HOPS):
+            target = alias_target(answer.record.values)
+            if target is None:
+                break
+            handle = Handle.parse(target)
+            answer = answer_or_raise(
+                await node.resolve(handle.key, query.flag("auth")), handle.text
+            )
+        values = render.select(
+            answer.record.values, types=query.all("type"), indexes=query.ints("index")
+        )
+        location = None if query.get("noredirect") is not None else choose_location(values)
+        if location is None:
+            body = render.resolution(handle.text, values, pretty=True)
+            return Response(body, 200, media_type="application/json")
+        return RedirectResponse(location + (query.get("urlappend") or ""), status_code=302)
+
+    return app

@@ -1,0 +1,82 @@
+"""Reading what the HTTP edge needs from an ASGI scope: handles from paths, query flags."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from resolver.errors import InvalidHandle, ProtocolError
+
+_TRUE = {"", "true", "1", "yes", "on"}
+_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,99}")
+
+
+def path_text(scope: dict, skip: int) -> str:
+    """The percent-decoded path after its first ``skip`` bytes, as strict UTF-8.
+
+    Servers decode ``path`` leniently (invalid bytes become U+FFFD); an identifier must never
+    be silently altered, so this decodes ``raw_path`` itself.
+    """
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    raw = raw.split(b"?", 1)[0]
+    try:
+        return unquote_to_bytes(raw[skip:]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidHandle("handle is not valid UTF-8") from None
+
+
+class Query:
+    """The query string of a request, Handle.Net's parameters read leniently."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, query_string: bytes) -> None:
+        try:
+            text = query_string.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("query string is not valid UTF-8") from None
+        self._pairs = parse_qsl(text, keep_blank_values=True)
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self._pairs if k == name]
+
+    def get(self, name: str) -> str | None:
+        for k, v in self._pairs:
+            if k == name:
+                return v
+        return None
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.get(name)
+        return default if value is None else value.strip().lower() in _TRUE
+
+    def ints(self, name: str) -> list[int]:
+        try:
+            return [int(v) for v in self.all(name)]
+        except ValueError:
+            raise ProtocolError(f"{name} must be an integer") from None
+
+    def int(self, name: str, default: int) -> int:
+        value = self.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise ProtocolError(f"{name} must be an integer") from None
+
+    def indexes(self) -> Sequence[int] | None:
+        """``index=`` values of a write; None when absent or ``index=various``."""
+        values = self.all("index")
+        if not values or "various" in values:
+            return None
+        return self.ints("index")
+
+    def callback(self) -> str | None:
+        name = self.get("callback")
+        if name is None:
+            return None
+        if not _CALLBACK.fullmatch(name):
+            raise ProtocolError("callback must be a JavaScript identifier")
+        return name

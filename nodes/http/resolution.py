@@ -1,0 +1,133 @@
+"""``GET /api/handles/{handle}``: the resolution hot path, as a raw ASGI layer.
+
+DESIGN.md section 4 measured a framework route at a fifth of what the server can do, so
+resolution sits in front of the framework: an anonymous, unfiltered query for a cached handle
+is one dict lookup, one shared-memory read and one ``send`` of bytes rendered when the entry
+was cached.  Everything else (filters, credentials, misses) takes the general path below, and
+every other route falls through to the application behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from nodes.http.errors import http_status
+from nodes.http.params import Query, path_text
+from registry.authorization import Right, rights
+from resolver import render
+from resolver.answers import Answer, Outcome
+from resolver.errors import HandleError, HandleNotFound, PrefixNotHomed
+from resolver.identifiers import Handle, fold
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Any, Send], Awaitable[None]]
+
+API_PREFIX = "/api/handles/"
+_SKIP = len(API_PREFIX)
+JSON = b"application/json"
+JAVASCRIPT = b"application/javascript"
+
+
+def _has_credentials(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"authorization":
+            return value
+    return None
+
+
+async def send_body(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    source: bytes = b"",
+    content_type: bytes = JSON,
+    head: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if source:
+        headers.append((b"x-idis-source", source))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def answer_or_raise(answer: Answer, handle: str) -> Answer:
+    """The answer if it found the handle, else the error the protocol names for it."""
+    if answer.outcome is Outcome.NOT_FOUND:
+        raise HandleNotFound("handle not found", handle=handle)
+    if answer.outcome is Outcome.NOT_HOMED:
+        raise PrefixNotHomed("prefix doesn't live here", handle=handle)
+    return answer
+
+
+class ResolutionFront:
+    """Serves resolutions itself and passes every other request to ``app``."""
+
+    def __init__(self, node: Any, app: ASGIApp) -> None:
+        self._node = node
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or not scope["path"].startswith(API_PREFIX)
+        ):
+            await self._app(scope, receive, send)
+            return
+        head = scope["method"] == "HEAD"
+        text = ""
+        try:
+            text = path_text(scope, _SKIP)
+            if not scope["query_string"] and not _has_credentials(scope["headers"]):
+                entry = self._node.cache.get(fold(text))
+                if entry is not None:
+                    record = entry.answer.record
+                    if record is not None and record.handle == text:
+                        await send_body(send, 200, entry.public_body, source=b"memory", head=head)
+                        return
+            await self._general(scope, send, text, head)
+        except HandleError as error:
+            body = render.error(error.code, error.message, error.handle or text or None)
+            await send_body(send, http_status(error.code, resolving=True), body, head=head)
+        except Exception:
+            log.exception("resolution of %r failed", text)
+            await send_body(send, 500, render.error(2, "internal error", text or None), head=head)
+
+    async def _general(self, scope: Scope, send: Send, text: str, head: bool) -> None:
+        node = self._node
+        handle = Handle.parse(text)
+        query = Query(scope["query_string"])
+        identity = await node.authenticator.identify(
+            (_has_credentials(scope["headers"]) or b"").decode("latin-1") or None
+        )
+        answer = answer_or_raise(await node.resolve(handle.key, query.flag("auth")), handle.text)
+        record = answer.record
+        include_private = False
+        if identity is not None and not query.flag("publicOnly"):
+            granted = await rights(identity, record, node.fetch)
+            include_private = bool(granted & Right.READ_VALUE)
+        values = render.select(
+            record.values,
+            types=query.all("type"),
+            indexes=query.ints("index"),
+            include_private=include_private,
+        )
+        body = render.resolution(handle.text, values, pretty=query.flag("pretty"))
+        content_type = JSON
+        callback = query.callback()
+        if callback:
+            body = callback.encode() + b"(" + body + b");"
+            content_type = JAVASCRIPT
+        status = http_status(1 if values else 200, resolving=True)
+        await send_body(
+            send, status, body, source=answer.source.encode(), content_type=content_type, head=head
+        )

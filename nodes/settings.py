@@ -1,0 +1,128 @@
+"""Node settings: environment variables prefixed ``IDIS_`` or a TOML settings file.
+
+Built once at startup and passed down; nothing reads the environment anywhere else.  Nested
+sections use ``__`` in variable names (``IDIS_CACHE__MAX_ENTRIES=500000``).  A settings file
+named by ``IDIS_SETTINGS_FILE`` supplies defaults that environment variables override.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Role = Literal["top-level", "dr", "secondary", "enterprise", "recursive"]
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it and says why."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8000"`` or ``"[::1]:8000"`` → (host, port)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+class CacheSettings(BaseModel):
+    max_entries: int = Field(200_000, ge=0, description="answers kept in each worker's memory")
+    max_ttl: float = Field(86400.0, gt=0, description="cap on how long any answer is reused")
+    negative_ttl: float = Field(5.0, ge=0, description="how long a not-found is remembered")
+    redis_timeout: float = Field(0.1, gt=0, description="seconds before Redis counts as down")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("idis-data")
+    database_url: str = Field("", description="sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
+    redis_url: str | None = None
+    http: str = "127.0.0.1:8000"
+    workers: int = Field(1, ge=1, le=64)
+    role: Role = "secondary"
+    name: str = "idis"
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    migrate_on_start: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cache: CacheSettings = CacheSettings()
+
+    @field_validator("http")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value == "":
+            return None
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{(self.data_dir / 'idis.db').resolve()}"
+            )
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_address(self.http)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get("IDIS_SETTINGS_FILE")
+        if settings_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and settings file), with explicit overrides on top.
+
+    Raises :class:`SettingsError` naming each bad setting and why it is bad.
+    """
+    settings_file = os.environ.get("IDIS_SETTINGS_FILE")
+    if settings_file and not Path(settings_file).is_file():
+        raise SettingsError(f"IDIS_SETTINGS_FILE: no such file {settings_file!r}")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = "IDIS_" + "__".join(str(p) for p in item["loc"]).upper()
+            problems.append(f"{name}: {item['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    except ValueError as error:  # e.g. a settings file that is not TOML
+        raise SettingsError(f"invalid settings: {error}") from None

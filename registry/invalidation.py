@@ -1,0 +1,28 @@
+"""Making a committed write visible at once to every worker of the node."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from resolver.ports import Generations, SharedCache
+
+
+class Invalidator:
+    """Call :meth:`written` after a commit and before acknowledging the write.
+
+    Bumping the generation is what guarantees freshness (see :class:`resolver.ports.Generations`);
+    deleting the shared entries only frees their memory early, so its failure is harmless.
+    """
+
+    def __init__(self, generations: Generations, shared: SharedCache | None = None) -> None:
+        self._generations = generations
+        self._shared = shared
+
+    async def written(self, keys: Sequence[str]) -> None:
+        self._generations.bump(keys)
+        if self._shared is not None and keys:
+            await self._shared.delete(keys)
+
+    def everything(self) -> None:
+        """After a bulk load that bypassed the write path: every cached answer is suspect."""
+        self._generations.bump_all()

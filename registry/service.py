@@ -1,0 +1,399 @@
+"""Registration: creating, changing, deleting and listing handles, with Handle's rules.
+
+Every write is authorised against HS_ADMIN rights, applied with compare-and-set on the record
+version (retrying when a concurrent writer got there first), and invalidated in every cache of
+the node before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from registry.authorization import (
+    DEFAULT_ADMIN_RIGHTS,
+    Fetch,
+    Right,
+    rights,
+)
+from registry.invalidation import Invalidator
+from registry.secrets import hash_secret, is_hashed, verify_secret
+from resolver.errors import (
+    AuthenticationNeeded,
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    InsufficientPermissions,
+    InvalidValue,
+    PrefixNotHomed,
+    ProtocolError,
+    ServerBusy,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
+from resolver.homes import Homes
+from resolver.identifiers import Handle, fold, prefix_handle
+from resolver.ports import RecordStore
+from resolver.values import (
+    ADMIN_GROUP_INDEX,
+    ADMIN_INDEX,
+    ADMIN_WRITE,
+    HS_ADMIN,
+    HS_SECKEY,
+    MAX_VALUES,
+    AdminRef,
+    Data,
+    HandleValue,
+    Record,
+    Ref,
+)
+
+MAX_ATTEMPTS = 5
+MAX_PAGE_SIZE = 10_000
+MAX_BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    handle: str
+    created: bool
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One handle of a batch, already parsed (or the error that parsing it raised)."""
+
+    handle: Handle | None
+    values: tuple[HandleValue, ...]
+    error: HandleError | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    handle: str
+    code: int
+    status: str
+    message: str = ""
+
+
+def _require(identity: Ref | None) -> Ref:
+    if identity is None:
+        raise AuthenticationNeeded("this operation needs authentication")
+    return identity
+
+
+class Registrar:
+    def __init__(
+        self,
+        store: RecordStore,
+        homes: Homes,
+        invalidator: Invalidator,
+        fetch: Fetch,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``fetch`` reads records for authorization (through the node's caches)."""
+        self._store = store
+        self._homes = homes
+        self._invalidator = invalidator
+        self._fetch = fetch
+        self._clock = clock
+
+    # --- authorization -------------------------------------------------------------------
+
+    def _creation_authority(self, handle: Handle) -> tuple[str, Right]:
+        """Whose HS_ADMIN decides creation, and which right it needs.
+
+        ``P/S`` needs add-handle on ``0.NA/P``; a derived prefix record ``0.NA/P.X`` needs
+        add-derived-prefix on ``0.NA/P``.
+        """
+        if handle.is_prefix_record:
+            parent = handle.suffix.rpartition(".")[0]
+            return prefix_handle(parent or handle.suffix), Right.ADD_DERIVED_PREFIX
+        return prefix_handle(handle.prefix), Right.ADD_HANDLE
+
+    async def _rights_over(self, identity: Ref, handle_text: str) -> int:
+        return await rights(identity, await self._fetch(fold(handle_text)), self._fetch)
+
+    async def _check_create(self, identity: Ref, handle: Handle) -> None:
+        authority, needed = self._creation_authority(handle)
+        if not await self._rights_over(identity, authority) & needed:
+            raise InsufficientPermissions(
+                f"{identity} may not create handles here ({needed.name} on {authority})",
+                handle=handle.text,
+            )
+
+    async def _check_change(
+        self, identity: Ref, record: Record, new: Sequence[HandleValue], handle: str
+    ) -> None:
+        granted = await rights(identity, record, self._fetch)
+        old = record.by_index()
+        fresh = {v.index: v for v in new}
+        for index, value in fresh.items():
+            before = old.get(index)
+            if before is None:
+                needed = Right.ADD_ADMIN if value.type == HS_ADMIN else Right.ADD_VALUE
+            elif before.same_content(value):
+                continue
+            else:
+                needed = Right.MODIFY_ADMIN if before.type == HS_ADMIN else Right.MODIFY_VALUE
+                self._check_writable(before, handle)
+            if not granted & needed:
+                raise InsufficientPermissions(f"{identity} lacks {needed.name}", handle=handle)
+        for index, before in old.items():
+            if index not in fresh:
+                needed = Right.REMOVE_ADMIN if before.type == HS_ADMIN else Right.REMOVE_VALUE
+                self._check_writable(before, handle)
+                if not granted & needed:
+                    raise InsufficientPermissions(f"{identity} lacks {needed.name}", handle=handle)
+
+    @staticmethod
+    def _check_writable(value: HandleValue, handle: str) -> None:
+        if not value.permissions & ADMIN_WRITE:
+            raise InsufficientPermissions(f"value {value.index} is read-only", handle=handle)
+
+    async def _check_lives_here(self, handle: Handle) -> None:
+        if not await self._homes.serves(handle.key):
+            raise PrefixNotHomed(f"prefix {handle.prefix} doesn't live here", handle=handle.text)
+
+    # --- preparing values ----------------------------------------------------------------
+
+    def _settle(
+        self, values: Sequence[HandleValue], old: Record | None, handle: Handle
+    ) -> tuple[HandleValue, ...]:
+        """The values as they will be stored.
+
+        Secrets are hashed (a secret that matches the stored hash keeps it, so re-sending the
+        same record is not a change); unchanged values keep their timestamps; a new handle
+        without HS_ADMIN gets one naming the prefix administrators.
+        """
+        previous = old.by_index() if old else {}
+        settled = []
+        for value in values:
+            before = previous.get(value.index)
+            if value.type == HS_SECKEY and value.data.format == "string":
+                secret = value.data.value
+                if (
+                    before is not None
+                    and before.type == HS_SECKEY
+                    and verify_secret(secret, before.data.value)
+                ):
+                    value = replace(value, data=before.data)
+                elif not is_hashed(secret):
+                    value = replace(value, data=Data("string", hash_secret(secret)))
+            if before is not None and before.same_content(value):
+                value = before
+            settled.append(value)
+        if old is None and not any(v.type == HS_ADMIN for v in settled):
+            settled.append(self._default_admin(handle, settled))
+        if len(settled) > MAX_VALUES:
+            raise InvalidValue(f"more than {MAX_VALUES} values", handle=handle.text)
+        return tuple(sorted(settled, key=lambda v: v.index))
+
+    def _default_admin(self, handle: Handle, values: Sequence[HandleValue]) -> HandleValue:
+        used = {v.index for v in values}
+        index = next(i for i in range(ADMIN_INDEX, ADMIN_INDEX + MAX_VALUES + 1) if i not in used)
+        authority, _ = self._creation_authority(handle)
+        admin = AdminRef(authority, ADMIN_GROUP_INDEX, DEFAULT_ADMIN_RIGHTS)
+        return HandleValue(index, HS_ADMIN, Data("admin", admin), timestamp=int(self._clock()))
+
+    # --- single-handle writes --------------------------------------------------------------
+
+    async def put(
+        self,
+        handle: Handle,
+        values: tuple[HandleValue, ...],
+        identity: Ref | None,
+        *,
+        overwrite: bool = True,
+        indexes: Sequence[int] | None = None,
+    ) -> WriteResult:
+        """PUT semantics of the Handle REST API.
+
+        Without ``indexes`` the values replace the whole record (or create it).  With
+        ``indexes`` only those values are added or replaced, and the indexes of the body must be
+        exactly the listed ones.  ``overwrite=False`` refuses to touch an existing handle
+        (101), or with ``indexes`` an existing value (201).
+        """
+        who = _require(identity)
+        await self._check_lives_here(handle)
+        if not values:
+            raise InvalidValue("no values given", handle=handle.text)
+        if indexes is not None and {v.index for v in values} != set(indexes):
+            raise ProtocolError(
+                "mismatched indexes: the index parameters must list the body's indexes",
+                handle=handle.text,
+            )
+        for _ in range(MAX_ATTEMPTS):
+            record = await self._store.get(handle.key)
+            if record is None:
+                await self._check_create(who, handle)
+                new = Record(handle.text, self._settle(values, None, handle))
+                if await self._store.put(handle.key, new, None):
+                    await self._invalidator.written([handle.key])
+                    return WriteResult(handle.text, created=True, changed=True)
+                continue
+            if indexes is None:
+                if not overwrite:
+                    raise HandleAlreadyExists("handle already exists", handle=handle.text)
+                merged: Sequence[HandleValue] = values
+            else:
+                current = record.by_index()
+                if not overwrite and any(v.index in current for v in values):
+                    raise ValueAlreadyExists("a value at that index exists", handle=handle.text)
+                current.update({v.index: v for v in values})
+                merged = list(current.values())
+            settled = self._settle(merged, record, handle)
+            await self._check_change(who, record, settled, handle.text)
+            if record.same_content(settled):
+                return WriteResult(handle.text, created=False, changed=False)
+            new = Record(record.handle, settled)
+            if await self._store.put(handle.key, new, record.version):
+                await self._invalidator.written([handle.key])
+                return WriteResult(handle.text, created=False, changed=True)
+        raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
+
+    async def mint(
+        self, prefix: Handle, values: tuple[HandleValue, ...], identity: Ref | None
+    ) -> WriteResult:
+        """Create a handle under ``prefix/`` with a new random suffix (a lowercase UUID)."""
+        handle = Handle.parse(f"{prefix.text}{uuid.uuid4()}")
+        return await self.put(handle, values, identity, overwrite=False)
+
+    async def delete(
+        self, handle: Handle, identity: Ref | None, indexes: Sequence[int] | None = None
+    ) -> None:
+        """Delete the handle, or only the values at ``indexes`` (200 if none of them exist)."""
+        who = _require(identity)
+        await self._check_lives_here(handle)
+        for _ in range(MAX_ATTEMPTS):
+            record = await self._store.get(handle.key)
+            if record is None:
+                raise HandleNotFound("handle not found", handle=handle.text)
+            if indexes is None:
+                if not await rights(who, record, self._fetch) & Right.DELETE_HANDLE:
+                    raise InsufficientPermissions(f"{who} lacks DELETE_HANDLE", handle=handle.text)
+                done = await self._store.delete(handle.key, record.version)
+            else:
+                missing = [i for i in indexes if i not in record.by_index()]
+                if missing:
+                    raise ValuesNotFound(f"no value at index {missing[0]}", handle=handle.text)
+                kept = tuple(v for v in record.values if v.index not in set(indexes))
+                await self._check_change(who, record, kept, handle.text)
+                done = await self._store.put(
+                    handle.key, Record(record.handle, kept), record.version
+                )
+            if done:
+                await self._invalidator.written([handle.key])
+                return
+        raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
+
+    # --- volume ------------------------------------------------------------------------------
+
+    async def batch(
+        self, items: Sequence[BatchItem], identity: Ref | None, *, overwrite: bool = True
+    ) -> list[ItemResult]:
+        """Create or replace many handles, one result per item, idempotently.
+
+        An item whose handle already holds the same values succeeds as ``unchanged``, so a
+        client retrying a batch after a timeout gets success, not conflicts.  With
+        ``overwrite=False`` an item whose handle holds *different* values fails with 101.
+        Items are independent: one failing item does not stop the others.
+        """
+        who = _require(identity)
+        if len(items) > MAX_BATCH:
+            raise ProtocolError(f"a batch holds at most {MAX_BATCH} handles")
+        results: dict[int, ItemResult] = {}
+        pending: dict[int, BatchItem] = {}
+        seen: set[str] = set()
+        for n, item in enumerate(items):
+            if item.error is not None or item.handle is None:
+                error = item.error or InvalidValue("no handle")
+                results[n] = ItemResult(item.text, error.code, "error", error.message)
+            elif item.handle.key in seen:
+                results[n] = ItemResult(item.text, 101, "error", "handle repeated in batch")
+            else:
+                seen.add(item.handle.key)
+                pending[n] = item
+        create_rights: dict[str, int] = {}
+        for _ in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            keys = [item.handle.key for item in pending.values() if item.handle]
+            existing = await self._store.get_many(keys)
+            writes: list[tuple[int, str, Record, int | None]] = []
+            for n, item in list(pending.items()):
+                assert item.handle is not None
+                try:
+                    outcome = await self._plan_item(
+                        who, item, existing.get(item.handle.key), overwrite, create_rights
+                    )
+                except HandleError as error:
+                    results[n] = ItemResult(item.text, error.code, "error", error.message)
+                    del pending[n]
+                    continue
+                if isinstance(outcome, ItemResult):
+                    results[n] = outcome
+                    del pending[n]
+                else:
+                    writes.append((n, item.handle.key, *outcome))
+            done = await self._store.put_many([(k, r, e) for _, k, r, e in writes])
+            written = []
+            for (n, key, _, expected), ok in zip(writes, done, strict=True):
+                if ok:
+                    status = "created" if expected is None else "updated"
+                    results[n] = ItemResult(pending.pop(n).text, 1, status)
+                    written.append(key)
+            await self._invalidator.written(written)
+        for n, item in pending.items():
+            results[n] = ItemResult(item.text, 3, "error", "too many concurrent writes")
+        return [results[n] for n in range(len(items))]
+
+    async def _plan_item(
+        self,
+        who: Ref,
+        item: BatchItem,
+        record: Record | None,
+        overwrite: bool,
+        create_rights: dict[str, int],
+    ) -> ItemResult | tuple[Record, int | None]:
+        handle = item.handle
+        assert handle is not None
+        await self._check_lives_here(handle)
+        if not item.values:
+            raise InvalidValue("no values given", handle=handle.text)
+        if record is None:
+            authority, needed = self._creation_authority(handle)
+            if authority not in create_rights:
+                create_rights[authority] = await self._rights_over(who, authority)
+            if not create_rights[authority] & needed:
+                raise InsufficientPermissions(f"{who} lacks {needed.name} on {authority}")
+            return Record(handle.text, self._settle(item.values, None, handle)), None
+        settled = self._settle(item.values, record, handle)
+        if record.same_content(settled) or record.same_content(
+            self._settle(item.values, None, handle)
+        ):
+            return ItemResult(item.text, 1, "unchanged")
+        if not overwrite:
+            raise HandleAlreadyExists("handle exists with other values", handle=handle.text)
+        await self._check_change(who, record, settled, handle.text)
+        return Record(record.handle, settled), record.version
+
+    # --- reading lists -------------------------------------------------------------------
+
+    async def list_handles(
+        self, prefix: str, identity: Ref | None, page: int, page_size: int
+    ) -> tuple[int, list[str]]:
+        """One page of the handles under ``prefix``; needs list-handles on ``0.NA/prefix``."""
+        who = _require(identity)
+        if page < 0 or not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise ProtocolError(f"page must be >= 0 and pageSize from 0 to {MAX_PAGE_SIZE}")
+        if not await self._rights_over(who, prefix_handle(prefix)) & Right.LIST_HANDLES:
+            raise InsufficientPermissions(f"{who} lacks LIST_HANDLES on {prefix_handle(prefix)}")
+        return await self._store.list_handles(fold(prefix), page * page_size, page_size)
+
+    async def homed_prefixes(self) -> list[str]:
+        return await self._store.homed_prefixes()

@@ -1,0 +1,171 @@
+"""Resolution as a chain of small layers, each wrapping the next (as CoreDNS plugins do).
+
+A layer is an object with ``async resolve(key, fresh, next)``; :func:`build` folds a literal
+list of layers, outermost first, into one ``Resolve`` callable.  ``fresh`` (the REST
+``auth=true``) asks every cache to step aside and the authoritative source to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import orjson
+
+from resolver.answers import Answer, Outcome, TtlPolicy
+from resolver.cache import MemoryCache
+from resolver.codecs.stored import decode_values, encode_values
+from resolver.homes import Homes
+from resolver.ports import Generations, RecordStore, SharedCache
+from resolver.values import Record
+
+Resolve = Callable[[str, bool], Awaitable[Answer]]
+
+
+class Layer(Protocol):
+    async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer: ...
+
+
+class Terminal(Protocol):
+    async def __call__(self, key: str, fresh: bool) -> Answer: ...
+
+
+def build(layers: Sequence[Layer], terminal: Resolve) -> Resolve:
+    """Compose ``layers`` (outermost first) around ``terminal``."""
+    resolve = terminal
+    for layer in reversed(layers):
+        resolve = _bind(layer, resolve)
+    return resolve
+
+
+def _bind(layer: Layer, next_: Resolve) -> Resolve:
+    async def resolve(key: str, fresh: bool) -> Answer:
+        return await layer.resolve(key, fresh, next_)
+
+    return resolve
+
+
+class MemoryLayer:
+    """First level: answers from process memory (see :class:`resolver.cache.MemoryCache`)."""
+
+    def __init__(self, cache: MemoryCache, generations: Generations) -> None:
+        self.cache = cache
+        self._generations = generations
+
+    async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
+        if not fresh:
+            entry = self.cache.get(key)
+            if entry is not None:
+                return entry.answer.with_source("memory")
+        generation = self._generations.current(key)  # before the read: see Generations
+        answer = await next(key, fresh)
+        self.cache.put(answer, generation)
+        return answer
+
+
+class CoalesceLayer:
+    """Concurrent misses for the same key share one walk down the chain."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self.walks = 0
+        """How many walks went past this layer: what coalescing saves is visible here."""
+
+    async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
+        if fresh:
+            return await next(key, fresh)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        self.walks += 1
+        try:
+            answer = await next(key, fresh)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(answer)
+            return answer
+        finally:
+            del self._inflight[key]
+
+
+class SharedLayer:
+    """Second level: answers shared by the workers of a node through a :class:`SharedCache`."""
+
+    def __init__(
+        self, shared: SharedCache, generations: Generations, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._shared = shared
+        self._generations = generations
+        self._clock = clock
+
+    async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
+        generation = self._generations.current(key)
+        if not fresh:
+            blob = await self._shared.get(key)
+            if blob is not None:
+                answer = _load(key, blob, generation, self._clock())
+                if answer is not None:
+                    return answer
+        answer = await next(key, fresh)
+        ttl = answer.expires - self._clock()
+        if ttl > 0:
+            await self._shared.set(key, _dump(answer, generation), ttl)
+        return answer
+
+
+def _dump(answer: Answer, generation: int) -> bytes:
+    record = answer.record
+    head = [generation, answer.expires, int(answer.outcome)]
+    if record is None:
+        return orjson.dumps(head)
+    return (
+        orjson.dumps([*head, record.handle, record.version]) + b"\n" + encode_values(record.values)
+    )
+
+
+def _load(key: str, blob: bytes, generation: int, now: float) -> Answer | None:
+    """The cached answer, or None if it is stale, expired or unreadable."""
+    head_raw, _, values = blob.partition(b"\n")
+    try:
+        head = orjson.loads(head_raw)
+        if head[0] != generation or head[1] <= now:
+            return None
+        outcome = Outcome(head[2])
+        record = Record(head[3], decode_values(values), head[4]) if values else None
+    except (ValueError, IndexError, TypeError, KeyError):
+        return None
+    return Answer(key, outcome, record, head[1], "redis")
+
+
+class StoreLookup:
+    """The end of an authoritative chain: the registry itself."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        homes: Homes,
+        policy: TtlPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._homes = homes
+        self._policy = policy
+        self._clock = clock
+
+    async def __call__(self, key: str, fresh: bool) -> Answer:
+        record = await self._store.get(key)
+        now = self._clock()
+        if record is not None:
+            outcome = Outcome.FOUND
+        elif await self._homes.serves(key):
+            outcome = Outcome.NOT_FOUND
+        else:
+            outcome = Outcome.NOT_HOMED
+        return Answer(key, outcome, record, self._policy.expiry(record, now), "store")

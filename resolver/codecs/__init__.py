@@ -1,0 +1,1 @@
+"""Wire and storage forms of the value model."""

@@ -1,0 +1,82 @@
+"""The error tree of the core, one class per Handle response code.
+
+Each error carries its Handle ``responseCode``; the HTTP edge maps codes to statuses in one
+table (``nodes.http.errors``), so nothing below the edge knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class HandleError(Exception):
+    """A failure the protocol can name. ``code`` is the Handle response code."""
+
+    code: int = 2
+
+    def __init__(self, message: str, *, handle: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.handle = handle
+
+
+class ServerError(HandleError):
+    code = 2
+
+
+class ServerBusy(HandleError):
+    code = 3
+
+
+class ProtocolError(HandleError):
+    """The request itself is malformed (bad JSON, bad encoding, oversize body)."""
+
+    code = 4
+
+
+class OperationNotSupported(HandleError):
+    code = 5
+
+
+class HandleNotFound(HandleError):
+    code = 100
+
+
+class HandleAlreadyExists(HandleError):
+    code = 101
+
+
+class InvalidHandle(HandleError):
+    code = 102
+
+
+class ValuesNotFound(HandleError):
+    code = 200
+
+
+class ValueAlreadyExists(HandleError):
+    code = 201
+
+
+class InvalidValue(HandleError):
+    code = 202
+
+
+class PrefixNotHomed(HandleError):
+    """The prefix does not live on this node (Handle's "server not responsible")."""
+
+    code = 301
+
+
+class InvalidAdmin(HandleError):
+    code = 400
+
+
+class InsufficientPermissions(HandleError):
+    code = 401
+
+
+class AuthenticationNeeded(HandleError):
+    code = 402
+
+
+class AuthenticationFailed(HandleError):
+    code = 403
