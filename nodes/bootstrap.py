@@ -1,15 +1,23 @@
 """The one place that builds a node: real adapters from settings, wired into a role.
 
-Nothing here runs at import time; :func:`build_node` is called by the server's lifespan and by
-CLI commands, and :meth:`Node.close` releases what it opened.
+A role is a literal list of resolution layers plus its stores (CoreDNS's ``plugin.cfg``):
+
+- authoritative roles (top-level, dr, secondary, enterprise):
+  memory → coalesce → [redis] → registry (with the delegations it records);
+- recursive: memory → coalesce → [redis] → stale → walk the hierarchy.
+
+Nothing here runs at import time; :func:`build_node` is called by the server's worker factory
+and by CLI commands, and :meth:`Node.close` releases what it opened.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from nodes.generation_board import GenerationBoard
+from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.settings import Settings
 from registry.authentication import Authenticator
@@ -18,11 +26,13 @@ from registry.invalidation import Invalidator
 from registry.service import Registrar
 from registry.stores.sql import SqlStore
 from resolver import chain
-from resolver.answers import TtlPolicy
+from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
 from resolver.homes import Homes
 from resolver.ports import Generations, RecordStore, SharedCache
+from resolver.sites import Site
 from resolver.values import Record
+from resolver.walk import StaleLayer, Walker
 
 
 @dataclass
@@ -40,11 +50,26 @@ class Node:
     authenticator: Authenticator
     fetch: Fetch
     """Reads a record through the node's caches (for authentication and authorization)."""
+    walker: Walker | None
+    """Resolves through the hierarchy: the recursive role's chain end, or on behalf of clients
+    asking an authoritative node that allows recursion."""
+    peers: HttpPeerClient | None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.settings.name,
+            "role": self.settings.role,
+            "cache_entries": len(self.cache),
+            "walks": self.coalescer.walks,
+            "upstream_requests": self.walker.upstream_requests if self.walker else 0,
+        }
 
     async def close(self) -> None:
         await self.store.close()
         if self.shared is not None:
             await self.shared.close()
+        if self.peers is not None:
+            await self.peers.close()
         if isinstance(self.generations, GenerationBoard):
             self.generations.close()
 
@@ -59,7 +84,6 @@ def build_generations(settings: Settings) -> Generations:
 
 
 def build_node(settings: Settings) -> Node:
-    """An authoritative node: memory cache, coalescing, optional Redis, then the registry."""
     store = build_store(settings)
     generations = build_generations(settings)
     shared: SharedCache | None = None
@@ -76,11 +100,26 @@ def build_node(settings: Settings) -> Node:
     layers: list[chain.Layer] = [chain.MemoryLayer(cache, generations), coalescer]
     if shared is not None:
         layers.append(chain.SharedLayer(shared, generations))
-    resolve = chain.build(layers, chain.StoreLookup(store, homes, policy))
+
+    federation = settings.federation
+    recursive = settings.role == "recursive"
+    walker = peers = None
+    if recursive or federation.allow_recursion:
+        peers = HttpPeerClient(timeout=federation.upstream_timeout)
+        roots = [Site((url.rstrip("/"),), "top-level") for url in federation.top_level]
+        walker = Walker(peers, roots, policy)
+    terminal: chain.Resolve
+    if walker is not None and recursive:
+        layers.append(StaleLayer(federation.stale_ttl))
+        terminal = walker
+    else:
+        terminal = chain.StoreLookup(store, homes, policy)
+    resolve = chain.build(layers, terminal)
     invalidator = Invalidator(generations, shared)
 
     async def fetch(key: str) -> Record | None:
-        return (await resolve(key, False)).record
+        answer = await resolve(key, False)
+        return answer.record if answer.outcome is Outcome.FOUND else None
 
     return Node(
         settings=settings,
@@ -95,4 +134,6 @@ def build_node(settings: Settings) -> Node:
         registrar=Registrar(store, homes, invalidator, fetch),
         authenticator=Authenticator(fetch),
         fetch=fetch,
+        walker=walker,
+        peers=peers,
     )

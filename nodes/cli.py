@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nodes.settings import Settings, SettingsError, load_settings
+from resolver.errors import HandleError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -59,21 +61,25 @@ async def _prefix_init(settings: Settings, prefix: str, secret: str) -> str:
     return str(admin.identity)
 
 
-def cmd_prefix_init(args: argparse.Namespace) -> int:
+def _secret(secret_file: str | None) -> tuple[str, bool]:
+    """The secret from ``secret_file``, or a new one; the flag says it must be shown."""
     from registry.secrets import generate_secret
 
+    if not secret_file:
+        return generate_secret(), True
+    secret = Path(secret_file).read_text(encoding="utf-8").strip()
+    if not secret:
+        raise SettingsError(f"--secret-file {secret_file} is empty")
+    return secret, False
+
+
+def cmd_prefix_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _migrate_if_asked(settings)
-    if args.secret_file:
-        secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
-        if not secret:
-            print(f"error: {args.secret_file} is empty", file=sys.stderr)
-            return 2
-    else:
-        secret = generate_secret()
+    secret, shown = _secret(args.secret_file)
     identity = asyncio.run(_prefix_init(settings, args.prefix, secret))
     print(f"prefix {args.prefix} homed; administrator {identity}")
-    if not args.secret_file:
+    if shown:
         print(f"secret (shown once, store it now): {secret}")
     return 0
 
@@ -86,6 +92,59 @@ async def _prefix_list(settings: Settings) -> list[str]:
         return await store.homed_prefixes()
     finally:
         await store.close()
+
+
+async def _prefix_allocate(settings: Settings, prefix: str, secret: str) -> str:
+    from nodes.bootstrap import build_node
+    from registry.prefixes import allocate_prefix
+
+    node = build_node(settings)
+    try:
+        return str(await allocate_prefix(node.store, node.invalidator, prefix, secret))
+    finally:
+        await node.close()
+
+
+def cmd_prefix_allocate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _migrate_if_asked(settings)
+    secret, shown = _secret(args.secret_file)
+    identity = asyncio.run(_prefix_allocate(settings, args.prefix, secret))
+    print(f"prefix {args.prefix} allocated; its holder authenticates as {identity}")
+    if shown:
+        print(f"secret (shown once, give it to the holder): {secret}")
+    return 0
+
+
+async def _join(settings: Settings, prefix: str, secret: str) -> str:
+    from nodes.bootstrap import build_node
+    from nodes.federation import register_sites
+    from registry.prefixes import init_prefix
+    from resolver.errors import HandleAlreadyExists
+    from resolver.identifiers import prefix_handle
+
+    if not settings.federation.top_level:
+        raise SettingsError("IDIS_FEDERATION__TOP_LEVEL: no top-level node to register with")
+    node = build_node(settings)
+    try:
+        # Joining again after a restart or a move is fine: the local records stay.
+        with contextlib.suppress(HandleAlreadyExists):
+            await init_prefix(node.store, node.invalidator, prefix, secret)
+    finally:
+        await node.close()
+    identity = f"300:{prefix_handle(prefix)}"
+    return await register_sites(
+        settings.federation.top_level, prefix, settings.site_url, identity, secret
+    )
+
+
+def cmd_federation_join(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _migrate_if_asked(settings)
+    secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+    top = asyncio.run(_join(settings, args.prefix, secret))
+    print(f"{args.prefix} homed here and delegated to {settings.site_url} at {top}")
+    return 0
 
 
 def cmd_prefix_list(args: argparse.Namespace) -> int:
@@ -138,6 +197,21 @@ def parser() -> argparse.ArgumentParser:
     init.set_defaults(run=cmd_prefix_init)
     listing = prefix_commands.add_parser("list", help="list homed prefixes")
     listing.set_defaults(run=cmd_prefix_list)
+    allocate = prefix_commands.add_parser(
+        "allocate", help="(top level) create 0.NA/PREFIX for a prefix delegated to another node"
+    )
+    allocate.add_argument("prefix")
+    allocate.add_argument("--secret-file", help="the holder's secret (default: generate one)")
+    allocate.set_defaults(run=cmd_prefix_allocate)
+
+    federation = commands.add_parser("federation", help="federating with the top level")
+    federation_commands = federation.add_subparsers(dest="federation_command", required=True)
+    join = federation_commands.add_parser(
+        "join", help="home PREFIX here and register this node's site for it at the top level"
+    )
+    join.add_argument("prefix")
+    join.add_argument("--secret-file", required=True, help="the secret of 300:0.NA/PREFIX")
+    join.set_defaults(run=cmd_federation_join)
 
     load = commands.add_parser("import", help="bulk-load identifiers from JSONL or CSV")
     load.add_argument("file")
@@ -157,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"idis: {error}", file=sys.stderr)
         return 2
+    except HandleError as error:
+        print(f"idis: {error.message} (response code {error.code})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

@@ -41,6 +41,31 @@ class CacheSettings(BaseModel):
     redis_timeout: float = Field(0.1, gt=0, description="seconds before Redis counts as down")
 
 
+class Peer(BaseModel):
+    name: str
+    url: str
+
+
+class FederationSettings(BaseModel):
+    """How this node finds, and is found by, the rest of the hierarchy."""
+
+    site_url: str | None = Field(None, description="base URL others reach this node at")
+    top_level: list[str] = Field(default_factory=list, description="top-level base URLs")
+    peers: list[Peer] = Field(default_factory=list, description="top-level peers to replicate")
+    secret: str | None = Field(None, description="shared secret of federation replication")
+    allow_recursion: bool = Field(False, description="resolve referrals for clients that ask")
+    stale_ttl: float = Field(300.0, ge=0, description="serve answers this long past expiry")
+    upstream_timeout: float = Field(1.0, gt=0, description="seconds before a peer counts down")
+
+    @field_validator("site_url", "top_level", mode="after")
+    @classmethod
+    def _urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for url in [value] if isinstance(value, str) else value or []:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -57,6 +82,7 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
+    federation: FederationSettings = FederationSettings()
 
     @field_validator("http")
     @classmethod
@@ -91,6 +117,14 @@ class Settings(BaseSettings):
     @property
     def address(self) -> tuple[str, int]:
         return parse_address(self.http)
+
+    @property
+    def site_url(self) -> str:
+        """The base URL of this node as other nodes reach it."""
+        if self.federation.site_url:
+            return self.federation.site_url.rstrip("/")
+        host, port = self.address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import time
 from collections.abc import Callable
@@ -59,7 +58,7 @@ class Authenticator:
             raise AuthenticationFailed("only HTTP Basic authentication is supported")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII header text
             raise AuthenticationFailed("malformed Basic credentials") from None
         user, colon, secret = decoded.partition(":")
         if not colon or not user:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from resolver.identifiers import PREFIX_HANDLE_PREFIX
 from resolver.ports import Generations, SharedCache
+
+PREFIX_RECORDS = PREFIX_HANDLE_PREFIX + "/"
 
 
 class Invalidator:
@@ -19,7 +22,12 @@ class Invalidator:
         self._shared = shared
 
     async def written(self, keys: Sequence[str]) -> None:
-        self._generations.bump(keys)
+        if any(key.startswith(PREFIX_RECORDS) for key in keys):
+            # A prefix record decides the referrals and not-homed answers cached for every
+            # handle under it; such writes are rare, so everything cached is let go.
+            self._generations.bump_all()
+        else:
+            self._generations.bump(keys)
         if self._shared is not None and keys:
             await self._shared.delete(keys)
 

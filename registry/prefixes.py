@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from registry.authorization import ALL_RIGHTS
+from registry.authorization import ALL_RIGHTS, Right
 from registry.invalidation import Invalidator
 from registry.secrets import hash_secret
-from resolver.errors import HandleAlreadyExists
+from resolver.errors import HandleAlreadyExists, PrefixNotHomed
 from resolver.homes import HOMES_KEY
-from resolver.identifiers import Handle, prefix_handle, validate_prefix
+from resolver.identifiers import Handle, fold, parent_prefixes, prefix_handle, validate_prefix
 from resolver.ports import RecordStore
 from resolver.values import (
     ADMIN_GROUP_INDEX,
@@ -86,3 +86,52 @@ async def init_prefix(
     await store.home_prefix(prefix)
     await invalidator.written([na.key, admin.key, HOMES_KEY])
     return PrefixAdmin(prefix, identity)
+
+
+PREFIX_HOLDER_RIGHTS = (
+    Right.ADD_VALUE
+    | Right.MODIFY_VALUE
+    | Right.REMOVE_VALUE
+    | Right.ADD_DERIVED_PREFIX
+    | Right.DELETE_DERIVED_PREFIX
+    | Right.READ_VALUE
+)
+"""What the holder of a delegated prefix may do to its prefix record at the top level: point it
+at its own sites and allocate derived prefixes, but not delete it or change who administers it."""
+
+
+async def allocate_prefix(
+    store: RecordStore, invalidator: Invalidator, prefix: str, secret: str
+) -> Ref:
+    """Create the prefix record ``0.NA/PREFIX`` for a prefix delegated to another node.
+
+    The record authenticates its holder itself (HS_SECKEY at index 300, the identity
+    ``300:0.NA/PREFIX``, as Handle's prefix administrators are usually set up) and grants it
+    :data:`PREFIX_HOLDER_RIGHTS`; the holder then registers its sites with an ordinary
+    authenticated write.  The parent prefix must be homed here (raises 301 otherwise).
+    """
+    validate_prefix(prefix)
+    na = Handle.parse(prefix_handle(prefix))
+    homed = {fold(p) for p in await store.homed_prefixes()}
+    if not any(p in homed for p in parent_prefixes(fold(prefix))[1:]):
+        raise PrefixNotHomed(f"no parent of {prefix} is homed on this node", handle=na.text)
+    now = int(time.time())
+    identity = Ref(na.text, SECRET_KEY_INDEX)
+    holder = AdminRef(na.text, SECRET_KEY_INDEX, PREFIX_HOLDER_RIGHTS)
+    record = Record(
+        na.text,
+        (
+            HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", holder), timestamp=now),
+            HandleValue(
+                SECRET_KEY_INDEX,
+                HS_SECKEY,
+                Data("string", hash_secret(secret)),
+                timestamp=now,
+                permissions=SECRET_PERMISSIONS,
+            ),
+        ),
+    )
+    if not await store.put(na.key, record, None):
+        raise HandleAlreadyExists(f"{na.text} already exists", handle=na.text)
+    await invalidator.written([na.key])
+    return identity

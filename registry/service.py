@@ -86,6 +86,31 @@ def _require(identity: Ref | None) -> Ref:
     return identity
 
 
+def creation_authority(handle: Handle) -> tuple[str, Right]:
+    """Whose HS_ADMIN decides creation, and which right it needs.
+
+    ``P/S`` needs add-handle on ``0.NA/P``; a derived prefix record ``0.NA/P.X`` needs
+    add-derived-prefix on ``0.NA/P``.
+    """
+    if handle.is_prefix_record:
+        parent = handle.suffix.rpartition(".")[0]
+        return prefix_handle(parent or handle.suffix), Right.ADD_DERIVED_PREFIX
+    return prefix_handle(handle.prefix), Right.ADD_HANDLE
+
+
+def default_admin(handle: Handle, values: Sequence[HandleValue], now: int) -> HandleValue:
+    """The HS_ADMIN a new handle without one gets: the creation authority's admin group.
+
+    It takes index 100, or the first index from 100 that ``values`` leave free.  Shared by the
+    write path and the bulk importer, so that both create identical records.
+    """
+    used = {v.index for v in values}
+    index = next(i for i in range(ADMIN_INDEX, ADMIN_INDEX + MAX_VALUES + 1) if i not in used)
+    authority, _ = creation_authority(handle)
+    admin = AdminRef(authority, ADMIN_GROUP_INDEX, DEFAULT_ADMIN_RIGHTS)
+    return HandleValue(index, HS_ADMIN, Data("admin", admin), timestamp=now)
+
+
 class Registrar:
     def __init__(
         self,
@@ -104,22 +129,11 @@ class Registrar:
 
     # --- authorization -------------------------------------------------------------------
 
-    def _creation_authority(self, handle: Handle) -> tuple[str, Right]:
-        """Whose HS_ADMIN decides creation, and which right it needs.
-
-        ``P/S`` needs add-handle on ``0.NA/P``; a derived prefix record ``0.NA/P.X`` needs
-        add-derived-prefix on ``0.NA/P``.
-        """
-        if handle.is_prefix_record:
-            parent = handle.suffix.rpartition(".")[0]
-            return prefix_handle(parent or handle.suffix), Right.ADD_DERIVED_PREFIX
-        return prefix_handle(handle.prefix), Right.ADD_HANDLE
-
     async def _rights_over(self, identity: Ref, handle_text: str) -> int:
         return await rights(identity, await self._fetch(fold(handle_text)), self._fetch)
 
     async def _check_create(self, identity: Ref, handle: Handle) -> None:
-        authority, needed = self._creation_authority(handle)
+        authority, needed = creation_authority(handle)
         if not await self._rights_over(identity, authority) & needed:
             raise InsufficientPermissions(
                 f"{identity} may not create handles here ({needed.name} on {authority})",
@@ -167,8 +181,10 @@ class Registrar:
         """The values as they will be stored.
 
         Secrets are hashed (a secret that matches the stored hash keeps it, so re-sending the
-        same record is not a change); unchanged values keep their timestamps; a new handle
-        without HS_ADMIN gets one naming the prefix administrators.
+        same record is not a change); unchanged values keep their timestamps; values without
+        HS_ADMIN get one naming the prefix administrators, on creation and on a whole
+        replacement alike, so that re-sending a record is not a change and never strips the
+        administrators of their own handle.
         """
         previous = old.by_index() if old else {}
         settled = []
@@ -187,18 +203,13 @@ class Registrar:
             if before is not None and before.same_content(value):
                 value = before
             settled.append(value)
-        if old is None and not any(v.type == HS_ADMIN for v in settled):
-            settled.append(self._default_admin(handle, settled))
+        if not any(v.type == HS_ADMIN for v in settled):
+            admin = default_admin(handle, settled, int(self._clock()))
+            before = previous.get(admin.index)
+            settled.append(before if before is not None and before.same_content(admin) else admin)
         if len(settled) > MAX_VALUES:
             raise InvalidValue(f"more than {MAX_VALUES} values", handle=handle.text)
         return tuple(sorted(settled, key=lambda v: v.index))
-
-    def _default_admin(self, handle: Handle, values: Sequence[HandleValue]) -> HandleValue:
-        used = {v.index for v in values}
-        index = next(i for i in range(ADMIN_INDEX, ADMIN_INDEX + MAX_VALUES + 1) if i not in used)
-        authority, _ = self._creation_authority(handle)
-        admin = AdminRef(authority, ADMIN_GROUP_INDEX, DEFAULT_ADMIN_RIGHTS)
-        return HandleValue(index, HS_ADMIN, Data("admin", admin), timestamp=int(self._clock()))
 
     # --- single-handle writes --------------------------------------------------------------
 
@@ -366,7 +377,7 @@ class Registrar:
         if not item.values:
             raise InvalidValue("no values given", handle=handle.text)
         if record is None:
-            authority, needed = self._creation_authority(handle)
+            authority, needed = creation_authority(handle)
             if authority not in create_rights:
                 create_rights[authority] = await self._rights_over(who, authority)
             if not create_rights[authority] & needed:

@@ -14,6 +14,14 @@ class Outcome(enum.IntEnum):
     FOUND = 1
     NOT_FOUND = 100
     NOT_HOMED = 301
+    SERVICE_REFERRAL = 302
+    """The prefix is served elsewhere; ``record`` holds its HS_SITE values."""
+    PREFIX_REFERRAL = 303
+    """A parent prefix delegates its derived prefixes; ``record`` holds its HS_SITE.PREFIX."""
+
+    @property
+    def is_referral(self) -> bool:
+        return self in (Outcome.SERVICE_REFERRAL, Outcome.PREFIX_REFERRAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +30,8 @@ class Answer:
 
     ``expires`` is wall-clock seconds since the epoch: values may carry absolute TTLs.
     ``source`` names the layer that produced it (``memory``, ``redis``, ``store``), so that
-    clients and operators can see where an answer came from.
+    clients and operators can see where an answer came from; a recursive node's source is the
+    path its walk took.
     """
 
     key: str

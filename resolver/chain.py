@@ -18,8 +18,10 @@ from resolver.answers import Answer, Outcome, TtlPolicy
 from resolver.cache import MemoryCache
 from resolver.codecs.stored import decode_values, encode_values
 from resolver.homes import Homes
+from resolver.identifiers import PREFIX_HANDLE_PREFIX, parent_prefixes
 from resolver.ports import Generations, RecordStore, SharedCache
-from resolver.values import Record
+from resolver.sites import DERIVED_SITE_TYPES
+from resolver.values import HS_SITE, Record
 
 Resolve = Callable[[str, bool], Awaitable[Answer]]
 
@@ -139,13 +141,20 @@ def _load(key: str, blob: bytes, generation: int, now: float) -> Answer | None:
             return None
         outcome = Outcome(head[2])
         record = Record(head[3], decode_values(values), head[4]) if values else None
-    except (ValueError, IndexError, TypeError, KeyError):
+    except (ValueError, IndexError, TypeError, KeyError, AttributeError):
         return None
     return Answer(key, outcome, record, head[1], "redis")
 
 
 class StoreLookup:
-    """The end of an authoritative chain: the registry itself."""
+    """The end of an authoritative chain: the registry itself, and the delegations it records.
+
+    A handle the store lacks is answered, in this order: a referral when a prefix record held
+    here delegates it (``HS_SITE`` of ``0.NA/P`` for handles under ``P``: 302; ``HS_SITE.PREFIX``
+    of ``0.NA/Q`` for prefixes derived from ``Q``: 303); not-found when it lives here; else
+    not-homed.  The search goes from the most specific prefix up and stops at the first prefix
+    homed here, below which this node is authoritative.
+    """
 
     def __init__(
         self,
@@ -163,9 +172,31 @@ class StoreLookup:
         record = await self._store.get(key)
         now = self._clock()
         if record is not None:
-            outcome = Outcome.FOUND
-        elif await self._homes.serves(key):
-            outcome = Outcome.NOT_FOUND
-        else:
-            outcome = Outcome.NOT_HOMED
-        return Answer(key, outcome, record, self._policy.expiry(record, now), "store")
+            return Answer(key, Outcome.FOUND, record, self._policy.expiry(record, now), "store")
+        referral = await self._delegation(key)
+        if referral is not None:
+            outcome, site_record = referral
+            return Answer(key, outcome, site_record, self._policy.expiry(site_record, now), "store")
+        outcome = Outcome.NOT_FOUND if await self._homes.serves(key) else Outcome.NOT_HOMED
+        return Answer(key, outcome, None, self._policy.expiry(None, now), "store")
+
+    async def _delegation(self, key: str) -> tuple[Outcome, Record] | None:
+        prefix, _, suffix = key.partition("/")
+        is_prefix_record = prefix == PREFIX_HANDLE_PREFIX
+        target = suffix if is_prefix_record else prefix
+        homed = await self._homes.keys()
+        for candidate in parent_prefixes(target):
+            if candidate in homed:
+                return None
+            exact = candidate == target
+            if exact and is_prefix_record:
+                continue  # the record itself is what was asked for, and it is not here
+            holder = await self._store.get(f"{PREFIX_HANDLE_PREFIX}/{candidate}")
+            if holder is None:
+                continue
+            wanted = (HS_SITE,) if exact else DERIVED_SITE_TYPES
+            values = tuple(v for v in holder.values if v.type.upper() in wanted)
+            if values:
+                outcome = Outcome.SERVICE_REFERRAL if exact else Outcome.PREFIX_REFERRAL
+                return outcome, Record(holder.handle, values, holder.version)
+        return None

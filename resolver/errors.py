@@ -80,3 +80,17 @@ class AuthenticationNeeded(HandleError):
 
 class AuthenticationFailed(HandleError):
     code = 403
+
+
+class UpstreamUnavailable(HandleError):
+    """No server of any site that could answer was reachable (a recursive node's failure)."""
+
+    code = 3
+
+
+class PeerRefused(HandleError):
+    """Another node answered a request with an error; ``code`` is the code it gave."""
+
+    def __init__(self, code: int, message: str, *, handle: str | None = None) -> None:
+        super().__init__(message, handle=handle)
+        self.code = code

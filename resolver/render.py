@@ -50,6 +50,19 @@ def resolution(handle: str, values: Sequence[HandleValue], *, pretty: bool = Fal
     return dumps(body, pretty=pretty)
 
 
+def referral(
+    handle: str, code: int, holder: Record, *, pretty: bool = False
+) -> bytes:
+    """A 302/303 referral: the site values of ``holder``, the prefix record that delegates."""
+    body = {
+        "responseCode": code,
+        "handle": handle,
+        "referral": holder.handle,
+        "values": [render_value(v) for v in holder.values],
+    }
+    return dumps(body, pretty=pretty)
+
+
 def public_resolution(record: Record) -> bytes:
     """The answer to an anonymous, unfiltered query: what the hot path serves from memory."""
     return resolution(record.handle, select(record.values))

@@ -7,6 +7,7 @@ that every malformed input gets a Handle response code rather than a framework's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from nodes.http.errors import http_status
 from nodes.http.params import Query, path_text
 from nodes.http.proxy import alias_target, choose_location
-from nodes.http.resolution import answer_or_raise
+from nodes.http.resolution import answer_or_raise, resolve
 from registry.service import BatchItem
 from resolver import render
 from resolver.codecs.json_api import parse_values
@@ -105,7 +106,13 @@ def create_api(node: Any) -> FastAPI:
 
     @app.exception_handler(HandleError)
     async def handle_error(request: Request, error: HandleError) -> Response:
-        body = render.error(error.code, error.message, error.handle)
+        handle = error.handle
+        if handle is None and request.scope["path"].startswith("/api/handles/"):
+            # Every answer about a handle names it, errors included: pyhandle's delete_handle
+            # reads "handle" before it looks at the status (a 403 would be a KeyError there).
+            with contextlib.suppress(HandleError):
+                handle = path_text(request.scope, len("/api/handles/")) or None
+        body = render.error(error.code, error.message, handle)
         headers = {}
         if error.code == AuthenticationNeeded.code:
             headers["www-authenticate"] = 'Basic realm="idis"'
@@ -188,6 +195,11 @@ def create_api(node: Any) -> FastAPI:
             out.append(item)
         return _json({"responseCode": 1, "results": out})
 
+    @app.get("/api/stats")
+    async def stats() -> Response:
+        """Counters of this worker process (caches, coalesced walks, upstream requests)."""
+        return _json({"responseCode": 1, **node.stats()})
+
     @app.get("/")
     async def about() -> Response:
         settings = node.settings
@@ -198,15 +210,13 @@ def create_api(node: Any) -> FastAPI:
         """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
         query = Query(request.scope["query_string"])
         handle = Handle.parse(path_text(request.scope, 1))
-        answer = answer_or_raise(await node.resolve(handle.key, query.flag("auth")), handle.text)
+        answer = answer_or_raise(await resolve(node, handle, query), handle.text)
         for _ in range(MAX_ALIAS_HOPS):
             target = alias_target(answer.record.values)
             if target is None:
                 break
             handle = Handle.parse(target)
-            answer = answer_or_raise(
-                await node.resolve(handle.key, query.flag("auth")), handle.text
-            )
+            answer = answer_or_raise(await resolve(node, handle, query), handle.text)
         values = render.select(
             answer.record.values, types=query.all("type"), indexes=query.ints("index")
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 from nodes.http.errors import http_status
 from nodes.http.params import Query, path_text
@@ -59,12 +60,30 @@ async def send_body(
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+async def resolve(node: Any, handle: Handle, query: Query) -> Answer:
+    """Resolve as the client asked: ``auth`` bypasses caches; ``recursive`` asks a node that
+    allows recursion to follow a referral itself rather than return it."""
+    fresh = query.flag("auth")
+    answer: Answer = await node.resolve(handle.key, fresh)
+    if answer.outcome.is_referral and node.walker is not None and query.flag("recursive"):
+        answer = await node.walker(handle.key, fresh)
+    return answer
+
+
+def source_header(answer: Answer) -> bytes:
+    # Header values must be ASCII; a walk's path may name non-ASCII handles.
+    return quote(answer.source, safe=" :/->()").encode("ascii")
+
+
 def answer_or_raise(answer: Answer, handle: str) -> Answer:
     """The answer if it found the handle, else the error the protocol names for it."""
     if answer.outcome is Outcome.NOT_FOUND:
         raise HandleNotFound("handle not found", handle=handle)
     if answer.outcome is Outcome.NOT_HOMED:
         raise PrefixNotHomed("prefix doesn't live here", handle=handle)
+    if answer.outcome.is_referral:
+        holder = answer.record.handle if answer.record else "another node"
+        raise PrefixNotHomed(f"prefix is served elsewhere: see {holder}", handle=handle)
     return answer
 
 
@@ -109,8 +128,13 @@ class ResolutionFront:
         identity = await node.authenticator.identify(
             (_has_credentials(scope["headers"]) or b"").decode("latin-1") or None
         )
-        answer = answer_or_raise(await node.resolve(handle.key, query.flag("auth")), handle.text)
-        record = answer.record
+        answer = await resolve(node, handle, query)
+        pretty = query.flag("pretty")
+        if answer.outcome.is_referral:
+            body = render.referral(handle.text, answer.outcome, answer.record, pretty=pretty)
+            await send_body(send, 200, body, source=source_header(answer), head=head)
+            return
+        record = answer_or_raise(answer, handle.text).record
         include_private = False
         if identity is not None and not query.flag("publicOnly"):
             granted = await rights(identity, record, node.fetch)
@@ -121,7 +145,7 @@ class ResolutionFront:
             indexes=query.ints("index"),
             include_private=include_private,
         )
-        body = render.resolution(handle.text, values, pretty=query.flag("pretty"))
+        body = render.resolution(handle.text, values, pretty=pretty)
         content_type = JSON
         callback = query.callback()
         if callback:
@@ -129,5 +153,5 @@ class ResolutionFront:
             content_type = JAVASCRIPT
         status = http_status(1 if values else 200, resolving=True)
         await send_body(
-            send, status, body, source=answer.source.encode(), content_type=content_type, head=head
+            send, status, body, source=source_header(answer), content_type=content_type, head=head
         )

@@ -68,7 +68,10 @@ def _int(raw: object, what: str, low: int = 0, high: int = MAX_INDEX) -> int:
     if isinstance(raw, bool):
         raise InvalidValue(f"{what} must be an integer")
     if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
-        raw = int(raw)
+        try:
+            raw = int(raw)
+        except ValueError:  # str.isdigit admits "²" and "--5", which int() refuses
+            raise InvalidValue(f"{what} must be an integer from {low} to {high}") from None
     if not isinstance(raw, int) or not low <= raw <= high:
         raise InvalidValue(f"{what} must be an integer from {low} to {high}")
     return raw

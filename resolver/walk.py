@@ -1,0 +1,177 @@
+"""Recursive resolution: walking the prefix hierarchy from the top-level sites.
+
+To resolve ``P/S`` a recursive node needs the site serving ``P``.  It asks a top-level site
+for the prefix record ``0.NA/P``; the answer is the record (whose ``HS_SITE`` values name the
+site serving ``P``), or a prefix referral (303) to the site administering prefixes derived
+from an ancestor of ``P``, where the question is asked again.  Then it asks the site for
+``P/S``, following a service referral (302) if that site delegated ``P`` further.  Sites are
+remembered per prefix for their records' TTLs (unknown prefixes briefly), servers are tried in
+order until one answers, and every step is recorded in the answer's ``source``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from resolver.answers import Answer, Outcome, TtlPolicy
+from resolver.chain import Resolve
+from resolver.errors import HandleError, UpstreamUnavailable
+from resolver.identifiers import PREFIX_HANDLE_PREFIX
+from resolver.sites import Site, sites_of
+from resolver.values import HandleValue, Record
+
+MAX_REFERRALS = 8
+
+
+class PeerUnavailable(Exception):
+    """The server did not answer (refused, timed out, or answered with a server error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAnswer:
+    """What another node answered about one handle: a Handle response code and values."""
+
+    code: int
+    handle: str
+    values: tuple[HandleValue, ...]
+
+
+class PeerClient(Protocol):
+    async def query(self, base_url: str, handle: str, *, fresh: bool) -> PeerAnswer:
+        """Resolve ``handle`` at the node at ``base_url``; raise :class:`PeerUnavailable`."""
+
+
+class Walker:
+    """The end of a recursive chain (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: PeerClient,
+        roots: Sequence[Site],
+        policy: TtlPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._roots = list(roots)
+        self._policy = policy
+        self._clock = clock
+        self._sites: dict[str, tuple[float, list[Site]]] = {}
+        self.upstream_requests = 0
+
+    async def __call__(self, key: str, fresh: bool) -> Answer:
+        path: list[str] = []
+        prefix, _, suffix = key.partition("/")
+        if prefix == PREFIX_HANDLE_PREFIX:
+            found = await self._prefix_record(suffix, fresh, path)
+            record = found[0] if found else None
+        else:
+            sites = await self._sites_for(prefix, fresh, path)
+            record = await self._handle(key, sites, fresh, path) if sites else None
+        outcome = Outcome.FOUND if record is not None else Outcome.NOT_FOUND
+        expires = self._policy.expiry(record, self._clock())
+        return Answer(key, outcome, record, expires, " -> ".join(path))
+
+    async def _ask(
+        self, sites: Sequence[Site], handle: str, fresh: bool, path: list[str]
+    ) -> tuple[PeerAnswer, Site]:
+        for site in sites:
+            for url in site.urls:
+                self.upstream_requests += 1
+                try:
+                    answer = await self._client.query(url, handle, fresh=fresh)
+                except PeerUnavailable:
+                    path.append(f"{url} unreachable")
+                    continue
+                path.append(f"{url} {handle}:{answer.code}")
+                return answer, site
+        raise UpstreamUnavailable("no server of the responsible sites answered", handle=handle)
+
+    async def _prefix_record(
+        self, prefix: str, fresh: bool, path: list[str]
+    ) -> tuple[Record, Site] | None:
+        """The record ``0.NA/prefix`` and the site that answered it, or None if unknown."""
+        handle = f"{PREFIX_HANDLE_PREFIX}/{prefix}"
+        sites = self._roots
+        for _ in range(MAX_REFERRALS):
+            answer, site = await self._ask(sites, handle, fresh, path)
+            if answer.code == 1:
+                return Record(answer.handle, answer.values), site
+            if answer.code in (Outcome.PREFIX_REFERRAL, Outcome.SERVICE_REFERRAL):
+                sites = sites_of(answer.values, derived=answer.code == Outcome.PREFIX_REFERRAL)
+                if not sites:
+                    raise HandleError(f"referral for {handle} names no usable site")
+                continue
+            return None
+        raise HandleError(f"too many referrals resolving {handle}")
+
+    async def _sites_for(self, prefix: str, fresh: bool, path: list[str]) -> list[Site]:
+        """The sites serving handles under ``prefix`` (empty if the prefix is unknown)."""
+        now = self._clock()
+        cached = self._sites.get(prefix)
+        if cached is not None and cached[0] > now and not fresh:
+            path.append(f"{PREFIX_HANDLE_PREFIX}/{prefix} cached")
+            return cached[1]
+        found = await self._prefix_record(prefix, fresh, path)
+        if found is None:
+            sites: list[Site] = []
+            expires = now + self._policy.negative_ttl
+        else:
+            record, responder = found
+            # A prefix record without HS_SITE is served by the node that holds it.
+            sites = sites_of(record.values) or [responder]
+            expires = self._policy.expiry(record, now)
+        self._sites[prefix] = (expires, sites)
+        return sites
+
+    async def _handle(
+        self, key: str, sites: Sequence[Site], fresh: bool, path: list[str]
+    ) -> Record | None:
+        for _ in range(MAX_REFERRALS):
+            answer, _site = await self._ask(sites, key, fresh, path)
+            if answer.code in (1, 200):
+                return Record(answer.handle, answer.values)
+            if answer.code == Outcome.SERVICE_REFERRAL:
+                sites = sites_of(answer.values)
+                if not sites:
+                    raise HandleError(f"referral for {key} names no usable site")
+                continue
+            return None
+        raise HandleError(f"too many referrals resolving {key}")
+
+
+class StaleLayer:
+    """Serves the last good answer, for at most ``stale_for`` seconds past its expiry, when
+    every upstream is down (the answer's source then starts with ``stale``)."""
+
+    def __init__(
+        self,
+        stale_for: float,
+        retry_after: float = 2.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stale_for = stale_for
+        self._retry_after = retry_after
+        self._max = max_entries
+        self._clock = clock
+        self._last: dict[str, Answer] = {}
+
+    async def resolve(self, key: str, fresh: bool, call_next: Resolve) -> Answer:
+        try:
+            answer = await call_next(key, fresh)
+        except UpstreamUnavailable:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is None or last.expires + self._stale_for <= now:
+                raise
+            # Re-serve briefly, so that a dead upstream is retried now and then, not per query.
+            expires = min(now + self._retry_after, last.expires + self._stale_for)
+            return Answer(key, last.outcome, last.record, expires, f"stale ({last.source})")
+        if answer.outcome in (Outcome.FOUND, Outcome.NOT_FOUND):
+            if key not in self._last and len(self._last) >= self._max:
+                del self._last[next(iter(self._last))]
+            self._last[key] = answer
+        return answer

@@ -1,0 +1,280 @@
+"""HTTP Basic authentication against HS_SECKEY values, and the secret hashing it relies on."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+import registry.authentication as authentication
+from registry.authentication import Authenticator, parse_identity
+from registry.secrets import generate_secret, hash_secret, is_hashed, verify_secret
+from resolver.errors import AuthenticationFailed
+from resolver.identifiers import fold
+from resolver.values import SECRET_PERMISSIONS, Data, HandleValue, Record, Ref
+
+SECRET = "pa:ss:word"
+
+
+@pytest.fixture(scope="module")
+def hashed() -> str:
+    return hash_secret(SECRET)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+
+    def key(self, handle: str, *keys: tuple[int, str]) -> None:
+        values = tuple(
+            HandleValue(i, "HS_SECKEY", Data("string", h), permissions=SECRET_PERMISSIONS)
+            for i, h in keys
+        )
+        self.records[fold(handle)] = Record(handle, values)
+
+    async def fetch(self, key: str) -> Record | None:
+        return self.records.get(key)
+
+
+@pytest.fixture
+def store(hashed: str) -> Store:
+    store = Store()
+    store.key("88.100.1/ADMIN", (300, hashed))
+    return store
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    calls: list[str] = []
+
+    def counting(secret: str, stored: str) -> bool:
+        calls.append(secret)
+        return verify_secret(secret, stored)
+
+    monkeypatch.setattr(authentication, "verify_secret", counting)
+    yield calls
+
+
+def basic(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+async def failed(auth: Authenticator, header: str) -> AuthenticationFailed:
+    with pytest.raises(AuthenticationFailed) as caught:
+        await auth.identify(header)
+    return caught.value
+
+
+# --- parse_identity ----------------------------------------------------------------------
+
+
+def test_identity_with_index() -> None:
+    assert parse_identity("300:88.100.1/ADMIN") == Ref("88.100.1/ADMIN", 300)
+
+
+def test_identity_without_index_means_index_zero() -> None:
+    assert parse_identity("88.100.1/ADMIN") == Ref("88.100.1/ADMIN", 0)
+
+
+def test_identity_whose_suffix_holds_a_colon() -> None:
+    assert parse_identity("88.100.1/a:b") == Ref("88.100.1/a:b", 0)
+    assert parse_identity("300:88.100.1/a:b") == Ref("88.100.1/a:b", 300)
+
+
+# --- identify --------------------------------------------------------------------------------
+
+
+async def test_no_header_is_anonymous(store: Store) -> None:
+    auth = Authenticator(store.fetch)
+    assert await auth.identify(None) is None
+    assert await auth.identify("") is None
+
+
+async def test_percent_encoded_identity_and_secret_with_colons(store: Store) -> None:
+    auth = Authenticator(store.fetch)
+    identity = await auth.identify(basic("300%3A88.100.1/ADMIN", SECRET))
+    assert identity == Ref("88.100.1/ADMIN", 300)
+
+
+async def test_identity_must_be_percent_encoded(store: Store) -> None:
+    # Only the first colon splits user from secret, so a raw "300:" would be misread; the
+    # identity must be percent-encoded, as pyhandle does.
+    auth = Authenticator(store.fetch)
+    await failed(auth, basic("300:88.100.1/ADMIN", SECRET))
+
+
+async def test_identity_is_matched_case_insensitively(store: Store) -> None:
+    auth = Authenticator(store.fetch)
+    assert await auth.identify(basic("300%3A88.100.1/admin", SECRET)) == Ref("88.100.1/admin", 300)
+
+
+async def test_scheme_is_case_insensitive(store: Store) -> None:
+    auth = Authenticator(store.fetch)
+    header = basic("300%3A88.100.1/ADMIN", SECRET).replace("Basic", "basic")
+    assert await auth.identify(header) == Ref("88.100.1/ADMIN", 300)
+
+
+async def test_identity_without_index_matches_any_secret_key(store: Store, hashed: str) -> None:
+    store.key("88.100.1/ADMIN", (300, hash_secret("other")), (301, hashed))
+    auth = Authenticator(store.fetch)
+    assert await auth.identify(basic("88.100.1/ADMIN", SECRET)) == Ref("88.100.1/ADMIN", 0)
+
+
+async def test_wrong_secret_fails_with_403(store: Store) -> None:
+    error = await failed(Authenticator(store.fetch), basic("300%3A88.100.1/ADMIN", "wrong"))
+    assert error.code == 403
+
+
+async def test_secret_of_another_index_does_not_match(store: Store) -> None:
+    await failed(Authenticator(store.fetch), basic("301%3A88.100.1/ADMIN", SECRET))
+
+
+async def test_unknown_identity_fails(store: Store) -> None:
+    await failed(Authenticator(store.fetch), basic("300%3A88.100.9/ADMIN", SECRET))
+
+
+async def test_non_secret_key_values_are_not_credentials(hashed: str) -> None:
+    store = Store()
+    store.records[fold("88.100.1/ADMIN")] = Record(
+        "88.100.1/ADMIN", (HandleValue(300, "URL", Data("string", hashed)),)
+    )
+    await failed(Authenticator(store.fetch), basic("300%3A88.100.1/ADMIN", SECRET))
+
+
+async def test_plaintext_stored_secret_never_verifies() -> None:
+    store = Store()
+    store.key("88.100.1/ADMIN", (300, SECRET))
+    await failed(Authenticator(store.fetch), basic("300%3A88.100.1/ADMIN", SECRET))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Handle clientCert="true"',
+        "Bearer abc",
+        "Basic",
+        "Basic %%%",
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),
+        "Basic é",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b":secret").decode(),
+        "Basic " + base64.b64encode(b"300%3Anoslash:secret").decode(),
+    ],
+)
+async def test_malformed_or_unsupported_headers_fail(store: Store, header: str) -> None:
+    error = await failed(Authenticator(store.fetch), header)
+    assert error.code == 403
+
+
+# --- memo of successful checks -----------------------------------------------------------
+
+
+async def test_a_successful_check_is_remembered(store: Store, verifications: list[str]) -> None:
+    auth = Authenticator(store.fetch)
+    header = basic("300%3A88.100.1/ADMIN", SECRET)
+    await auth.identify(header)
+    await auth.identify(header)
+    assert verifications == [SECRET]
+
+
+async def test_failures_are_not_remembered(store: Store, verifications: list[str]) -> None:
+    auth = Authenticator(store.fetch)
+    for _ in range(2):
+        await failed(auth, basic("300%3A88.100.1/ADMIN", "wrong"))
+    assert verifications == ["wrong", "wrong"]
+
+
+async def test_remembered_success_does_not_admit_another_secret(
+    store: Store, verifications: list[str]
+) -> None:
+    auth = Authenticator(store.fetch)
+    await auth.identify(basic("300%3A88.100.1/ADMIN", SECRET))
+    await failed(auth, basic("300%3A88.100.1/ADMIN", "wrong"))
+
+
+async def test_memo_is_dropped_when_the_stored_hash_changes(
+    store: Store, verifications: list[str]
+) -> None:
+    auth = Authenticator(store.fetch)
+    header = basic("300%3A88.100.1/ADMIN", SECRET)
+    await auth.identify(header)
+    store.key("88.100.1/ADMIN", (300, hash_secret("rotated")))
+    await failed(auth, header)
+    assert verifications == [SECRET, SECRET]
+    assert await auth.identify(basic("300%3A88.100.1/ADMIN", "rotated"))
+
+
+async def test_memo_expires(store: Store, verifications: list[str]) -> None:
+    clock = Clock()
+    auth = Authenticator(store.fetch, remember_seconds=10, clock=clock)
+    header = basic("300%3A88.100.1/ADMIN", SECRET)
+    await auth.identify(header)
+    clock.now = 10
+    await auth.identify(header)
+    assert len(verifications) == 2
+
+
+async def test_memo_is_bounded(store: Store, hashed: str, verifications: list[str]) -> None:
+    store.key("88.100.1/OTHER", (300, hashed))
+    auth = Authenticator(store.fetch, max_remembered=1)
+    first = basic("300%3A88.100.1/ADMIN", SECRET)
+    await auth.identify(first)
+    await auth.identify(basic("300%3A88.100.1/OTHER", SECRET))
+    await auth.identify(first)
+    assert len(verifications) == 3
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_hash_verifies_its_secret_only(hashed: str) -> None:
+    assert verify_secret(SECRET, hashed)
+    assert not verify_secret(SECRET + "x", hashed)
+    assert not verify_secret("", hashed)
+
+
+def test_hashes_are_salted(hashed: str) -> None:
+    again = hash_secret(SECRET)
+    assert again != hashed
+    assert verify_secret(SECRET, again)
+
+
+def test_hash_does_not_contain_the_secret(hashed: str) -> None:
+    assert SECRET not in hashed
+    assert hashed.startswith("scrypt$")
+
+
+def test_is_hashed(hashed: str) -> None:
+    assert is_hashed(hashed)
+    assert not is_hashed(SECRET)
+    assert not is_hashed("scrypt$1$2")
+    assert not is_hashed("")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["plain", "scrypt$x$8$1$AAAA$AAAA", "scrypt$16384$8$1$!!$AAAA", "scrypt$3$8$1$AAAA$AAAA"],
+)
+def test_verify_rejects_malformed_hashes_without_raising(stored: str) -> None:
+    assert not verify_secret(SECRET, stored)
+
+
+def test_unicode_secret() -> None:
+    stored = hash_secret("密码-ß")
+    assert verify_secret("密码-ß", stored)
+    assert not verify_secret("密码-SS", stored)
+
+
+def test_generated_secrets_are_distinct_and_long() -> None:
+    a, b = generate_secret(), generate_secret()
+    assert a != b
+    assert len(a) >= 24
