@@ -66,27 +66,30 @@ class Authenticator:
         identity = parse_identity(unquote(user))
         if "/" not in identity.handle:
             raise AuthenticationFailed("the user name must be an identity such as 300:PREFIX/ADMIN")
-        if not await self._check(identity, secret):
+        verified = await self._check(identity, secret)
+        if verified is None:
             raise AuthenticationFailed(f"identity {identity} not verified")
-        return identity
+        return verified
 
-    async def _check(self, identity: Ref, secret: str) -> bool:
+    async def _check(self, identity: Ref, secret: str) -> Ref | None:
+        """The identity of the key that ``secret`` opens (with its actual index), or None."""
         record = await self._fetch(fold(identity.handle))
         if record is None:
-            return False
+            return None
         digest = hashlib.sha256(secret.encode("utf-8")).digest()
         now = self._clock()
         for value in record.values:
             if value.type != HS_SECKEY or identity.index not in (0, value.index):
                 continue
             stored = value.data.value if isinstance(value.data.value, str) else ""
-            memo = (str(identity), digest, stored)
+            key = Ref(identity.handle, value.index)
+            memo = (str(key), digest, stored)
             if self._verified.get(memo, 0.0) > now:
-                return True
+                return key
             # scrypt takes tens of milliseconds: keep it off the event loop.
             if await asyncio.to_thread(verify_secret, secret, stored):
                 if len(self._verified) >= self._max:
                     self._verified.clear()
                 self._verified[memo] = now + self._remember
-                return True
-        return False
+                return key
+        return None

@@ -7,6 +7,7 @@ the node before it is acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -175,7 +176,7 @@ class Registrar:
 
     # --- preparing values ----------------------------------------------------------------
 
-    def _settle(
+    async def _settle(
         self, values: Sequence[HandleValue], old: Record | None, handle: Handle
     ) -> tuple[HandleValue, ...]:
         """The values as they will be stored.
@@ -192,14 +193,16 @@ class Registrar:
             before = previous.get(value.index)
             if value.type == HS_SECKEY and value.data.format == "string":
                 secret = value.data.value
+                # scrypt takes tens of milliseconds: keep it off the event loop.
                 if (
                     before is not None
                     and before.type == HS_SECKEY
-                    and verify_secret(secret, before.data.value)
+                    and await asyncio.to_thread(verify_secret, secret, before.data.value)
                 ):
                     value = replace(value, data=before.data)
                 elif not is_hashed(secret):
-                    value = replace(value, data=Data("string", hash_secret(secret)))
+                    hashed = await asyncio.to_thread(hash_secret, secret)
+                    value = replace(value, data=Data("string", hashed))
             if before is not None and before.same_content(value):
                 value = before
             settled.append(value)
@@ -242,7 +245,7 @@ class Registrar:
             record = await self._store.get(handle.key)
             if record is None:
                 await self._check_create(who, handle)
-                new = Record(handle.text, self._settle(values, None, handle))
+                new = Record(handle.text, await self._settle(values, None, handle))
                 if await self._store.put(handle.key, new, None):
                     await self._invalidator.written([handle.key])
                     return WriteResult(handle.text, created=True, changed=True)
@@ -257,7 +260,7 @@ class Registrar:
                     raise ValueAlreadyExists("a value at that index exists", handle=handle.text)
                 current.update({v.index: v for v in values})
                 merged = list(current.values())
-            settled = self._settle(merged, record, handle)
+            settled = await self._settle(merged, record, handle)
             await self._check_change(who, record, settled, handle.text)
             if record.same_content(settled):
                 return WriteResult(handle.text, created=False, changed=False)
@@ -277,7 +280,7 @@ class Registrar:
     async def delete(
         self, handle: Handle, identity: Ref | None, indexes: Sequence[int] | None = None
     ) -> None:
-        """Delete the handle, or only the values at ``indexes`` (200 if none of them exist)."""
+        """Delete the handle, or only the values at ``indexes`` (200 if any of them is absent)."""
         who = _require(identity)
         await self._check_lives_here(handle)
         for _ in range(MAX_ATTEMPTS):
@@ -382,11 +385,9 @@ class Registrar:
                 create_rights[authority] = await self._rights_over(who, authority)
             if not create_rights[authority] & needed:
                 raise InsufficientPermissions(f"{who} lacks {needed.name} on {authority}")
-            return Record(handle.text, self._settle(item.values, None, handle)), None
-        settled = self._settle(item.values, record, handle)
-        if record.same_content(settled) or record.same_content(
-            self._settle(item.values, None, handle)
-        ):
+            return Record(handle.text, await self._settle(item.values, None, handle)), None
+        settled = await self._settle(item.values, record, handle)
+        if record.same_content(settled):
             return ItemResult(item.text, 1, "unchanged")
         if not overwrite:
             raise HandleAlreadyExists("handle exists with other values", handle=handle.text)

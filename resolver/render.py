@@ -50,9 +50,7 @@ def resolution(handle: str, values: Sequence[HandleValue], *, pretty: bool = Fal
     return dumps(body, pretty=pretty)
 
 
-def referral(
-    handle: str, code: int, holder: Record, *, pretty: bool = False
-) -> bytes:
+def referral(handle: str, code: int, holder: Record, *, pretty: bool = False) -> bytes:
     """A 302/303 referral: the site values of ``holder``, the prefix record that delegates."""
     body = {
         "responseCode": code,

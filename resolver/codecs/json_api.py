@@ -145,6 +145,9 @@ def parse_value(raw: object, now: int, *, keep_timestamp: bool = False) -> Handl
         raise InvalidValue("a value needs an index")
     index = _int(raw["index"], "index", 1)
     type_ = _str(raw.get("type"), "type")
+    if type_[:3].upper() == "HS_":
+        # The server acts on HS_ types (rights, secrets, sites); one spelling keeps them working.
+        type_ = type_.upper()
     if not type_ or len(type_) > MAX_TYPE_LENGTH:
         raise InvalidValue(f"type must have 1 to {MAX_TYPE_LENGTH} characters")
     if "data" not in raw:

@@ -123,10 +123,10 @@ async def test_scheme_is_case_insensitive(store: Store) -> None:
     assert await auth.identify(header) == Ref("88.100.1/ADMIN", 300)
 
 
-async def test_identity_without_index_matches_any_secret_key(store: Store, hashed: str) -> None:
+async def test_identity_without_index_is_the_key_that_matched(store: Store, hashed: str) -> None:
     store.key("88.100.1/ADMIN", (300, hash_secret("other")), (301, hashed))
     auth = Authenticator(store.fetch)
-    assert await auth.identify(basic("88.100.1/ADMIN", SECRET)) == Ref("88.100.1/ADMIN", 0)
+    assert await auth.identify(basic("88.100.1/ADMIN", SECRET)) == Ref("88.100.1/ADMIN", 301)
 
 
 async def test_wrong_secret_fails_with_403(store: Store) -> None:

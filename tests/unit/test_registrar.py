@@ -238,12 +238,23 @@ async def test_stranger_cannot_delete(world: World) -> None:
 
 
 async def test_modify_value_is_needed_to_change_a_value(world: World) -> None:
-    await world.registrar.put(h("88.100.1/abc"), (url(),), world.admin)
-    adder = await grant_on_prefix(world, ALL_RIGHTS & ~Right.MODIFY_VALUE)
+    editor = Ref("88.100.1/EDITOR", 300)
+    admins = (
+        admin_value("0.NA/88.100.1", 200, ALL_RIGHTS, at=100),
+        admin_value(editor.handle, 300, ALL_RIGHTS & ~Right.MODIFY_VALUE, at=101),
+    )
+    await world.registrar.put(h("88.100.1/abc"), (url(), *admins), world.admin)
     with pytest.raises(InsufficientPermissions):
-        await world.registrar.put(h("88.100.1/abc"), (url(target="new"),), adder, indexes=[1])
-    result = await world.registrar.put(h("88.100.1/abc"), (url(2),), adder, indexes=[2])
+        await world.registrar.put(h("88.100.1/abc"), (url(target="new"),), editor, indexes=[1])
+    result = await world.registrar.put(h("88.100.1/abc"), (url(2),), editor, indexes=[2])
     assert result.changed  # adding a value is a different right
+
+
+async def test_rights_come_from_the_handle_not_from_the_prefix(world: World) -> None:
+    await world.registrar.put(h("88.100.1/abc"), (url(),), world.admin)
+    prefix_admin = await grant_on_prefix(world, ALL_RIGHTS)  # not in the admin group 200
+    with pytest.raises(InsufficientPermissions):
+        await world.registrar.put(h("88.100.1/abc"), (url(2),), prefix_admin, indexes=[2])
 
 
 async def test_read_only_value_cannot_be_modified_or_removed(world: World) -> None:
