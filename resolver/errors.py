@@ -36,6 +36,12 @@ class OperationNotSupported(HandleError):
     code = 5
 
 
+class RecursionTooDeep(HandleError):
+    """Aliases or referrals went deeper than allowed (most often: they loop)."""
+
+    code = 6
+
+
 class HandleNotFound(HandleError):
     code = 100
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from resolver.answers import Answer, Outcome, TtlPolicy
 from resolver.chain import Resolve
-from resolver.errors import HandleError, UpstreamUnavailable
+from resolver.errors import RecursionTooDeep, UpstreamUnavailable
 from resolver.identifiers import PREFIX_HANDLE_PREFIX
 from resolver.sites import Site, sites_of
 from resolver.values import HandleValue, Record
@@ -102,10 +102,10 @@ class Walker:
             if answer.code in (Outcome.PREFIX_REFERRAL, Outcome.SERVICE_REFERRAL):
                 sites = sites_of(answer.values, derived=answer.code == Outcome.PREFIX_REFERRAL)
                 if not sites:
-                    raise HandleError(f"referral for {handle} names no usable site")
+                    raise UpstreamUnavailable(f"referral for {handle} names no usable site")
                 continue
             return None
-        raise HandleError(f"too many referrals resolving {handle}")
+        raise RecursionTooDeep(f"too many referrals resolving {handle}", handle=handle)
 
     async def _sites_for(self, prefix: str, fresh: bool, path: list[str]) -> list[Site]:
         """The sites serving handles under ``prefix`` (empty if the prefix is unknown)."""
@@ -136,10 +136,10 @@ class Walker:
             if answer.code == Outcome.SERVICE_REFERRAL:
                 sites = sites_of(answer.values)
                 if not sites:
-                    raise HandleError(f"referral for {key} names no usable site")
+                    raise UpstreamUnavailable(f"referral for {key} names no usable site")
                 continue
             return None
-        raise HandleError(f"too many referrals resolving {key}")
+        raise RecursionTooDeep(f"too many referrals resolving {key}", handle=key)
 
 
 class StaleLayer:

@@ -31,6 +31,7 @@ from resolver.errors import (
     InvalidHandle,
     InvalidValue,
     ProtocolError,
+    RecursionTooDeep,
 )
 from resolver.identifiers import Handle
 from resolver.values import Ref
@@ -205,18 +206,26 @@ def create_api(node: Any) -> FastAPI:
         settings = node.settings
         return _json({"name": settings.name, "role": settings.role, "api": "/api/handles/"})
 
+    # Enterprise prefix applications; before the web proxy, whose route catches every GET.
+    # Imported here because the router reuses this module's body reader.
+    from nodes.http.enterprise_api import enterprise_router
+
+    app.include_router(enterprise_router(node))
+
     @app.get("/{handle:path}")
     async def proxy(request: Request) -> Response:
         """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
         query = Query(request.scope["query_string"])
         handle = Handle.parse(path_text(request.scope, 1))
         answer = answer_or_raise(await resolve(node, handle, query), handle.text)
-        for _ in range(MAX_ALIAS_HOPS):
+        for _ in range(MAX_ALIAS_HOPS + 1):
             target = alias_target(answer.record.values)
             if target is None:
                 break
             handle = Handle.parse(target)
             answer = answer_or_raise(await resolve(node, handle, query), handle.text)
+        else:
+            raise RecursionTooDeep(f"more than {MAX_ALIAS_HOPS} HS_ALIAS hops", handle=handle.text)
         values = render.select(
             answer.record.values, types=query.all("type"), indexes=query.ints("index")
         )

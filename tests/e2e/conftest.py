@@ -1,8 +1,8 @@
 """End-to-end fixtures: real ``idis serve`` processes (see :mod:`nodeproc`).
 
 ``node_factory`` starts any number of nodes for the calling module and stops them when the
-module is done; ``pg_module_url`` is a fresh migrated PostgreSQL database that lives as long as
-the module.  When a test fails, the log of every node still running is attached to its report.
+module is done; ``pg_factory`` makes fresh migrated PostgreSQL databases that live as long as the
+module.  When a test fails, the log of every node still running is attached to its report.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from nodeproc import RUNNING, NodeProcess, start_node
 
 StartNode = Callable[..., NodeProcess]
@@ -29,13 +28,19 @@ async def _pg_admin(server: str, statement: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pg_module_url(postgres: str, pg_template: str) -> Iterator[str]:
-    """Like ``pg_url``, but one database for the whole module (its server is shared too)."""
-    name = f"idis_e2e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    try:
-        yield f"{postgres}/{name}"
-    finally:
+def pg_factory(postgres: str, pg_template: str) -> Iterator[Callable[[], str]]:
+    """``pg_factory()`` is the URL of a fresh migrated PostgreSQL database (as ``pg_url``)
+    that lives as long as the module, so that a module can share one node across its tests."""
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"idis_e2e_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_pg_admin(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+        names.append(name)
+        return f"{postgres}/{name}"
+
+    yield create
+    for name in names:
         asyncio.run(_pg_admin(postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from nodeproc import PREFIX, NodeProcess, basic_auth
 from pyhandle.client.resthandleclient import RESTHandleClient
 from pyhandle.handleexceptions import (
     GenericHandleError,
@@ -18,15 +19,13 @@ from pyhandle.handleexceptions import (
     HandleNotFoundException,
 )
 
-from nodeproc import PREFIX, NodeProcess, basic_auth
-
 URL = "https://example.com/products/"
 
 
 @pytest.fixture(scope="module", params=["postgres", "sqlite"])
 def node(request: pytest.FixtureRequest, node_factory) -> Iterator[NodeProcess]:
     """One node per backend: PostgreSQL, and the embedded default (no database URL at all)."""
-    url = request.getfixturevalue("pg_module_url") if request.param == "postgres" else None
+    url = request.getfixturevalue("pg_factory")() if request.param == "postgres" else None
     started = node_factory(database_url=url)
     yield started
     started.stop()
@@ -161,7 +160,10 @@ def test_register_existing(client: RESTHandleClient) -> None:
 
 def test_register_json(client: RESTHandleClient) -> None:
     handle = fresh("json")
-    entries = [{"index": 1, "type": "URL", "data": URL + "j"}, {"index": 7, "type": "X", "data": "x"}]
+    entries = [
+        {"index": 1, "type": "URL", "data": URL + "j"},
+        {"index": 7, "type": "X", "data": "x"},
+    ]
     assert client.register_handle_json(handle, entries) == handle
     record = client.retrieve_handle_record(handle)
     assert record is not None

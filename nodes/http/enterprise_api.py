@@ -1,0 +1,148 @@
+"""The enterprise prefix workflow over HTTP (see :mod:`registry.enterprise`).
+
+- ``POST /api/prefix-applications``: apply, anonymously (an enterprise has no identity yet):
+  ``{"prefix", "name", "contact"?, "hosting"?: "hosted"|"self-hosted", "siteUrl"?, "secret"?}``;
+  ``hosting`` defaults to self-hosted when a ``siteUrl`` is given.  201 with the application.
+- ``GET /api/prefix-applications?status=&limit=``: the applications the caller may decide on.
+- ``GET /api/prefix-applications/{id}``: one application.  Anonymous, so that an applicant can
+  follow its own: the id is a random 64-bit token, known only to the applicant and operators.
+- ``POST /api/prefix-applications/{id}/approve``: allocate the prefix; for a hosted prefix the
+  answer names its administrator, and a generated ``secret`` the one time it is created.
+- ``POST /api/prefix-applications/{id}/reject``: optional body ``{"reason": ...}``.
+
+Deciding needs add-derived-prefix on ``0.NA/PARENT`` (HTTP Basic, as every write).  Errors are
+Handle error bodies with the usual statuses (the application's exception handler maps them).
+The applicant's secret is never shown back; applications are rendered without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from nodes.bootstrap import Node, build_enterprise_prefixes
+from nodes.http.api import _body, _json
+from nodes.http.params import Query
+from registry.enterprise import Application
+from resolver.codecs.timefmt import iso
+from resolver.errors import AuthenticationNeeded, InvalidValue
+from resolver.values import Ref
+
+MAX_BODY = 64 * 1024
+"""An application is a few short fields; nothing bigger is read, whatever the node allows."""
+APPLY_FIELDS = frozenset({"prefix", "name", "contact", "hosting", "siteUrl", "secret"})
+
+
+def render_application(application: Application) -> dict[str, Any]:
+    """The JSON of an application (camelCase, ISO-8601 UTC times, never the secret's hash)."""
+    return {
+        "id": application.id,
+        "prefix": application.prefix,
+        "name": application.name,
+        "contact": application.contact,
+        "hosting": application.hosting,
+        "siteUrl": application.site_url,
+        "secretProvided": application.secret_hash is not None,
+        "status": application.status,
+        "createdAt": iso(int(application.created_at.timestamp())),
+        "decidedAt": iso(int(application.decided_at.timestamp()))
+        if application.decided_at
+        else None,
+        "decidedBy": application.decided_by,
+        "reason": application.reason,
+    }
+
+
+def enterprise_router(node: Node) -> APIRouter:
+    """The routes above for ``node``; the workflow's own resources close with the app."""
+    enterprises = build_enterprise_prefixes(node)
+    limit = min(MAX_BODY, node.settings.max_body_bytes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await enterprises.close()
+
+    router = APIRouter(prefix="/api/prefix-applications", lifespan=lifespan)
+
+    async def identify(request: Request) -> Ref:
+        identity = await node.authenticator.identify(request.headers.get("authorization"))
+        if identity is None:
+            raise AuthenticationNeeded("this operation needs authentication")
+        return identity
+
+    async def fields(
+        request: Request, allowed: frozenset[str], *, optional: bool
+    ) -> dict[str, Any]:
+        """The JSON object of the body; unknown fields are refused, so a typo is not ignored."""
+        headers = request.headers
+        empty = "transfer-encoding" not in headers and headers.get("content-length") in (None, "0")
+        if optional and empty:
+            return {}
+        raw = await _body(request, limit)
+        if not isinstance(raw, dict):
+            raise InvalidValue("the request body must be a JSON object")
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise InvalidValue(
+                f"unknown field {unknown[0]!r}; expected {', '.join(sorted(allowed))}"
+            )
+        return raw
+
+    @router.post("")
+    async def apply(request: Request) -> Response:
+        body = await fields(request, APPLY_FIELDS, optional=False)
+        site_url = body.get("siteUrl")
+        application = await enterprises.apply(
+            prefix=body.get("prefix"),
+            name=body.get("name"),
+            contact=body.get("contact"),
+            hosting=body.get("hosting") or ("self-hosted" if site_url is not None else "hosted"),
+            site_url=site_url,
+            secret=body.get("secret"),
+        )
+        return _json({"responseCode": 1, "application": render_application(application)}, 201)
+
+    @router.get("")
+    async def listing(request: Request) -> Response:
+        identity = await identify(request)
+        query = Query(request.scope["query_string"])
+        chosen = await enterprises.list(
+            identity, query.get("status") or None, query.int("limit", 1000)
+        )
+        return _json({"responseCode": 1, "applications": [render_application(a) for a in chosen]})
+
+    @router.get("/{application_id}")
+    async def show(application_id: str) -> Response:
+        application = await enterprises.get(application_id)
+        return _json({"responseCode": 1, "application": render_application(application)})
+
+    @router.post("/{application_id}/approve")
+    async def approve(application_id: str, request: Request) -> Response:
+        approval = await enterprises.approve(application_id, await identify(request))
+        body: dict[str, Any] = {
+            "responseCode": 1,
+            "application": render_application(approval.application),
+        }
+        if approval.admin is not None:
+            body["admin"] = str(approval.admin)
+        if approval.secret is None:
+            return _json(body)
+        body["secret"] = approval.secret
+        response = _json(body)
+        # Shown once: no cache or proxy along the way may keep it.
+        response.headers["cache-control"] = "no-store"
+        return response
+
+    @router.post("/{application_id}/reject")
+    async def reject(application_id: str, request: Request) -> Response:
+        identity = await identify(request)
+        body = await fields(request, frozenset({"reason"}), optional=True)
+        application = await enterprises.reject(application_id, identity, body.get("reason"))
+        return _json({"responseCode": 1, "application": render_application(application)})
+
+    return router
