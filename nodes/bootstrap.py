@@ -16,14 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nodes.federation import TopLevelClient
 from nodes.generation_board import GenerationBoard
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.settings import Settings
 from registry.authentication import Authenticator
 from registry.authorization import Fetch
+from registry.enterprise import EnterprisePrefixes
 from registry.invalidation import Invalidator
+from registry.replication import authority_check
 from registry.service import Registrar
+from registry.stores.applications import SqlApplications
 from registry.stores.sql import SqlStore
 from resolver import chain
 from resolver.answers import Outcome, TtlPolicy
@@ -74,8 +78,13 @@ class Node:
             self.generations.close()
 
 
-def build_store(settings: Settings) -> RecordStore:
-    return SqlStore(settings.database_url)
+JOURNALING_ROLES = ("top-level", "dr")
+"""Roles whose writes go to a transaction log their federation peers replicate."""
+
+
+def build_store(settings: Settings) -> SqlStore:
+    journaled = settings.role in JOURNALING_ROLES
+    return SqlStore(settings.database_url, journal_as=settings.name if journaled else None)
 
 
 def build_generations(settings: Settings) -> Generations:
@@ -117,6 +126,10 @@ def build_node(settings: Settings) -> Node:
     resolve = chain.build(layers, terminal)
     invalidator = Invalidator(generations, shared)
 
+    authority = None
+    if store.journal_as:
+        authority = authority_check(store, {p.name: p.url for p in federation.peers})
+
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
@@ -131,9 +144,25 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch),
+        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
         authenticator=Authenticator(fetch),
         fetch=fetch,
         walker=walker,
         peers=peers,
+    )
+
+
+def build_enterprise_prefixes(node: Node) -> EnterprisePrefixes:
+    """The enterprise prefix workflow of ``node`` (registry/enterprise.py); the caller closes it."""
+    settings = node.settings
+    top_level = TopLevelClient(
+        settings.federation.top_level, settings.federation.holder_secret_file
+    )
+    return EnterprisePrefixes(
+        SqlApplications(settings.database_url),
+        node.store,
+        node.invalidator,
+        node.fetch,
+        top_level,
+        settings.site_url,
     )

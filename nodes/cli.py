@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nodes.enterprise_cli import add_enterprise_commands
 from nodes.settings import Settings, SettingsError, load_settings
 from resolver.errors import HandleError
 
@@ -212,6 +213,9 @@ def parser() -> argparse.ArgumentParser:
     join.add_argument("prefix")
     join.add_argument("--secret-file", required=True, help="the secret of 300:0.NA/PREFIX")
     join.set_defaults(run=cmd_federation_join)
+
+    # Enterprise prefix applications, over a node's HTTP API (nodes/enterprise_cli.py).
+    add_enterprise_commands(commands)
 
     load = commands.add_parser("import", help="bulk-load identifiers from JSONL or CSV")
     load.add_argument("file")

@@ -56,6 +56,11 @@ class FederationSettings(BaseModel):
     allow_recursion: bool = Field(False, description="resolve referrals for clients that ask")
     stale_ttl: float = Field(300.0, ge=0, description="serve answers this long past expiry")
     upstream_timeout: float = Field(1.0, gt=0, description="seconds before a peer counts down")
+    # Enterprise prefix allocation (registry/enterprise.py): approving writes 0.NA/PREFIX at the
+    # top level as the holder 300:0.NA/PARENT of this node's prefix, with this secret.
+    holder_secret_file: Path | None = Field(
+        None, description="file holding the secret of 300:0.NA/PREFIX for this node's prefix"
+    )
 
     @field_validator("site_url", "top_level", mode="after")
     @classmethod
@@ -114,6 +119,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _federation(self) -> Settings:
+        names = [peer.name for peer in self.federation.peers]
+        if len(names) != len(set(names)):
+            raise ValueError("federation.peers: peer names must be unique")
+        if names and self.role in ("top-level", "dr") and not self.federation.secret:
+            raise ValueError("federation.secret is needed to replicate with federation.peers")
+        return self
+
     @property
     def address(self) -> tuple[str, int]:
         return parse_address(self.http)
@@ -155,8 +169,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            name = "IDIS_" + "__".join(str(p) for p in item["loc"]).upper()
-            problems.append(f"{name}: {item['msg']}")
+            if item["loc"]:
+                name = "IDIS_" + "__".join(str(p) for p in item["loc"]).upper()
+                problems.append(f"{name}: {item['msg']}")
+            else:  # a rule across several settings names them in its message
+                problems.append(item["msg"].removeprefix("Value error, "))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
     except ValueError as error:  # e.g. a settings file that is not TOML
         raise SettingsError(f"invalid settings: {error}") from None

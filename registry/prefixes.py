@@ -9,6 +9,7 @@ index 300 holds the salted hash of the secret.  This is the arrangement pyhandle
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from registry.authorization import ALL_RIGHTS, Right
@@ -18,11 +19,13 @@ from resolver.errors import HandleAlreadyExists, PrefixNotHomed
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import Handle, fold, parent_prefixes, prefix_handle, validate_prefix
 from resolver.ports import RecordStore
+from resolver.sites import HS_SITE_PREFIX, site_data
 from resolver.values import (
     ADMIN_GROUP_INDEX,
     ADMIN_INDEX,
     HS_ADMIN,
     HS_SECKEY,
+    HS_SITE,
     HS_VLIST,
     SECRET_KEY_INDEX,
     SECRET_PERMISSIONS,
@@ -34,12 +37,73 @@ from resolver.values import (
 )
 
 ADMIN_SUFFIX = "ADMIN"
+SITE_INDEX = 1
+DERIVED_SITE_INDEX = 2
 
 
 @dataclass(frozen=True, slots=True)
 class PrefixAdmin:
     prefix: str
     identity: Ref
+
+
+def admin_group(prefix: str) -> AdminRef:
+    """The HS_ADMIN of a homed prefix's records: its admin group ``200:0.NA/PREFIX``, all rights."""
+    return AdminRef(prefix_handle(prefix), ADMIN_GROUP_INDEX, ALL_RIGHTS)
+
+
+def admin_identity(prefix: str) -> Ref:
+    """The prefix administrator ``300:PREFIX/ADMIN``, the one member of the admin group."""
+    return Ref(f"{prefix}/{ADMIN_SUFFIX}", SECRET_KEY_INDEX)
+
+
+def secret_key(secret_hash: str, now: int) -> HandleValue:
+    """An HS_SECKEY at index 300 holding an already hashed secret, readable by admins only."""
+    return HandleValue(
+        SECRET_KEY_INDEX,
+        HS_SECKEY,
+        Data("string", secret_hash),
+        timestamp=now,
+        permissions=SECRET_PERMISSIONS,
+    )
+
+
+def site_values(
+    url: str, description: str, *, derived: bool = False, now: int = 0
+) -> list[HandleValue]:
+    """For ``0.NA/PREFIX``: the HS_SITE saying that the idis node at ``url`` answers for the
+    handles under PREFIX, and with ``derived`` the HS_SITE.PREFIX saying that it administers
+    the prefixes derived from PREFIX.  ``now`` stamps them (a server stamps what it is sent)."""
+    data = Data("site", site_data([url], description))
+    values = [HandleValue(SITE_INDEX, HS_SITE, data, timestamp=now)]
+    if derived:
+        values.append(HandleValue(DERIVED_SITE_INDEX, HS_SITE_PREFIX, data, timestamp=now))
+    return values
+
+
+def prefix_record(prefix: str, now: int, extra: Sequence[HandleValue] = ()) -> Record:
+    """``0.NA/PREFIX`` administered by its admin group (HS_ADMIN at 100, the group's HS_VLIST at
+    200 naming :func:`admin_identity`), plus ``extra`` values (an HS_SITE, say)."""
+    group = admin_group(prefix)
+    values = (
+        *extra,
+        HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", group), timestamp=now),
+        HandleValue(
+            ADMIN_GROUP_INDEX, HS_VLIST, Data("vlist", (admin_identity(prefix),)), timestamp=now
+        ),
+    )
+    return Record(group.handle, tuple(sorted(values, key=lambda v: v.index)))
+
+
+def admin_record(prefix: str, secret_hash: str, now: int) -> Record:
+    """``PREFIX/ADMIN``: administered by the admin group, authenticated by its HS_SECKEY."""
+    return Record(
+        admin_identity(prefix).handle,
+        (
+            HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", admin_group(prefix)), timestamp=now),
+            secret_key(secret_hash, now),
+        ),
+    )
 
 
 async def init_prefix(
@@ -52,40 +116,20 @@ async def init_prefix(
     """
     validate_prefix(prefix)
     now = int(time.time())
-    na = Handle.parse(prefix_handle(prefix))
-    admin = Handle.parse(f"{prefix}/{ADMIN_SUFFIX}")
-    group = AdminRef(na.text, ADMIN_GROUP_INDEX, ALL_RIGHTS)
-    identity = Ref(admin.text, SECRET_KEY_INDEX)
-    na_record = Record(
-        na.text,
-        (
-            HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", group), timestamp=now),
-            HandleValue(ADMIN_GROUP_INDEX, HS_VLIST, Data("vlist", (identity,)), timestamp=now),
-        ),
-    )
-    admin_record = Record(
-        admin.text,
-        (
-            HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", group), timestamp=now),
-            HandleValue(
-                SECRET_KEY_INDEX,
-                HS_SECKEY,
-                Data("string", hash_secret(secret)),
-                timestamp=now,
-                permissions=SECRET_PERMISSIONS,
-            ),
-        ),
-    )
+    na_record = prefix_record(prefix, now)
+    secret_record = admin_record(prefix, hash_secret(secret), now)
+    na = Handle.parse(na_record.handle)
+    admin = Handle.parse(secret_record.handle)
     existing = await store.get_many([na.key, admin.key])
     if existing:
         taken = ", ".join(r.handle for r in existing.values())
         raise HandleAlreadyExists(f"{taken} already exists", handle=na.text)
-    done = await store.put_many([(na.key, na_record, None), (admin.key, admin_record, None)])
+    done = await store.put_many([(na.key, na_record, None), (admin.key, secret_record, None)])
     if not all(done):
         raise HandleAlreadyExists("prefix was initialised concurrently", handle=na.text)
     await store.home_prefix(prefix)
     await invalidator.written([na.key, admin.key, HOMES_KEY])
-    return PrefixAdmin(prefix, identity)
+    return PrefixAdmin(prefix, admin_identity(prefix))
 
 
 PREFIX_HOLDER_RIGHTS = (
@@ -122,13 +166,7 @@ async def allocate_prefix(
         na.text,
         (
             HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", holder), timestamp=now),
-            HandleValue(
-                SECRET_KEY_INDEX,
-                HS_SECKEY,
-                Data("string", hash_secret(secret)),
-                timestamp=now,
-                permissions=SECRET_PERMISSIONS,
-            ),
+            secret_key(hash_secret(secret), now),
         ),
     )
     if not await store.put(na.key, record, None):

@@ -32,3 +32,82 @@ prefixes = sa.Table(
     sa.Column("prefix", sa.Text, nullable=False),
     sa.Column("homed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+
+# --- replication between federation members (see registry/replication.py) -------------------
+
+# BIGINT on PostgreSQL (a bigserial); on SQLite the column must be spelled INTEGER to be the
+# rowid, and AUTOINCREMENT (``sqlite_autoincrement``) keeps a seq from ever being reused after
+# the newest entry is deleted, which consumers holding that seq as their cursor rely on.
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+txlog = sa.Table(
+    "txlog",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("key", KeyText, nullable=False),
+    sa.Column("handle", sa.Text, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=True),  # NULL: the write deleted the handle
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("stamp", sa.BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+"""This node's own writes, in commit order (only while the store journals)."""
+
+origins = sa.Table(
+    "origins",
+    metadata,
+    sa.Column("key", KeyText, primary_key=True),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("stamp", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+)
+"""Which federation member wrote each journaled key last, when, and whether it deleted it."""
+
+replication_cursors = sa.Table(
+    "replication_cursors",
+    metadata,
+    sa.Column("peer", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+"""The last seq of each peer's log applied here."""
+
+# --- enterprise prefix applications (see registry/enterprise.py) ----------------------------
+
+_OPEN_APPLICATION = sa.text("status IN ('pending', 'approved')")
+
+prefix_applications = sa.Table(
+    "prefix_applications",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("key", KeyText, nullable=False),
+    sa.Column("parent", KeyText, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("contact", sa.Text, nullable=False),
+    sa.Column("hosting", sa.Text, nullable=False),
+    sa.Column("site_url", sa.Text, nullable=True),
+    sa.Column("secret_hash", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.CheckConstraint("hosting IN ('hosted', 'self-hosted')", name="prefix_applications_hosting"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'approved', 'rejected')", name="prefix_applications_status"
+    ),
+    # An open application (pending or approved) holds its prefix; a rejected one frees it.
+    sa.Index(
+        "prefix_applications_open_key",
+        "key",
+        unique=True,
+        sqlite_where=_OPEN_APPLICATION,
+        postgresql_where=_OPEN_APPLICATION,
+    ),
+    sa.Index("prefix_applications_parent_status", "parent", "status", "created_at"),
+)
+"""Enterprises applying for prefixes derived from one homed here, and the decisions taken.
+
+``key`` and ``parent`` are folded (see :func:`resolver.identifiers.fold`); ``secret_hash`` is
+the applicant's PREFIX/ADMIN secret as :func:`registry.secrets.hash_secret` stores it, never
+the secret itself."""

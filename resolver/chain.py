@@ -49,6 +49,13 @@ def _bind(layer: Layer, next_: Resolve) -> Resolve:
     return resolve
 
 
+def reused_source(answer: Answer, layer: str) -> str:
+    """The source of ``answer`` served again from the cache ``layer``: the layer's name, marked
+    ``stale`` if the answer was stale (a recursive node keeps serving a stale answer from memory
+    for a while; clients must still be able to tell)."""
+    return f"stale ({layer})" if answer.source.startswith("stale") else layer
+
+
 class MemoryLayer:
     """First level: answers from process memory (see :class:`resolver.cache.MemoryCache`)."""
 
@@ -60,7 +67,7 @@ class MemoryLayer:
         if not fresh:
             entry = self.cache.get(key)
             if entry is not None:
-                return entry.answer.with_source("memory")
+                return entry.answer.with_source(reused_source(entry.answer, "memory"))
         generation = self._generations.current(key)  # before the read: see Generations
         answer = await next(key, fresh)
         self.cache.put(answer, generation)

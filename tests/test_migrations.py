@@ -35,13 +35,18 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_empty_url"))
 
 
+HEAD_TABLES = {"alembic_version", *metadata.tables}
+
+
 def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     migrate.upgrade(empty_url)
+    assert table_names(empty_url) == HEAD_TABLES
+    migrate.downgrade(empty_url, "0001")
     assert table_names(empty_url) == {"alembic_version", "handles", "prefixes"}
     migrate.downgrade(empty_url, "base")
     assert table_names(empty_url) == {"alembic_version"}
     migrate.upgrade(empty_url)
-    assert table_names(empty_url) == {"alembic_version", "handles", "prefixes"}
+    assert table_names(empty_url) == HEAD_TABLES
 
 
 def test_head_matches_registry_tables(empty_url: str) -> None:
@@ -76,4 +81,6 @@ def test_keys_sort_bytewise_on_postgres(pg_empty_url: str) -> None:
         finally:
             await engine.dispose()
 
-    assert asyncio.run(collations()) == {("handles", "C"), ("prefixes", "C")}
+    keyed = {(table.name, "C") for table in metadata.tables.values() if "key" in table.c}
+    assert {("handles", "C"), ("prefixes", "C"), ("txlog", "C"), ("origins", "C")} <= keyed
+    assert asyncio.run(collations()) == keyed

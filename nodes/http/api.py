@@ -14,14 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nodes.http.bodies import json_response, read_json
+from nodes.http.enterprise_api import enterprise_router
 from nodes.http.errors import http_status
 from nodes.http.params import Query, path_text
 from nodes.http.proxy import alias_target, choose_location
+from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.replication import replicating
 from registry.service import BatchItem
 from resolver import render
 from resolver.codecs.json_api import parse_values
@@ -39,29 +42,6 @@ from resolver.values import Ref
 log = logging.getLogger(__name__)
 
 MAX_ALIAS_HOPS = 5
-
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-async def _body(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, refusing more than ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"request body larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    if not size:
-        raise InvalidValue("request body is empty")
-    try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as error:
-        raise ProtocolError(f"request body is not valid UTF-8 JSON: {error}") from None
 
 
 def _batch_items(raw: Any, now: int) -> list[BatchItem]:
@@ -88,7 +68,8 @@ def create_api(node: Any) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with replicating(node, app):  # the puller stops before the node closes
+            yield
         await node.close()
 
     app = FastAPI(
@@ -133,7 +114,7 @@ def create_api(node: Any) -> FastAPI:
         identity = await identify(request)
         text = path_text(request.scope, len("/api/handles/"))
         query = Query(request.scope["query_string"])
-        values = parse_values(await _body(request, limit), int(time.time()))
+        values = parse_values(await read_json(request, limit), int(time.time()))
         if query.flag("mintNewSuffix"):
             if not text.endswith("/"):
                 raise InvalidHandle("mintNewSuffix needs a handle ending in '/'", handle=text)
@@ -147,14 +128,16 @@ def create_api(node: Any) -> FastAPI:
                 overwrite=query.flag("overwrite", True),
                 indexes=query.indexes(),
             )
-        return _json({"responseCode": 1, "handle": result.handle}, 201 if result.created else 200)
+        return json_response(
+            {"responseCode": 1, "handle": result.handle}, 201 if result.created else 200
+        )
 
     @app.delete("/api/handles/{handle:path}")
     async def delete_handle(request: Request) -> Response:
         identity = await identify(request)
         handle = Handle.parse(path_text(request.scope, len("/api/handles/")))
         await registrar.delete(handle, identity, Query(request.scope["query_string"]).indexes())
-        return _json({"responseCode": 1, "handle": handle.text})
+        return json_response({"responseCode": 1, "handle": handle.text})
 
     @app.get("/api/handles")
     async def list_handles(request: Request) -> Response:
@@ -165,7 +148,7 @@ def create_api(node: Any) -> FastAPI:
         identity = await identify(request)
         page, size = query.int("page", 0), query.int("pageSize", 1000)
         total, handles = await registrar.list_handles(prefix, identity, page, size)
-        return _json(
+        return json_response(
             {
                 "responseCode": 1,
                 "prefix": prefix,
@@ -179,14 +162,14 @@ def create_api(node: Any) -> FastAPI:
 
     @app.get("/api/prefixes")
     async def prefixes() -> Response:
-        return _json({"responseCode": 1, "prefixes": await registrar.homed_prefixes()})
+        return json_response({"responseCode": 1, "prefixes": await registrar.homed_prefixes()})
 
     @app.post("/api/batch")
     async def batch(request: Request) -> Response:
         """Up to 2000 handles: ``{"handles": [{"handle", "values"}]}``; one result each."""
         identity = await identify(request)
         query = Query(request.scope["query_string"])
-        items = _batch_items(await _body(request, limit), int(time.time()))
+        items = _batch_items(await read_json(request, limit), int(time.time()))
         results = await registrar.batch(items, identity, overwrite=query.flag("overwrite", True))
         out = []
         for r in results:
@@ -194,22 +177,25 @@ def create_api(node: Any) -> FastAPI:
             if r.message:
                 item["message"] = r.message
             out.append(item)
-        return _json({"responseCode": 1, "results": out})
+        return json_response({"responseCode": 1, "results": out})
 
     @app.get("/api/stats")
     async def stats() -> Response:
         """Counters of this worker process (caches, coalesced walks, upstream requests)."""
-        return _json({"responseCode": 1, **node.stats()})
+        return json_response({"responseCode": 1, **node.stats()})
+
+    if node.store.journal_as:
+        federation = node.settings.federation
+        app.include_router(
+            replication_router(node.store, name=node.settings.name, secret=federation.secret)
+        )
 
     @app.get("/")
     async def about() -> Response:
         settings = node.settings
-        return _json({"name": settings.name, "role": settings.role, "api": "/api/handles/"})
+        return json_response({"name": settings.name, "role": settings.role, "api": "/api/handles/"})
 
-    # Enterprise prefix applications; before the web proxy, whose route catches every GET.
-    # Imported here because the router reuses this module's body reader.
-    from nodes.http.enterprise_api import enterprise_router
-
+    # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
 
     @app.get("/{handle:path}")

@@ -25,7 +25,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from nodes.bootstrap import Node, build_enterprise_prefixes
-from nodes.http.api import _body, _json
+from nodes.http.bodies import json_response, read_json
 from nodes.http.params import Query
 from registry.enterprise import Application
 from resolver.codecs.timefmt import iso
@@ -83,7 +83,7 @@ def enterprise_router(node: Node) -> APIRouter:
         empty = "transfer-encoding" not in headers and headers.get("content-length") in (None, "0")
         if optional and empty:
             return {}
-        raw = await _body(request, limit)
+        raw = await read_json(request, limit)
         if not isinstance(raw, dict):
             raise InvalidValue("the request body must be a JSON object")
         unknown = sorted(set(raw) - allowed)
@@ -105,7 +105,9 @@ def enterprise_router(node: Node) -> APIRouter:
             site_url=site_url,
             secret=body.get("secret"),
         )
-        return _json({"responseCode": 1, "application": render_application(application)}, 201)
+        return json_response(
+            {"responseCode": 1, "application": render_application(application)}, 201
+        )
 
     @router.get("")
     async def listing(request: Request) -> Response:
@@ -114,12 +116,14 @@ def enterprise_router(node: Node) -> APIRouter:
         chosen = await enterprises.list(
             identity, query.get("status") or None, query.int("limit", 1000)
         )
-        return _json({"responseCode": 1, "applications": [render_application(a) for a in chosen]})
+        return json_response(
+            {"responseCode": 1, "applications": [render_application(a) for a in chosen]}
+        )
 
     @router.get("/{application_id}")
     async def show(application_id: str) -> Response:
         application = await enterprises.get(application_id)
-        return _json({"responseCode": 1, "application": render_application(application)})
+        return json_response({"responseCode": 1, "application": render_application(application)})
 
     @router.post("/{application_id}/approve")
     async def approve(application_id: str, request: Request) -> Response:
@@ -131,9 +135,9 @@ def enterprise_router(node: Node) -> APIRouter:
         if approval.admin is not None:
             body["admin"] = str(approval.admin)
         if approval.secret is None:
-            return _json(body)
+            return json_response(body)
         body["secret"] = approval.secret
-        response = _json(body)
+        response = json_response(body)
         # Shown once: no cache or proxy along the way may keep it.
         response.headers["cache-control"] = "no-store"
         return response
@@ -143,6 +147,6 @@ def enterprise_router(node: Node) -> APIRouter:
         identity = await identify(request)
         body = await fields(request, frozenset({"reason"}), optional=True)
         application = await enterprises.reject(application_id, identity, body.get("reason"))
-        return _json({"responseCode": 1, "application": render_application(application)})
+        return json_response({"responseCode": 1, "application": render_application(application)})
 
     return router

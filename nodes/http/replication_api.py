@@ -28,12 +28,11 @@ import base64
 import binascii
 import hmac
 import time
-from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from nodes.http.bodies import json_response
 from nodes.http.errors import http_status
 from nodes.http.params import Query
 from registry.replication import MAX_BATCH, Journal
@@ -50,10 +49,6 @@ MAX_WAIT = 10.0
 POLL_INTERVAL = 0.1
 """How often a long poll looks for new entries: writes may come from any worker process, so
 the database is polled rather than an in-process event awaited."""
-
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _error(error: HandleError) -> Response:
@@ -120,7 +115,7 @@ def replication_router(
             if entries or time.monotonic() >= deadline or await request.is_disconnected():
                 break
             await asyncio.sleep(poll_interval)
-        return _json(
+        return json_response(
             {
                 "responseCode": 1,
                 "node": name,
@@ -133,7 +128,7 @@ def replication_router(
     @router.get("/api/replication/status", include_in_schema=False)
     async def replication_status(request: Request) -> Response:
         replicator = getattr(request.app.state, "replicator", None)
-        return _json(
+        return json_response(
             {
                 "responseCode": 1,
                 "node": name,

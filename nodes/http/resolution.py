@@ -19,6 +19,7 @@ from nodes.http.params import Query, path_text
 from registry.authorization import Right, rights
 from resolver import render
 from resolver.answers import Answer, Outcome
+from resolver.chain import reused_source
 from resolver.errors import HandleError, HandleNotFound, PrefixNotHomed
 from resolver.identifiers import Handle, fold
 
@@ -111,7 +112,8 @@ class ResolutionFront:
                 if entry is not None:
                     record = entry.answer.record
                     if record is not None and record.handle == text:
-                        await send_body(send, 200, entry.public_body, source=b"memory", head=head)
+                        source = reused_source(entry.answer, "memory").encode()
+                        await send_body(send, 200, entry.public_body, source=source, head=head)
                         return
             await self._general(scope, send, text, head)
         except HandleError as error:

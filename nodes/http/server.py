@@ -18,9 +18,16 @@ def create_app(node: Node) -> ASGIApp:
     return ResolutionFront(node, create_api(node))
 
 
+EFFECTIVE_SETTINGS = "IDIS_EFFECTIVE_SETTINGS"
+"""How :func:`serve` hands its settings, overrides included, to the worker processes."""
+
+
 def app_from_env() -> ASGIApp:
-    """uvicorn factory for worker processes: each builds its own node from the environment."""
-    return create_app(build_node(load_settings()))
+    """uvicorn factory for worker processes: each builds its own node from the settings that
+    :func:`serve` resolved (or, run directly, from the environment)."""
+    effective = os.environ.get(EFFECTIVE_SETTINGS)
+    settings = Settings.model_validate_json(effective) if effective else load_settings()
+    return create_app(build_node(settings))
 
 
 def serve(settings: Settings) -> None:
@@ -29,13 +36,8 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    # Workers rebuild settings from the environment, so the effective ones are exported.
-    os.environ["IDIS_HTTP"] = settings.http
-    os.environ["IDIS_DATABASE_URL"] = settings.database_url
-    os.environ["IDIS_ROLE"] = settings.role
-    os.environ["IDIS_DATA_DIR"] = str(settings.data_dir)
-    if settings.redis_url:
-        os.environ["IDIS_REDIS_URL"] = settings.redis_url
+    # Worker processes are spawned: they get the effective settings through the environment.
+    os.environ[EFFECTIVE_SETTINGS] = settings.model_dump_json()
     uvicorn.run(
         "nodes.http.server:app_from_env",
         factory=True,

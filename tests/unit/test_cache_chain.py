@@ -152,6 +152,18 @@ async def test_memory_layer_miss_goes_down_and_hit_is_served_from_memory() -> No
     assert len(terminal.calls) == 1
 
 
+async def test_memory_layer_keeps_a_stale_answer_marked_stale() -> None:
+    clock = Clock()
+    layer, _terminal, _ = memory_chain(clock)
+
+    async def stale(key: str, fresh: bool) -> Answer:
+        return answer(key, clock() + 2).with_source("stale (walk)")
+
+    resolve = build([layer], stale)
+    assert (await resolve("88/A", False)).source == "stale (walk)"
+    assert (await resolve("88/A", False)).source == "stale (memory)"
+
+
 async def test_memory_layer_fresh_bypasses_the_cache_and_refreshes_it() -> None:
     clock = Clock()
     layer, terminal, _ = memory_chain(clock)
