@@ -55,12 +55,7 @@ class Handle:
         """
         if not isinstance(text, str) or not text:
             raise InvalidHandle("empty handle", handle=None)
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidHandle("handle is not valid UTF-8", handle=None) from None
-        if size > MAX_HANDLE_BYTES:
-            raise InvalidHandle(f"handle longer than {MAX_HANDLE_BYTES} bytes", handle=None)
+        _check_size(text, "handle", None)
         if not _FORBIDDEN.isdisjoint(text):
             raise InvalidHandle("handle contains control characters", handle=text)
         prefix, slash, suffix = text.partition("/")
@@ -72,16 +67,21 @@ class Handle:
         return cls(text, prefix, suffix)
 
 
+def _check_size(text: str, what: str, handle: str | None) -> None:
+    """Refuse text that is not UTF-8 (lone surrogates) or longer than the Handle limit."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidHandle(f"{what} is not valid UTF-8", handle=None) from None
+    if size > MAX_HANDLE_BYTES:
+        raise InvalidHandle(f"{what} longer than {MAX_HANDLE_BYTES} bytes", handle=handle)
+
+
 def validate_prefix(prefix: str, *, handle: str | None = None) -> str:
     """Return ``prefix`` if it is a valid naming authority, else raise :class:`InvalidHandle`."""
     if not prefix:
         raise InvalidHandle("empty prefix", handle=handle)
-    try:
-        size = len(prefix.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidHandle("prefix is not valid UTF-8", handle=handle) from None
-    if size > MAX_HANDLE_BYTES:
-        raise InvalidHandle("prefix too long", handle=handle)
+    _check_size(prefix, "prefix", handle)
     if "/" in prefix or not _FORBIDDEN.isdisjoint(prefix) or " " in prefix:
         raise InvalidHandle(f"invalid character in prefix {prefix!r}", handle=handle)
     if any(not segment for segment in prefix.split(".")):
