@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.settings import Settings, SettingsError, load_settings
 from resolver.errors import HandleError
+
+if TYPE_CHECKING:
+    from registry.prefixes import PrefixAdmin
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,16 +53,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _prefix_init(settings: Settings, prefix: str, secret: str) -> str:
+async def _prefix_init(settings: Settings, prefix: str, secret: str) -> PrefixAdmin:
     from nodes.bootstrap import build_node
     from registry.prefixes import init_prefix
 
     node = build_node(settings)
     try:
-        admin = await init_prefix(node.store, node.invalidator, prefix, secret)
+        return await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
-    return str(admin.identity)
 
 
 def _secret(secret_file: str | None) -> tuple[str, bool]:
@@ -78,8 +80,11 @@ def cmd_prefix_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _migrate_if_asked(settings)
     secret, shown = _secret(args.secret_file)
-    identity = asyncio.run(_prefix_init(settings, args.prefix, secret))
-    print(f"prefix {args.prefix} homed; administrator {identity}")
+    admin = asyncio.run(_prefix_init(settings, args.prefix, secret))
+    if not admin.created:
+        print(f"prefix {args.prefix} was set up already; homed here, administrator and secret kept")
+        return 0
+    print(f"prefix {args.prefix} homed; administrator {admin.identity}")
     if shown:
         print(f"secret (shown once, store it now): {secret}")
     return 0
@@ -121,7 +126,6 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
     from nodes.bootstrap import build_node
     from nodes.federation import register_sites
     from registry.prefixes import init_prefix
-    from resolver.errors import HandleAlreadyExists
     from resolver.identifiers import prefix_handle
 
     if not settings.federation.top_level:
@@ -129,8 +133,7 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
     node = build_node(settings)
     try:
         # Joining again after a restart or a move is fine: the local records stay.
-        with contextlib.suppress(HandleAlreadyExists):
-            await init_prefix(node.store, node.invalidator, prefix, secret)
+        await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
     identity = f"300:{prefix_handle(prefix)}"

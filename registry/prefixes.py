@@ -45,6 +45,8 @@ DERIVED_SITE_INDEX = 2
 class PrefixAdmin:
     prefix: str
     identity: Ref
+    created: bool = True
+    """False when the records existed already (set up earlier, or replicated from a peer)."""
 
 
 def admin_group(prefix: str) -> AdminRef:
@@ -111,8 +113,10 @@ async def init_prefix(
 ) -> PrefixAdmin:
     """Home ``prefix`` and create ``0.NA/PREFIX`` and ``PREFIX/ADMIN``.
 
-    Raises :class:`HandleAlreadyExists` if either handle exists already (nothing is changed
-    then); homing an already homed prefix is not an error.
+    When both records exist already (the prefix was set up before, here or at a top-level
+    peer whose records replicated here) the prefix is only homed and the secret is left as it
+    is (``created`` is False).  Raises :class:`HandleAlreadyExists` if only one of them exists:
+    that is not a set-up this function made, and nothing is changed.
     """
     validate_prefix(prefix)
     now = int(time.time())
@@ -121,15 +125,16 @@ async def init_prefix(
     na = Handle.parse(na_record.handle)
     admin = Handle.parse(secret_record.handle)
     existing = await store.get_many([na.key, admin.key])
-    if existing:
+    if len(existing) == 1:
         taken = ", ".join(r.handle for r in existing.values())
         raise HandleAlreadyExists(f"{taken} already exists", handle=na.text)
-    done = await store.put_many([(na.key, na_record, None), (admin.key, secret_record, None)])
-    if not all(done):
-        raise HandleAlreadyExists("prefix was initialised concurrently", handle=na.text)
+    if not existing:
+        done = await store.put_many([(na.key, na_record, None), (admin.key, secret_record, None)])
+        if not all(done):
+            raise HandleAlreadyExists("prefix was initialised concurrently", handle=na.text)
     await store.home_prefix(prefix)
     await invalidator.written([na.key, admin.key, HOMES_KEY])
-    return PrefixAdmin(prefix, admin_identity(prefix))
+    return PrefixAdmin(prefix, admin_identity(prefix), created=not existing)
 
 
 PREFIX_HOLDER_RIGHTS = (

@@ -119,9 +119,20 @@ async def test_init_prefix_homes_the_prefix_and_creates_its_admin(world: World) 
     assert not key.public_read
 
 
-async def test_init_prefix_twice_is_refused(world: World) -> None:
+async def test_init_prefix_again_homes_and_keeps_the_secret(world: World) -> None:
+    before = await world.store.get("88.100.1/ADMIN")
+    await world.store.unhome_prefix("88.100.1")
+    again = await init_prefix(world.store, Invalidator(world.generations), "88.100.1", "other")
+    assert not again.created
+    assert "88.100.1" in await world.store.homed_prefixes()
+    assert await world.store.get("88.100.1/ADMIN") == before
+
+
+async def test_init_prefix_over_a_stray_admin_handle_is_refused(world: World) -> None:
+    await world.store.delete("0.NA/88.100.1", (await world.store.get("0.NA/88.100.1")).version)
     with pytest.raises(HandleAlreadyExists):
         await init_prefix(world.store, Invalidator(world.generations), "88.100.1", "x")
+    assert await world.store.get("0.NA/88.100.1") is None
 
 
 # --- create ----------------------------------------------------------------------------------
