@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ WRK_INSTALL_HINT = (
     "(Debian/Ubuntu) or build it from https://github.com/wg/wrk"
 )
 _MARK = "LOADGEN-RESULT "
+_STARTED = "LOADGEN-MEASURING"
 CONSTANT_BODY = b'{"status":"ok"}'
 PK_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
 
@@ -116,7 +118,8 @@ def cpu_sample() -> CpuSample:
 def cpu_usage(
     before: CpuSample, after: CpuSample, groups: dict[str, Sequence[int]]
 ) -> dict[str, float]:
-    """Cores used between two samples by each group of process trees, by PostgreSQL, overall.
+    """Cores used between two samples by each group of process trees, by PostgreSQL, by other
+    processes, unattributed (busy time charged to no process seen), and by the whole machine.
 
     A process that ended between the samples is not counted (its time is lost to /proc).
     """
@@ -128,16 +131,18 @@ def cpu_usage(
         claimed |= pids
         used = sum(after.table[p][2] - before.table.get(p, (0, "", 0.0))[2] for p in pids)
         out[name] = round(used / wall, 2)
-    postgres = [p for p, (_, comm, _) in after.table.items() if comm.startswith("postgres")]
-    out["postgres"] = round(
-        sum(
-            after.table[p][2] - before.table.get(p, (0, "", 0.0))[2]
-            for p in postgres
-            if p not in claimed
-        )
-        / wall,
-        2,
-    )
+    rest: dict[str, float] = {"postgres": 0.0, "other_procs": 0.0}
+    for pid, (_, comm, used) in after.table.items():
+        if pid not in claimed:
+            delta = used - before.table.get(pid, (0, "", 0.0))[2]
+            rest["postgres" if comm.startswith("postgres") else "other_procs"] += delta
+    out["postgres"] = round(rest["postgres"] / wall, 2)
+    # Other processes include whatever else shares the machine (other users' jobs).
+    out["other_procs"] = round(rest["other_procs"] / wall, 2)
+    machine = (after.busy - before.busy) / wall
+    # Busy time charged to no process seen in both samples: softirq work of the loopback
+    # network, and processes that started and ended between the samples.
+    out["unattributed"] = round(max(0.0, machine - sum(out.values())), 2)
     out["machine"] = round((after.busy - before.busy) / wall, 2)
     out["machine_cores"] = round((after.total - before.total) / wall, 2)
     return out
@@ -157,6 +162,7 @@ function setup(thread)
 end
 
 function response(status, headers, body)
+  if exhausted == 1 then return end  -- the run is void; STOP_PATH answers are not errors
   received = received + 1
   if status ~= 200 then
     bad_status = bad_status + 1
@@ -449,29 +455,29 @@ async def pg_lookups(
     duration: float,
     warmup: float,
 ) -> dict[str, Any]:
-    """Primary-key lookups, each task on a connection it holds; every key is read once.
+    """Primary-key lookups, each task on a connection it holds, keys in order.
 
     Warm-up reads ``warm_keys`` for ``warmup`` seconds, then the measured phase reads ``keys``
-    for ``duration`` seconds or until they are used up.
+    for ``duration`` seconds.
     """
     import asyncpg
 
     async with asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency) as pool:
 
         async def phase(todo: Sequence[str], seconds: float) -> dict[str, Any]:
-            it = iter(todo)
+            # Each key once, in order; a run outlasting the keys starts over (PostgreSQL keeps
+            # no result cache, and every page is in its buffers either way): see ``passes``.
+            position = 0
             counts = {"ok": 0, "missing": 0, "errors": 0}
             deadline = time.monotonic() + seconds
-            exhausted = False
+            limit = max(1, int(seconds * 1_000_000))  # a bound on the count as well as time
 
             async def worker() -> None:
-                nonlocal exhausted
+                nonlocal position
                 async with pool.acquire() as conn:
-                    while time.monotonic() < deadline:
-                        key = next(it, None)
-                        if key is None:
-                            exhausted = True
-                            return
+                    while time.monotonic() < deadline and position < limit:
+                        key = todo[position % len(todo)]
+                        position += 1
                         try:
                             row = await conn.fetchrow(PK_SQL, key)
                         except Exception:
@@ -486,10 +492,11 @@ async def pg_lookups(
                 **counts,
                 "seconds": round(elapsed, 3),
                 "rate": round(counts["ok"] / elapsed, 1),
-                "exhausted": exhausted,
+                "passes": round(position / len(todo), 2),
             }
 
         await phase(warm_keys, warmup)
+        print(_STARTED, flush=True)  # the parent samples CPU from here
         return await phase(keys, duration)
 
 
@@ -498,13 +505,16 @@ def _pg_main(args: argparse.Namespace) -> None:
 
     from resolver.identifiers import fold
 
-    def keys(first: int, count: int) -> list[str]:
-        return [fold(args.prefix + "/" + args.suffix_format % i) for i in range(first, first + count)]
+    def keys(first: int, count: int, start: int | None = None) -> list[str]:
+        ids = list(range(first, first + count))
+        if start is not None and first <= start < first + count:
+            ids = ids[start - first :] + ids[: start - first]
+        return [fold(args.prefix + "/" + args.suffix_format % i) for i in ids]
 
     result = uvloop.run(
         pg_lookups(
             args.dsn,
-            keys(args.first, args.count),
+            keys(args.first, args.count, args.start),
             keys(args.warm_first, args.warm_count),
             concurrency=args.concurrency,
             duration=args.duration,
@@ -520,13 +530,15 @@ def run_pg(
     prefix: str,
     suffix_format: str,
     slices: Sequence[tuple[int, int]],
+    start: int = 0,
     warm: tuple[int, int],
     concurrency: int,
     duration: float,
     warmup: float,
     cpus: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Raw asyncpg lookups from one process per ``(first, count)`` slice, run together.
+    """Raw asyncpg lookups from one process per ``(first, count)`` slice, run together; the
+    slice holding id ``start`` begins with it.
 
     Each process holds ``concurrency // len(slices)`` connections; the rates are summed.
     """
@@ -547,6 +559,8 @@ def run_pg(
             suffix_format,
             "--first",
             str(first),
+            "--start",
+            str(start),
             "--count",
             str(count),
             "--warm-first",
@@ -570,11 +584,22 @@ def run_pg(
             )
         )
     try:
-        time.sleep(warmup + 1.0)  # connect and warm up before sampling CPU
+        # CPU is sampled inside the measured phase: from its start, ending before any process
+        # ends (a process that has exited takes its CPU time out of /proc).
+        deadline = time.monotonic() + warmup + 60
+        for p in procs:
+            assert p.stdout is not None
+            while True:
+                ready, _, _ = select.select(
+                    [p.stdout], [], [], max(0.0, deadline - time.monotonic())
+                )
+                line = p.stdout.readline() if ready else ""
+                if not line or line.strip() == _STARTED:
+                    break
         start = cpu_sample()
         time.sleep(max(0.1, duration - 0.5))
         end = cpu_sample()
-        outs = [p.communicate(timeout=duration + warmup + 60) for p in procs]
+        outs = [p.communicate(timeout=duration + 60) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -591,7 +616,7 @@ def run_pg(
         **total,
         "rate": round(sum(r["rate"] for r in results), 1),
         "seconds": max(r["seconds"] for r in results),
-        "exhausted": any(r["exhausted"] for r in results),
+        "passes": max(r["passes"] for r in results),
         "processes": len(results),
         "cpu": cpu_usage(start, end, {"baseline": [p.pid for p in procs]}),
     }
@@ -610,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pg.add_argument("--suffix-format", required=True)
     for name in ("--first", "--count", "--warm-first", "--warm-count", "--concurrency"):
         pg.add_argument(name, type=int, required=True)
+    pg.add_argument("--start", type=int, help="begin with this id if the slice holds it")
     pg.add_argument("--duration", type=float, required=True)
     pg.add_argument("--warmup", type=float, default=1.0)
     args = top.parse_args(argv)

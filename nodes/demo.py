@@ -1,0 +1,1082 @@
+"""``idis demo``: a whole federation on this machine, built step by step and queried.
+
+:func:`run_demo` starts, each as an ``idis serve`` process of its own on a loopback port the
+operating system picks, with a temporary data directory of its own (the embedded default:
+SQLite, in-process cache; no PostgreSQL or Redis):
+
+- the five top-level nodes Beijing, Shanghai, Guangzhou, Wuhan and Chongqing, each homing the
+  national prefix ``88`` and replicating with the other four;
+- the secondary (industry) nodes 88.100, which joins at Beijing, and 88.101, which joins at
+  Shanghai;
+- one enterprise node serving its own prefix 88.100.7;
+- one recursive node whose roots are all five top-level nodes.
+
+It then allocates 88.100 (at Beijing) and 88.101 (at Shanghai) and checks that every top-level
+node knows both; has the secondary nodes join (``idis federation join``); allocates the
+enterprise prefixes through the enterprise workflow (``idis enterprise apply`` at the secondary
+node, ``idis enterprise approve`` by its operator): 88.100.1 hosted by the secondary 88.100,
+88.101.5 hosted by the secondary 88.101, and 88.100.7 self-hosted on the enterprise node (in a
+build without that workflow, it homes the hosted prefixes and writes the self-hosted prefix
+record by hand); registers identifiers under each over the REST API; resolves every one through
+the recursive node, checking the answer and the node that gave it, and prints the path the walk
+took (``x-idis-source``); and stops Beijing to show that a walk goes on through another root.
+
+Output: a line per step, ✓ or ✗ with what it did and how long it took, a table of the nodes,
+and the path of each resolution.  With ``once`` the nodes are then stopped; without it Beijing
+is restarted and the federation keeps serving, with curl commands to query it, until Ctrl-C.
+
+Every node is driven through the ``idis`` command line (``sys.executable -m nodes.cli``) and the
+HTTP API, exactly as an operator would drive it.  Nothing is written outside a temporary
+directory, which is removed afterwards (kept, and named, when a step failed: it holds the logs).
+Every child process runs in a session of its own and is stopped on every way out: the end of
+the run, a failed step, Ctrl-C, SIGTERM/SIGHUP, and interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import quote, unquote
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nodes.federation import basic_auth, site_values
+
+TOP_LEVEL_CITIES = ("Beijing", "Shanghai", "Guangzhou", "Wuhan", "Chongqing")
+NATIONAL_PREFIX = "88"
+READY_TIMEOUT = 30.0
+"""Seconds every node gets to answer ``/healthz`` (the first start compiles bytecode)."""
+CLI_TIMEOUT = 60.0
+STOP_TIMEOUT = 5.0
+REPLICATION_TIMEOUT = 5.0
+HTTP_TIMEOUT = 10.0
+PORT_ATTEMPTS = 2
+
+_CODES = {
+    1: "values",
+    100: "not found",
+    200: "no such values",
+    301: "not homed",
+    302: "service referral",
+    303: "prefix referral",
+}
+
+
+class StepFailed(Exception):
+    """A step of the demo did not work; the message says what was expected and what happened."""
+
+
+class _PortTaken(Exception):
+    """A node could not bind the port picked for it (somebody took it in the meantime)."""
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """One node of the demo federation: its identity, settings and (once started) process."""
+
+    name: str
+    role: str
+    port: int
+    home: Path
+    serves: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "serve.log"
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _pick_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports the OS picks, all free at the time of the call.
+
+    The probing sockets are held together, so the OS cannot hand out one port twice.
+    """
+    probes = []
+    try:
+        for _ in range(count):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(probe)
+            probe.bind(("127.0.0.1", 0))
+        return [int(p.getsockname()[1]) for p in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def _source_root() -> str:
+    """The directory holding the ``nodes`` package, for children started elsewhere."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    # Each child leads a session of its own: its group id is its pid, so this reaches what the
+    # demo started and nothing else.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+class Cluster:
+    """The processes of the demo, and the one place that stops them.
+
+    :meth:`close` is idempotent and safe from any thread; it is also registered with
+    :mod:`atexit`, so that no node outlives the demo even on an unexpected exit.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.members: dict[str, Member] = {}
+        self._children: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._runs = itertools.count(1)
+        self._closed = False
+        atexit.register(self.close)
+
+    def add(self, name: str, role: str, port: int, serves: str, extra: Mapping[str, str]) -> Member:
+        home = self.root / name
+        home.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDIS_")}
+        python_path = env.get("PYTHONPATH")
+        env.update(
+            IDIS_DATA_DIR=str(home / "data"),
+            IDIS_HTTP=f"127.0.0.1:{port}",
+            IDIS_ROLE=role,
+            IDIS_NAME=name,
+            IDIS_LOG_LEVEL="warning",
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=_source_root() + (os.pathsep + python_path if python_path else ""),
+        )
+        env.update(extra)
+        member = Member(name, role, port, home, serves, env)
+        self.members[name] = member
+        return member
+
+    def _spawn(self, args: Sequence[str], member: Member, output: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._closed:
+                raise StepFailed("the demo is shutting down")
+            child = subprocess.Popen(
+                [sys.executable, "-m", "nodes.cli", *args],
+                env=member.env,
+                cwd=member.home,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self._children.append(child)
+            return child
+
+    def cli(self, member: Member, *args: str) -> str:
+        """Run ``idis ARGS`` with ``member``'s settings; its output. Raises :class:`StepFailed`
+        with that output if it fails or takes longer than :data:`CLI_TIMEOUT`."""
+        with self._lock:
+            number = next(self._runs)
+        out_path = member.home / f"cli-{number}-{args[0]}.log"
+        with out_path.open("wb+") as out:
+            child = self._spawn(args, member, out)
+            try:
+                code = child.wait(CLI_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+                code = None
+            out.seek(0)
+            text = out.read().decode("utf-8", errors="replace").strip()
+        if code != 0:
+            outcome = "timed out" if code is None else f"exited with {code}"
+            raise StepFailed(f"{member.name}: idis {' '.join(args)} {outcome}\n{text}")
+        return text
+
+    def launch(self, member: Member) -> None:
+        """Start ``idis serve`` for ``member`` (readiness: :meth:`wait_ready`)."""
+        with member.log_path.open("ab") as log:
+            member.process = self._spawn(["serve"], member, log)
+
+    def wait_ready(self, members: Sequence[Member], timeout: float = READY_TIMEOUT) -> None:
+        """Return once every member answers ``GET /healthz``; raise :class:`StepFailed` (or
+        :class:`_PortTaken`) if one exits or is not ready within ``timeout`` seconds."""
+        pending = list(members)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for member in list(pending):
+                    if not member.alive():
+                        tail = member.log_tail()
+                        if "address already in use" in tail.lower():
+                            raise _PortTaken(f"{member.name}: port {member.port} was taken")
+                        raise StepFailed(f"{member.name} exited before answering:\n{tail}")
+                    try:
+                        if client.get(f"{member.url}/healthz").status_code == 200:
+                            pending.remove(member)
+                    except httpx.TransportError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(m.name for m in pending)
+                    raise StepFailed(f"not ready within {timeout:g}s: {names}")
+                if pending:
+                    time.sleep(0.1)
+
+    def stop(self, member: Member) -> None:
+        """Stop ``member``'s node (SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT`)."""
+        if member.process is not None:
+            _stop_all([member.process])
+
+    def close(self) -> None:
+        """Stop every process the demo started (nodes and command-line runs)."""
+        with self._lock:
+            self._closed = True
+            children, self._children = self._children, []
+        _stop_all(children)
+
+
+def _stop_all(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    live = [c for c in children if c.poll() is None]
+    for child in live:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        # Whatever is left of the group (a worker, a straggler) goes too.
+        _signal_group(child, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(STOP_TIMEOUT)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+class Steps:
+    """Runs the steps of the demo and prints each as it ends: ✓ or ✗, what it did, how long."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.passed = 0
+        self.failed = 0
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[list[str]]:
+        """Yields a list the step appends remarks to; a raised exception fails the step."""
+        notes: list[str] = []
+        started = time.monotonic()
+        try:
+            with self.console.status(title):
+                yield notes
+        except _PortTaken:
+            raise
+        except Exception as error:  # any failure fails the step; the demo then stops
+            self.failed += 1
+            self._line("[bold red]✗[/]", title, started, notes)
+            self.console.print(f"    [red]{_escape(str(error) or repr(error))}[/]")
+            raise StepFailed(title) from error
+        self.passed += 1
+        self._line("[bold green]✓[/]", title, started, notes)
+
+    def _line(self, mark: str, title: str, started: float, notes: list[str]) -> None:
+        elapsed = time.monotonic() - started
+        self.console.print(f"{mark} {_escape(title)} [dim]({elapsed:.1f}s)[/]")
+        for note in notes:
+            self.console.print(f"    [dim]{_escape(note)}[/]")
+
+
+def _escape(text: str) -> str:
+    return escape(text)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One step of a walk, as the recursive node reports it in ``x-idis-source``."""
+
+    node: str
+    handle: str
+    outcome: str
+
+
+def parse_path(source: str, names: Mapping[str, str]) -> list[Hop]:
+    """The hops of a recursive node's ``x-idis-source`` header, node URLs replaced by the
+    names in ``names`` (URL → name).  Sources that are not walks (``memory``, ``redis``) and
+    stale answers come back as one hop naming them."""
+    text = unquote(source)
+    if text.startswith("stale (") and text.endswith(")"):
+        inner = parse_path(text[len("stale (") : -1], names)
+        return [Hop("stale", "", "served past its TTL: every upstream unreachable"), *inner]
+    hops = []
+    for part in text.split(" -> "):
+        head, _, rest = part.partition(" ")
+        node = names.get(head.rstrip("/"), head)
+        if rest == "unreachable":
+            hops.append(Hop(node, "", "unreachable"))
+        elif rest == "cached":
+            hops.append(Hop("(recursive)", head, "site remembered"))
+        elif rest:
+            handle, _, code = rest.rpartition(":")
+            meaning = _CODES.get(int(code), "") if code.isdigit() else ""
+            if code == "1" and handle.upper().startswith("0.NA/"):
+                meaning = "the prefix record"
+            hops.append(Hop(node, handle, f"{code} {meaning}".strip()))
+        else:
+            hops.append(Hop(node, "", ""))
+    return hops
+
+
+def print_path(console: Console, handle: str, answer: str, hops: Sequence[Hop]) -> None:
+    """One resolution as a small tree: the identifier and its answer, then a line per hop."""
+    console.print(f"[bold]{_escape(handle)}[/] → {_escape(answer)}")
+    node_width = max(len(hop.node) for hop in hops)
+    handle_width = max(len(hop.handle) for hop in hops)
+    for number, hop in enumerate(hops, start=1):
+        branch = "└──" if number == len(hops) else "├──"
+        console.print(
+            f"  {branch} [cyan]{_escape(hop.node.ljust(node_width))}[/]  "
+            f"{_escape(hop.handle.ljust(handle_width))}  [dim]{_escape(hop.outcome)}[/]"
+        )
+
+
+# --- the federation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enterprise:
+    """An enterprise prefix, the node serving it, and the identifiers the demo registers."""
+
+    prefix: str
+    host: str
+    """The name of the member that serves the prefix's handles."""
+    name: str
+    label: str
+    suffixes: tuple[str, ...]
+
+    @property
+    def parent(self) -> str:
+        return self.prefix.rpartition(".")[0]
+
+    @property
+    def secondary(self) -> str:
+        """The member name of the secondary node that allocates the prefix."""
+        return f"secondary-{self.parent}"
+
+    @property
+    def self_hosted(self) -> bool:
+        return self.host != self.secondary
+
+    def location(self, suffix: str) -> str:
+        return f"https://{self.label}.example/items/{suffix}"
+
+
+ENTERPRISES = (
+    Enterprise(
+        "88.100.1",
+        "secondary-88.100",
+        "Acme Machinery",
+        "acme-machinery",
+        ("PUMP-0001", "VALVE-0002"),
+    ),
+    Enterprise(
+        "88.101.5", "secondary-88.101", "Star Auto", "star-auto", ("VIN-LSV1234567", "PART-77")
+    ),
+    Enterprise(
+        "88.100.7",
+        "enterprise-88.100.7",
+        "Delta Steel",
+        "delta-steel",
+        ("COIL-2024-001", "COIL-002"),
+    ),
+)
+
+
+@dataclass
+class Demo:
+    """The state of one run: the cluster, the secrets, and what the steps found."""
+
+    cluster: Cluster
+    steps: Steps
+    console: Console
+    secrets: dict[str, str] = field(default_factory=dict)
+    secret_paths: dict[str, str] = field(default_factory=dict)
+    replicated: bool = False
+    workflow: bool = False
+    """Whether enterprise prefixes were allocated through the application workflow."""
+    serving: bool = False
+    """Set once every step worked and the federation is left serving."""
+
+    @property
+    def members(self) -> dict[str, Member]:
+        return self.cluster.members
+
+    def member(self, name: str) -> Member:
+        return self.cluster.members[name]
+
+    def names(self) -> dict[str, str]:
+        return {m.url: m.name for m in self.cluster.members.values()}
+
+    def secret_file(self, name: str) -> str:
+        """A file holding a new random secret called ``name`` (kept in :attr:`secrets`)."""
+        secret = secrets.token_urlsafe(24)
+        path = self.cluster.root / "secrets" / name.replace("/", "_")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(secret + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        self.secrets[name] = secret
+        self.secret_paths[name] = str(path)
+        return str(path)
+
+
+def _replication_running(demo: Demo) -> bool:
+    """Whether the top-level nodes replicate their registries (Beijing says so)."""
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        response = client.get(f"{demo.member('Beijing').url}/api/replication/status")
+    if response.status_code != 200:
+        return False
+    try:
+        return response.json().get("puller") is not None
+    except ValueError:
+        return False
+
+
+def _plan(demo: Demo) -> None:
+    """Make the secrets and every member with its settings (ports picked together, so all
+    distinct)."""
+    cluster = demo.cluster
+    for name in (NATIONAL_PREFIX, "0.NA/88.100", "0.NA/88.101", *(e.prefix for e in ENTERPRISES)):
+        demo.secret_file(name)
+    ports = iter(_pick_ports(len(TOP_LEVEL_CITIES) + 4))
+    top_ports = {city: next(ports) for city in TOP_LEVEL_CITIES}
+    top_urls = [f"http://127.0.0.1:{p}" for p in top_ports.values()]
+    federation_secret = secrets.token_urlsafe(24)
+    allocations = {"Beijing": "allocates 88.100", "Shanghai": "allocates 88.101"}
+    for city, port in top_ports.items():
+        peers = [
+            {"name": other, "url": f"http://127.0.0.1:{top_ports[other]}"}
+            for other in TOP_LEVEL_CITIES
+            if other != city
+        ]
+        serves = "88" + (f"; {allocations[city]}" if city in allocations else "")
+        cluster.add(
+            city,
+            "top-level",
+            port,
+            serves,
+            {
+                "IDIS_FEDERATION__PEERS": json.dumps(peers),
+                "IDIS_FEDERATION__SECRET": federation_secret,
+            },
+        )
+    joins = {"secondary-88.100": "Beijing", "secondary-88.101": "Shanghai"}
+    for name, top in joins.items():
+        prefix = name.removeprefix("secondary-")
+        hosted = ", ".join(e.prefix for e in ENTERPRISES if e.host == name)
+        cluster.add(
+            name,
+            "secondary",
+            next(ports),
+            f"{prefix} (joined at {top}); hosts {hosted}",
+            {
+                "IDIS_FEDERATION__TOP_LEVEL": json.dumps([cluster.members[top].url]),
+                # Approving an enterprise prefix writes it at the top level as 0.NA/PREFIX's
+                # holder.
+                "IDIS_FEDERATION__HOLDER_SECRET_FILE": demo.secret_paths[f"0.NA/{prefix}"],
+            },
+        )
+    cluster.add("enterprise-88.100.7", "enterprise", next(ports), "88.100.7 (self-hosted)", {})
+    cluster.add(
+        "recursive",
+        "recursive",
+        next(ports),
+        "walks from all five top-level nodes",
+        {"IDIS_FEDERATION__TOP_LEVEL": json.dumps(top_urls)},
+    )
+
+
+def _parallel(tasks: Sequence[Callable[[], None]]) -> None:
+    """Run ``tasks`` on threads; re-raise the first failure once all have ended."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        futures = [pool.submit(task) for task in tasks]
+    for future in futures:
+        future.result()
+
+
+def _start_nodes(demo: Demo) -> None:
+    cluster = demo.cluster
+
+    def top(city: str) -> Callable[[], None]:
+        def run() -> None:
+            member = cluster.members[city]
+            cluster.cli(member, "prefix", "init", NATIONAL_PREFIX, "--secret-file", top_secret)
+            cluster.launch(member)
+
+        return run
+
+    def enterprise() -> None:
+        member = cluster.members["enterprise-88.100.7"]
+        cluster.cli(member, "prefix", "init", "88.100.7", "--secret-file", enterprise_secret)
+        cluster.launch(member)
+
+    top_secret = demo.secret_paths[NATIONAL_PREFIX]
+    enterprise_secret = demo.secret_paths["88.100.7"]
+    first = [*TOP_LEVEL_CITIES, "enterprise-88.100.7", "recursive"]
+    with demo.steps.step(
+        "start the five top-level nodes (each homes 88), the enterprise node and the recursive node"
+    ) as notes:
+        _parallel(
+            [top(city) for city in TOP_LEVEL_CITIES]
+            + [enterprise, lambda: cluster.launch(cluster.members["recursive"])]
+        )
+        cluster.wait_ready([cluster.members[name] for name in first])
+        notes.append("idis prefix init 88 at each top-level node, then idis serve")
+
+
+def _allocate(demo: Demo) -> None:
+    cluster = demo.cluster
+    s100, s101 = demo.secret_paths["0.NA/88.100"], demo.secret_paths["0.NA/88.101"]
+    demo.replicated = _replication_running(demo)
+    with demo.steps.step("Beijing allocates 88.100, Shanghai allocates 88.101") as notes:
+        if demo.replicated:
+            _parallel(
+                [
+                    lambda: _allocate_at(cluster, "Beijing", "88.100", s100),
+                    lambda: _allocate_at(cluster, "Shanghai", "88.101", s101),
+                ]
+            )
+        else:
+            # No replication in this build: the demo makes the same allocation at every
+            # top-level node, as replication would.
+            _parallel(
+                [lambda c=c: _allocate_at(cluster, c, "88.100", s100) for c in TOP_LEVEL_CITIES]
+                + [lambda c=c: _allocate_at(cluster, c, "88.101", s101) for c in TOP_LEVEL_CITIES]
+            )
+            notes.append("this build has no top-level replication: allocated at all five")
+        notes.append("idis prefix allocate 88.100 (the holder authenticates as 300:0.NA/88.100)")
+
+    title = "both prefixes are visible at all five top-level nodes"
+    with demo.steps.step(title) as notes:
+        took = _wait_visible(demo, ["0.NA/88.100", "0.NA/88.101"], REPLICATION_TIMEOUT)
+        notes.append(f"0.NA/88.100 and 0.NA/88.101 answered everywhere after {took:.2f}s")
+
+
+def _allocate_at(cluster: Cluster, city: str, prefix: str, secret_file: str) -> None:
+    cluster.cli(cluster.members[city], "prefix", "allocate", prefix, "--secret-file", secret_file)
+
+
+def _wait_visible(demo: Demo, handles: Sequence[str], timeout: float) -> float:
+    """Seconds until every top-level node resolves every handle in ``handles``."""
+    started = time.monotonic()
+    missing = {(city, h) for city in TOP_LEVEL_CITIES for h in handles}
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        while missing:
+            for city, handle in sorted(missing):
+                url = f"{demo.member(city).url}/api/handles/{handle}"
+                response = client.get(url, params={"auth": "true"})
+                if response.status_code == 200 and response.json().get("responseCode") == 1:
+                    missing.discard((city, handle))
+            if missing and time.monotonic() - started > timeout:
+                where = ", ".join(f"{h} at {c}" for c, h in sorted(missing))
+                raise StepFailed(f"not visible within {timeout:g}s: {where}")
+            if missing:
+                time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _start_secondaries(demo: Demo) -> None:
+    cluster = demo.cluster
+
+    def secondary(name: str) -> Callable[[], None]:
+        prefix = name.removeprefix("secondary-")
+        holder_secret = demo.secret_paths[f"0.NA/{prefix}"]
+
+        def run() -> None:
+            member = cluster.members[name]
+            cluster.cli(member, "federation", "join", prefix, "--secret-file", holder_secret)
+            cluster.launch(member)
+
+        return run
+
+    names = ["secondary-88.100", "secondary-88.101"]
+    with demo.steps.step(
+        "start the secondary nodes: 88.100 joins at Beijing, 88.101 at Shanghai"
+    ) as notes:
+        _parallel([secondary(name) for name in names])
+        cluster.wait_ready([cluster.members[name] for name in names])
+        notes.append("idis federation join 88.100 --secret-file …: HS_SITE and HS_SITE.PREFIX")
+
+    with demo.steps.step("every top-level node delegates 88.100 and 88.101 to them") as notes:
+        if not demo.replicated:
+            _mirror_sites(demo)
+            notes.append("no replication in this build: the demo registered the sites at all five")
+        took = _wait_sites(
+            demo, {f"0.NA/{name.removeprefix('secondary-')}": (1, name) for name in names}
+        )
+        notes.append(f"0.NA/88.100 names secondary-88.100's site everywhere after {took:.2f}s")
+
+
+def _mirror_sites(demo: Demo) -> None:
+    """Register each secondary's sites at every top-level node (what replication would do)."""
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        for name in ("secondary-88.100", "secondary-88.101"):
+            prefix = name.removeprefix("secondary-")
+            values = site_values(demo.member(name).url, f"idis node for {prefix}")
+            auth = basic_auth(f"300:0.NA/{prefix}", demo.secrets[f"0.NA/{prefix}"])
+            for city in TOP_LEVEL_CITIES:
+                response = client.put(
+                    f"{demo.member(city).url}/api/handles/0.NA/{prefix}?index=1&index=2",
+                    json={"values": values},
+                    auth=auth,
+                )
+                _expect(response, {200, 201}, f"registering {prefix}'s site at {city}")
+
+
+def _wait_sites(demo: Demo, expected: Mapping[str, tuple[int, str]]) -> float:
+    """Seconds until every top-level node answers each handle of ``expected`` with its code
+    (1: the record, 303: a prefix referral) and site values naming its member's URL."""
+    started = time.monotonic()
+    deadline = started + REPLICATION_TIMEOUT
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        for city in TOP_LEVEL_CITIES:
+            for handle, (code, name) in expected.items():
+                want = demo.member(name).url
+                while True:
+                    response = client.get(
+                        f"{demo.member(city).url}/api/handles/{handle}", params={"auth": "true"}
+                    )
+                    body = response.json()
+                    urls = _site_urls(body.get("values") or [])
+                    if body.get("responseCode") == code and want in urls:
+                        break
+                    if time.monotonic() > deadline:
+                        raise StepFailed(
+                            f"{city} answers {handle} with {body.get('responseCode')} "
+                            f"(sites {urls or 'none'}), not {code} naming {name} ({want})"
+                        )
+                    time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _workflow_available(demo: Demo) -> bool:
+    """Whether the secondary nodes take enterprise prefix applications."""
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        response = client.get(f"{demo.member('secondary-88.100').url}/api/prefix-applications")
+    return response.status_code != 404
+
+
+def _enterprise_prefixes(demo: Demo) -> None:
+    if _workflow_available(demo):
+        _apply_and_approve(demo)
+    else:
+        _home_enterprise_prefixes(demo)
+    enterprise = demo.member("enterprise-88.100.7")
+    with demo.steps.step("the top level knows where each enterprise prefix is served") as notes:
+        expected: dict[str, tuple[int, str]] = {}
+        for e in ENTERPRISES:
+            # Either the top level holds the enterprise's prefix record itself (the approval
+            # wrote it there), or it refers to the secondary that allocated it.
+            expected[f"0.NA/{e.prefix}"] = (1, e.host) if demo.workflow else (303, e.secondary)
+        took = _wait_sites(demo, expected)
+        notes.append(f"0.NA/88.100.1, 0.NA/88.101.5, 0.NA/88.100.7 at all five after {took:.2f}s")
+        with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+            secondary = demo.member("secondary-88.100")
+            referral = client.get(f"{secondary.url}/api/handles/88.100.7/ANY").json()
+        if referral.get("responseCode") != 302 or enterprise.url not in _site_urls(
+            referral.get("values") or []
+        ):
+            raise StepFailed(f"the secondary answers 88.100.7/ANY with {referral}, not a 302")
+        notes.append(
+            "GET 88.100.7/… at the secondary 88.100 → 302 service referral to the enterprise"
+        )
+
+
+def _apply_and_approve(demo: Demo) -> None:
+    """The enterprise prefix workflow: each enterprise applies at the secondary node, whose
+    operator approves (``idis enterprise apply`` / ``approve``, over HTTP)."""
+    cluster = demo.cluster
+    demo.workflow = True
+    ids: dict[str, str] = {}
+
+    def apply(e: Enterprise) -> Callable[[], None]:
+        def run() -> None:
+            node = demo.member(e.secondary).url
+            args = ["enterprise", "apply", "--node", node, e.prefix, "--name", e.name]
+            if e.self_hosted:
+                args += ["--self-hosted", demo.member(e.host).url]
+            else:
+                args += ["--secret-file", demo.secret_paths[e.prefix]]
+            out = cluster.cli(demo.member(e.host), *args)
+            match = re.search(r"application (\S+) submitted", out)
+            if match is None:
+                raise StepFailed(f"idis enterprise apply said:\n{out}")
+            ids[e.prefix] = match.group(1)
+
+        return run
+
+    def approve(e: Enterprise) -> Callable[[], None]:
+        def run() -> None:
+            node = demo.member(e.secondary)
+            cluster.cli(
+                node,
+                *("enterprise", "approve", "--node", node.url, ids[e.prefix]),
+                *("--identity", f"300:{e.parent}/ADMIN"),
+                *("--secret-file", demo.secret_paths[f"0.NA/{e.parent}"]),
+            )
+
+        return run
+
+    with demo.steps.step("three enterprises apply for prefixes at their secondary nodes") as notes:
+        _parallel([apply(e) for e in ENTERPRISES])
+        notes.append("idis enterprise apply --node URL PREFIX --name NAME [--self-hosted URL]")
+        for e in ENTERPRISES:
+            how = f"self-hosted on {e.host}" if e.self_hosted else f"hosted by {e.secondary}"
+            notes.append(f"{e.prefix} for {e.name}, {how}: application {ids[e.prefix]}")
+    with demo.steps.step("the secondary nodes approve them") as notes:
+        _parallel([approve(e) for e in ENTERPRISES])
+        notes.append("idis enterprise approve --node URL ID --identity 300:88.100/ADMIN …")
+        notes.append("each wrote 0.NA/PREFIX at its secondary and at the top level")
+
+
+def _homing(demo: Demo, enterprise: Enterprise) -> Callable[[], None]:
+    """A task homing ``enterprise``'s prefix on its host (``idis prefix init``)."""
+    secret_file = demo.secret_paths[enterprise.prefix]
+
+    def run() -> None:
+        host = demo.member(enterprise.host)
+        demo.cluster.cli(host, "prefix", "init", enterprise.prefix, "--secret-file", secret_file)
+
+    return run
+
+
+def _home_enterprise_prefixes(demo: Demo) -> None:
+    """Without the enterprise workflow: home the hosted prefixes on their secondary nodes and
+    point the self-hosted one at the enterprise node by hand."""
+    secondary = demo.member("secondary-88.100")
+    enterprise = demo.member("enterprise-88.100.7")
+    hosted = [e for e in ENTERPRISES if not e.self_hosted]
+    with demo.steps.step("the secondary nodes home 88.100.1 and 88.101.5") as notes:
+        _parallel([_homing(demo, e) for e in hosted])
+        notes.append("no enterprise workflow in this build: idis prefix init 88.100.1")
+    title = "the secondary 88.100 points 88.100.7 at the enterprise's own node"
+    with demo.steps.step(title) as notes, httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        values = site_values(enterprise.url, "enterprise node of 88.100.7")
+        response = client.put(
+            f"{secondary.url}/api/handles/0.NA/88.100.7",
+            json={"values": values},
+            auth=basic_auth("300:88.100/ADMIN", demo.secrets["0.NA/88.100"]),
+        )
+        _expect(response, {200, 201}, "writing 0.NA/88.100.7 at the secondary")
+        notes.append("PUT 0.NA/88.100.7 (HS_SITE → enterprise node) as 300:88.100/ADMIN")
+
+
+def _site_urls(values: Sequence[Mapping[str, Any]]) -> list[str]:
+    urls = []
+    for value in values:
+        data = value.get("data") or {}
+        if data.get("format") != "site":
+            continue
+        for server in (data.get("value") or {}).get("servers") or []:
+            for interface in server.get("interfaces") or []:
+                protocol = str(interface.get("protocol", "")).lower()
+                urls.append(f"{protocol}://{server.get('address')}:{interface.get('port')}")
+    return urls
+
+
+def _expect(response: httpx.Response, statuses: set[int], doing: str) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code not in statuses:
+        raise StepFailed(f"{doing}: HTTP {response.status_code} {response.text[:300]}")
+    return body
+
+
+def _register(demo: Demo) -> None:
+    count = sum(len(e.suffixes) for e in ENTERPRISES)
+    with (
+        demo.steps.step(f"register {count} identifiers over the REST API") as notes,
+        httpx.Client(timeout=HTTP_TIMEOUT) as client,
+    ):
+        for enterprise in ENTERPRISES:
+            host = demo.member(enterprise.host)
+            auth = basic_auth(f"300:{enterprise.prefix}/ADMIN", demo.secrets[enterprise.prefix])
+            for suffix in enterprise.suffixes:
+                handle = f"{enterprise.prefix}/{suffix}"
+                value = {"index": 1, "type": "URL", "data": enterprise.location(suffix)}
+                response = client.put(
+                    f"{host.url}/api/handles/{quote(handle)}", json=[value], auth=auth
+                )
+                _expect(response, {201}, f"PUT {handle} at {host.name}")
+            notes.append(
+                f"{enterprise.prefix}/{{{','.join(enterprise.suffixes)}}} at {host.name} "
+                f"as 300:{enterprise.prefix}/ADMIN"
+            )
+
+
+def _resolve(
+    demo: Demo,
+    client: httpx.Client,
+    enterprise: Enterprise,
+    suffix: str,
+    *,
+    fresh: bool = False,
+) -> tuple[str, list[Hop]]:
+    """Resolve through the recursive node; the raw source and the hops. Checks the answer."""
+    handle = f"{enterprise.prefix}/{suffix}"
+    recursive = demo.member("recursive")
+    response = client.get(
+        f"{recursive.url}/api/handles/{quote(handle)}", params={"auth": "true"} if fresh else None
+    )
+    body = _expect(response, {200}, f"resolving {handle} through the recursive node")
+    urls = [v["data"]["value"] for v in body.get("values") or [] if v.get("type") == "URL"]
+    if body.get("responseCode") != 1 or urls != [enterprise.location(suffix)]:
+        raise StepFailed(f"{handle}: unexpected answer {body}")
+    source = response.headers.get("x-idis-source", "")
+    return source, parse_path(source, demo.names())
+
+
+def _resolve_all(demo: Demo) -> None:
+    shown: list[tuple[str, str, list[Hop]]] = []
+    with (
+        demo.steps.step("resolve every identifier through the recursive node") as notes,
+        httpx.Client(timeout=HTTP_TIMEOUT) as client,
+    ):
+        for enterprise in ENTERPRISES:
+            for suffix in enterprise.suffixes:
+                _source, hops = _resolve(demo, client, enterprise, suffix)
+                handle = f"{enterprise.prefix}/{suffix}"
+                if hops[-1].node != enterprise.host or hops[-1].handle.upper() != handle.upper():
+                    raise StepFailed(f"{handle} was not answered by {enterprise.host}: {hops}")
+                shown.append((handle, enterprise.location(suffix), hops))
+        notes.append("each answer checked; the last hop is the node serving the prefix")
+    demo.console.print(
+        "\n[bold]The path each resolution took[/] (x-idis-source of the recursive node):"
+    )
+    for handle, answer, hops in shown:
+        print_path(demo.console, handle, answer, hops)
+    demo.console.print()
+
+    with (
+        demo.steps.step("ask again: the recursive node answers from memory") as notes,
+        httpx.Client(timeout=HTTP_TIMEOUT) as client,
+    ):
+        first = ENTERPRISES[0]
+        source, _hops = _resolve(demo, client, first, first.suffixes[0])
+        if unquote(source) != "memory":
+            raise StepFailed(f"x-idis-source is {source!r}, expected 'memory'")
+        notes.append(f"{first.prefix}/{first.suffixes[0]}: x-idis-source: memory")
+
+
+def _failover(demo: Demo) -> None:
+    beijing = demo.member("Beijing")
+    enterprise = ENTERPRISES[0]
+    suffix = enterprise.suffixes[1]
+    with (
+        demo.steps.step("stop Beijing; a fresh walk (auth=true) still resolves") as notes,
+        httpx.Client(timeout=HTTP_TIMEOUT) as client,
+    ):
+        demo.cluster.stop(beijing)
+        if beijing.alive():
+            raise StepFailed("Beijing did not stop")
+        _source, hops = _resolve(demo, client, enterprise, suffix, fresh=True)
+        if hops[0] != Hop("Beijing", "", "unreachable") or hops[1].node not in TOP_LEVEL_CITIES:
+            raise StepFailed(f"the walk did not move on from Beijing to another root: {hops}")
+        notes.append(f"Beijing unreachable, {hops[1].node} answered for 0.NA/{enterprise.prefix}")
+    demo.console.print("\n[bold]With Beijing stopped[/], a fresh walk (auth=true):")
+    print_path(demo.console, f"{enterprise.prefix}/{suffix}", enterprise.location(suffix), hops)
+    demo.console.print()
+
+
+def _node_table(demo: Demo) -> Table:
+    table = Table(title="the demo federation (each node a process of its own)")
+    table.add_column("node", style="bold")
+    table.add_column("role")
+    table.add_column("URL", style="cyan")
+    table.add_column("pid", justify="right")
+    table.add_column("serves")
+    for member in demo.members.values():
+        pid = str(member.process.pid) if member.process else "-"
+        if member.process is not None and not member.alive():
+            pid = "stopped"
+        table.add_row(member.name, member.role, member.url, pid, member.serves)
+    return table
+
+
+def _how_to_query(demo: Demo) -> None:
+    recursive = demo.member("recursive").url
+    top = demo.member("Shanghai").url
+    secondary = demo.member("secondary-88.100").url
+    demo.console.print(
+        "\n[bold]The federation keeps serving. Try:[/]\n"
+        f"  curl -D - {recursive}/api/handles/88.100.1/PUMP-0001   "
+        "# through the recursive node; see x-idis-source\n"
+        f"  curl '{recursive}/api/handles/88.100.7/COIL-002?auth=true&pretty'   "
+        "# a fresh walk\n"
+        f"  curl {top}/api/handles/0.NA/88.100.1   # a top-level node's 303 referral\n"
+        f"  curl {secondary}/api/handles/88.100.7/COIL-002   "
+        "# the secondary's 302 referral to the enterprise node\n"
+        f"  curl {recursive}/api/stats   # walks and upstream requests\n"
+        "Press Ctrl-C to stop every node."
+    )
+
+
+def _serve_until_interrupted(demo: Demo) -> None:
+    beijing = demo.member("Beijing")
+    with demo.steps.step("restart Beijing"):
+        demo.cluster.launch(beijing)
+        demo.cluster.wait_ready([beijing])
+    demo.serving = True
+    demo.console.print(_node_table(demo))
+    _how_to_query(demo)
+    reported: set[str] = set()
+    while True:
+        time.sleep(1.0)
+        for member in demo.members.values():
+            if member.process is not None and not member.alive() and member.name not in reported:
+                reported.add(member.name)
+                demo.console.print(f"[yellow]{member.name} exited:[/]\n{member.log_tail()}")
+
+
+def _run_steps(demo: Demo, once: bool) -> None:
+    _plan(demo)
+    _start_nodes(demo)
+    _allocate(demo)
+    _start_secondaries(demo)
+    _enterprise_prefixes(demo)
+    demo.console.print(_node_table(demo))
+    _register(demo)
+    _resolve_all(demo)
+    _failover(demo)
+    if not once:
+        _serve_until_interrupted(demo)
+
+
+def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_demo(once: bool, console: Console | None = None) -> int:
+    """Run the demo (see the module docstring); the process exit code.
+
+    With ``once`` the steps run, the results are printed, every node stops, and the code is 0
+    exactly when every step worked (1 otherwise).  Without it, after the steps the federation
+    keeps serving until Ctrl-C (or SIGTERM), then stops; 0 then, 1 if a step failed (nothing is
+    left serving), 130 if interrupted before the steps finished.
+    """
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=120)
+    previous = {
+        sig: signal.signal(sig, _raise_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
+    started = time.monotonic()
+    try:
+        for attempt in range(PORT_ATTEMPTS):
+            root = Path(tempfile.mkdtemp(prefix="idis-demo-"))
+            cluster = Cluster(root)
+            demo = Demo(cluster, Steps(console), console)
+            keep = False
+            try:
+                if attempt == 0:
+                    console.print(
+                        "[bold]idis demo[/]: a federation of 10 nodes on this machine "
+                        f"[dim](files under {root})[/]"
+                    )
+                _run_steps(demo, once)
+            except _PortTaken as taken:
+                console.print(f"[yellow]{taken}; starting again on other ports[/]")
+                continue
+            except StepFailed:
+                keep = True
+                _report_failure(demo)
+                return 1
+            except KeyboardInterrupt:
+                console.print("\n[bold]interrupted[/]: stopping every node")
+                return 0 if demo.serving else 130
+            finally:
+                cluster.close()
+                atexit.unregister(cluster.close)
+                if not keep:
+                    shutil.rmtree(root, ignore_errors=True)
+            elapsed = time.monotonic() - started
+            console.print(
+                f"[bold green]all {demo.steps.passed} steps worked[/] in {elapsed:.1f}s; "
+                "every node stopped"
+            )
+            return 0
+        console.print("[red]could not find free ports[/]")
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _report_failure(demo: Demo) -> None:
+    """Say what went wrong: the log of every node that exited, and the last error each node
+    still running logged; then where the logs are kept."""
+    console = demo.console
+    for member in demo.members.values():
+        if member.process is None:
+            continue
+        if not member.alive() and member.name != "Beijing":
+            console.print(f"[red]{member.name} exited; its log ends:[/]")
+            console.print(member.log_tail(), markup=False, highlight=False)
+            continue
+        error = _last_traceback(member)
+        if error:
+            console.print(f"[red]{member.name} logged an error:[/]")
+            console.print(error, markup=False, highlight=False)
+    console.print(
+        f"[bold red]{demo.steps.failed} step failed[/] ({demo.steps.passed} passed); "
+        f"logs kept under {demo.cluster.root}"
+    )
+
+
+def _last_traceback(member: Member, lines: int = 12) -> str:
+    """The end of the last traceback in ``member``'s log, or ``""``."""
+    try:
+        text = member.log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    start = text.rfind("Traceback (most recent call last)")
+    if start < 0:
+        return ""
+    return "\n".join(text[start:].splitlines()[-lines:])
