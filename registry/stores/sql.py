@@ -1,8 +1,9 @@
 """The registry's :class:`resolver.ports.RecordStore` on SQLite or PostgreSQL.
 
 Writes and administration go through SQLAlchemy Core on :mod:`registry.tables`.  On PostgreSQL
-the per-request read (:meth:`SqlStore.get`) goes through a raw asyncpg pool instead, because
-SQLAlchemy costs 3-6x raw asyncpg on a primary-key read (DESIGN section 4).
+the per-request read (:meth:`SqlStore.get`) goes through held asyncpg connections instead
+(:mod:`registry.stores.read_pool`), because SQLAlchemy costs 3-6x raw asyncpg on a primary-key
+read (DESIGN section 4).
 
 With ``journal_as`` the store also keeps the replication journal of :mod:`registry.replication`
 (the ``txlog``, ``origins`` and ``replication_cursors`` tables), written in the transaction of
@@ -11,18 +12,17 @@ each write.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from registry.replication import Applied, Entry, Provenance, next_stamp, now_us, supersedes
+from registry.stores.read_pool import ReadPool
 from registry.tables import handles, origins, prefixes, replication_cursors, txlog
 from resolver.codecs.stored import decode_values, encode_values
 from resolver.identifiers import fold
@@ -88,16 +88,6 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000, **engine_kwargs: Any) 
     return engine
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The read pool's reset on release: nothing to undo on the server.
-
-    Its connections only run :data:`_GET_SQL`, one autocommit statement that leaves no session
-    state (settings, cursors, listeners, advisory locks), so asyncpg's default reset query would
-    be a second round trip per read for nothing: it halved raw pool reads on the 2-core machine.
-    asyncpg still rolls back an open transaction before calling this.
-    """
-
-
 def _row_record(row: Any) -> Record:
     return Record(row.handle, decode_values(row.data), row.version)
 
@@ -110,7 +100,7 @@ class SqlStore:
     file may be shared by several worker processes (see :func:`make_engine`).
 
     ``pool_size`` and ``max_overflow`` size SQLAlchemy's pool (writes, listings, and reads on
-    SQLite); ``read_pool_size`` caps the asyncpg pool serving :meth:`get` on PostgreSQL.
+    SQLite); ``read_pool_size`` caps the connections serving :meth:`get` on PostgreSQL.
 
     ``journal_as`` (the node's federation name) turns the replication journal on: every
     successful put, put_many and delete also appends a ``txlog`` entry in its own transaction,
@@ -132,52 +122,37 @@ class SqlStore:
     ) -> None:
         engine_url = async_url(url)
         self._journal_as = journal_as
-        self._read_pool_size = read_pool_size
-        self._read_pool: asyncpg.Pool | None = None
-        self._open_lock = asyncio.Lock()
+        self._read_pool: ReadPool | None = None
         self._insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
         self._engine = make_engine(
             url, busy_timeout_ms=busy_timeout_ms, pool_size=pool_size, max_overflow=max_overflow
         )
         if engine_url.get_backend_name() == "sqlite":
-            self._read_dsn = None
             self._insert = sqlite.insert
             self._serializer = _SQLITE_SERIALIZE
         else:
-            self._read_dsn = engine_url.set(drivername="postgresql").render_as_string(
-                hide_password=False
-            )
+            read_dsn = engine_url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._read_pool = ReadPool(read_dsn, read_pool_size)
             self._insert = postgresql.insert
             self._serializer = _PG_SERIALIZE
 
     async def open(self) -> None:
-        """Connect now: create the PostgreSQL read pool, or check the SQLite file. Idempotent."""
-        if self._read_dsn is None:
-            async with self._engine.connect():
-                pass
+        """Connect now (a first PostgreSQL read connection, or the SQLite file). Idempotent."""
+        if self._read_pool is not None:
+            await self._read_pool.open()
             return
-        async with self._open_lock:
-            if self._read_pool is None:
-                self._read_pool = await asyncpg.create_pool(
-                    self._read_dsn,
-                    min_size=1,
-                    max_size=self._read_pool_size,
-                    reset=_keep_session,
-                )
+        async with self._engine.connect():
+            pass
 
     async def close(self) -> None:
         """Close every connection; the store is unusable afterwards."""
         if self._read_pool is not None:
             await self._read_pool.close()
-            self._read_pool = None
         await self._engine.dispose()
 
     async def get(self, key: str) -> Record | None:
-        if self._read_dsn is not None:
-            if self._read_pool is None:
-                await self.open()
-            assert self._read_pool is not None
-            # asyncpg prepares the statement once per connection and reuses it.
+        if self._read_pool is not None:
+            # The statement is prepared once per connection and reused.
             raw = await self._read_pool.fetchrow(_GET_SQL, key)
             return None if raw is None else Record(raw[0], decode_values(raw[1]), raw[2])
         query = sa.select(handles.c.handle, handles.c.data, handles.c.version)
