@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.settings import Settings, SettingsError, load_settings
 from resolver.errors import HandleError
@@ -241,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HandleError as error:
         print(f"idis: {error.message} (response code {error.code})", file=sys.stderr)
         return 1
+    except (OSError, SQLAlchemyError) as error:  # the database (or a file) is out of reach
+        print(f"idis: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code

@@ -1,6 +1,7 @@
 """Bulk loading of identifiers (``idis import FILE``): JSONL or CSV in, one row per handle out.
 
-Input formats (``fmt``, or from the file name: ``.jsonl``/``.ndjson``, ``.csv``):
+Input formats (``fmt``, or from the file name: ``.jsonl``/``.ndjson``, ``.csv``; the file
+``-`` is standard input, JSONL unless told):
 
 - JSONL: one record per line, ``{"handle": "88.100.1/A1", "values": [...]}``, the values as the
   Handle REST API takes them in a PUT body.  Blank lines are skipped.
@@ -895,9 +896,21 @@ def run_import(
 
     Bad records go to stderr as ``FILE:LINE: reason`` and the summary to stdout; the progress
     bar shows on a terminal unless ``quiet``.  After loading, every worker of this host drops
-    its cached answers, since a bulk load bypasses the write path's invalidation.
+    its cached answers, since a bulk load bypasses the write path's invalidation.  Nodes whose
+    writes are journaled for their federation peers refuse: the journal would miss the load.
     """
     from rich.console import Console
+
+    from nodes.bootstrap import JOURNALING_ROLES
+
+    if settings.role in JOURNALING_ROLES:
+        print(
+            f"idis import: a {settings.role} node journals its writes for its peers and a bulk"
+            " load would bypass the journal; import on the secondary or enterprise node that"
+            " homes the prefix",
+            file=sys.stderr,
+        )
+        return 2
     from rich.progress import (
         BarColumn,
         DownloadColumn,
