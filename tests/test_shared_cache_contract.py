@@ -44,8 +44,7 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[SharedCache]:
     if request.param == "memory":
         yield MemorySharedCache()
         return
-    if not await _redis_reachable():
-        pytest.skip(f"no Redis at {REDIS_URL}")
+    assert await _redis_reachable(), f"no Redis at {REDIS_URL} (make test starts it)"
     prefix = f"idis-test:{uuid.uuid4().hex}:"
     redis_cache = RedisCache(REDIS_URL, prefix=prefix)
     try:
@@ -112,8 +111,7 @@ async def test_entries_expire_after_their_ttl(cache: SharedCache) -> None:
 
 
 async def test_redis_keys_live_under_the_prefix() -> None:
-    if not await _redis_reachable():
-        pytest.skip(f"no Redis at {REDIS_URL}")
+    assert await _redis_reachable(), f"no Redis at {REDIS_URL} (make test starts it)"
     prefix = f"idis-test:{uuid.uuid4().hex}:"
     mine, theirs = RedisCache(REDIS_URL, prefix=prefix), RedisCache(REDIS_URL, prefix=prefix + "x:")
     client = Redis.from_url(REDIS_URL)
@@ -195,8 +193,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    assert shutil.which("redis-server"), "redis-server is not installed"
     server = RedisServer(tmp_path)
     try:
         yield server

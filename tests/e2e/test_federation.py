@@ -58,7 +58,6 @@ class Federation:
     enterprise: NodeProcess
     recursive: NodeProcess
     secrets: dict[str, Path]
-    replicated: bool
     workdir: Path
     nodes: list[NodeProcess] = field(default_factory=list)
 
@@ -182,21 +181,15 @@ def fed(
             # A port lost to a race would leave the peers' settings pointing elsewhere.
             assert node.base_url == urls[city], f"{city} had to move to {node.base_url}"
 
-        replicated = _replicating(tops["Beijing"])
+        assert _replicating(tops["Beijing"]), "the top-level nodes do not replicate"
         allocations = {"88.100": "Beijing", "88.101": "Shanghai"}
 
         def allocate(city: str, prefix: str) -> Callable[[], str]:
             args = ("prefix", "allocate", prefix, "--secret-file", str(secrets[prefix]))
             return lambda: run_cli(tops[city].env, *args)
 
-        # Without replication, allocate at every top-level node, as replication would.
-        _parallel(
-            [
-                allocate(at, prefix)
-                for prefix, city in allocations.items()
-                for at in ([city] if replicated else CITIES)
-            ]
-        )
+        # Each prefix is allocated at one node; replication carries it to the other four.
+        _parallel([allocate(city, prefix) for prefix, city in allocations.items()])
 
         def secondary(
             name: str, prefix: str, top_city: str, **kwargs: Any
@@ -246,16 +239,9 @@ def fed(
 
         # 88.100's site has both servers; 88.101's has its one (as joining registered it).
         holder_100 = basic_auth("300:0.NA/88.100", secrets["88.100"].read_text().strip())
-        holder_101 = basic_auth("300:0.NA/88.101", secrets["88.101"].read_text().strip())
         site_100 = _site_values([secondary_a.base_url, secondary_b.base_url], "88.100")
-        site_101 = _site_values([secondary_101.base_url], "88.101")
-        for city in ["Beijing"] if replicated else list(CITIES):
-            url = f"{tops[city].base_url}/api/handles/0.NA/88.100"
-            assert _put(url, {"values": site_100}, holder_100, index=[1, 2]).status_code == 200
-        if not replicated:
-            for city in CITIES:
-                url = f"{tops[city].base_url}/api/handles/0.NA/88.101"
-                assert _put(url, {"values": site_101}, holder_101, index=[1, 2]).status_code == 200
+        url = f"{tops['Beijing'].base_url}/api/handles/0.NA/88.100"
+        assert _put(url, {"values": site_100}, holder_100, index=[1, 2]).status_code == 200
 
         # The self-hosted enterprise prefix: the secondary points 88.100.7 at its own node.
         response = _put(
@@ -278,7 +264,6 @@ def fed(
             enterprise=enterprise,
             recursive=recursive,
             secrets=secrets,
-            replicated=replicated,
             workdir=workdir,
             nodes=started,
         )
@@ -565,8 +550,6 @@ def test_joining_with_the_wrong_secret_is_refused(fed: Federation, tmp_path: Pat
 
 
 def test_a_new_prefix_is_visible_at_all_five_within_a_second(fed: Federation) -> None:
-    if not fed.replicated:
-        pytest.skip("this build does not replicate between top-level nodes")
     prefix = f"88.{200 + uuid.uuid4().int % 700}"
     secret_file = fed.workdir / f"secret-{prefix}"
     secret_file.write_text("e2e-new-prefix\n", encoding="utf-8")

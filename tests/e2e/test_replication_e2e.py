@@ -329,7 +329,7 @@ async def test_a_node_replicates_with_the_settings_it_is_given(
         federation = {"peers": peers, "secret": SECRET}
         assert build_replicator(node(role="secondary", federation=federation)) is None
         assert build_replicator(node(federation={"peers": [], "secret": SECRET})) is None
-        with pytest.raises(ValueError, match="federation.secret"):  # refused by the settings
+        with pytest.raises(ValueError, match=r"federation\.secret"):  # refused by the settings
             node(federation={"peers": peers})
         app = SimpleNamespace(state=SimpleNamespace())
         async with replicating(node(federation=federation), app) as replicator:
