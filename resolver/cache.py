@@ -5,27 +5,71 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from resolver.answers import Answer
+from resolver.answers import Answer, Outcome
+from resolver.codecs.stored import decode_record, stored_form
 from resolver.ports import Generations
 from resolver.render import public_resolution
+from resolver.values import Record
 
 
 class Entry:
-    """A cached answer, with its anonymous unfiltered rendering made once on first use."""
+    """An answer kept in memory as one object holding only text, numbers and bytes.
 
-    __slots__ = ("_public_body", "answer", "generation")
+    A decoded record is a dozen objects or more (the record, its tuple, each value and its
+    data...), all of which Python's cycle collector visits on every full pass: over a large
+    cache that stalled a worker for a second at a time.  An entry holds the record's values in
+    their stored form instead, so a full pass visits one object per entry whatever the record;
+    :meth:`answer` decodes them anew on each use, and nothing decoded is kept.  The rendering
+    served to anonymous, unfiltered queries is made once, on first use.
+    """
 
-    def __init__(self, answer: Answer, generation: int) -> None:
-        self.answer = answer
+    __slots__ = (
+        "_public_body",
+        "expires",
+        "generation",
+        "handle",
+        "key",
+        "outcome",
+        "source",
+        "stored",
+        "version",
+    )
+
+    def __init__(self, answer: Answer, generation: int = 0) -> None:
+        """``generation`` is the key's write generation noted before the answer was read (see
+        :class:`resolver.ports.Generations`), where that matters."""
+        self.key = answer.key
+        self.outcome = answer.outcome
+        self.expires = answer.expires
+        self.source = answer.source
         self.generation = generation
+        record = answer.record
+        self.handle: str | None = None if record is None else record.handle
+        """The text of the answer's record (for a referral, the prefix record that refers)."""
+        self.version = 0 if record is None else record.version
+        self.stored = None if record is None else stored_form(record)
         self._public_body: bytes | None = None
+
+    def record(self) -> Record | None:
+        """The answer's record, decoded from the stored form."""
+        if self.stored is None:
+            return None
+        assert self.handle is not None
+        return decode_record(self.handle, self.stored, self.version)
+
+    def answer(self, source: str | None = None) -> Answer:
+        """The answer as cached, its record decoded anew; from ``source`` if given."""
+        source = self.source if source is None else source
+        return Answer(self.key, self.outcome, self.record(), self.expires, source)
 
     @property
     def public_body(self) -> bytes:
         """The response body for an anonymous query without filters (only for FOUND answers)."""
         if self._public_body is None:
-            assert self.answer.record is not None
-            self._public_body = public_resolution(self.answer.record)
+            assert self.outcome is Outcome.FOUND
+            record = self.record()
+            assert record is not None
+            self._public_body = public_resolution(record)
         return self._public_body
 
 
@@ -56,9 +100,7 @@ class MemoryCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.answer.expires <= self._clock() or entry.generation != self._generations.current(
-            key
-        ):
+        if entry.expires <= self._clock() or entry.generation != self._generations.current(key):
             del self._entries[key]
             return None
         return entry

@@ -16,7 +16,7 @@ import orjson
 
 from resolver.answers import Answer, Outcome, TtlPolicy
 from resolver.cache import MemoryCache
-from resolver.codecs.stored import decode_values, encode_values
+from resolver.codecs.stored import decode_record, stored_form
 from resolver.homes import Homes
 from resolver.identifiers import PREFIX_HANDLE_PREFIX, parent_prefixes
 from resolver.ports import Generations, RecordStore, SharedCache
@@ -49,11 +49,11 @@ def _bind(layer: Layer, next_: Resolve) -> Resolve:
     return resolve
 
 
-def reused_source(answer: Answer, layer: str) -> str:
-    """The source of ``answer`` served again from the cache ``layer``: the layer's name, marked
-    ``stale`` if the answer was stale (a recursive node keeps serving a stale answer from memory
-    for a while; clients must still be able to tell)."""
-    return f"stale ({layer})" if answer.source.startswith("stale") else layer
+def reused_source(source: str, layer: str) -> str:
+    """The source of an answer from ``source`` served again from the cache ``layer``: the
+    layer's name, marked ``stale`` if the answer was stale (a recursive node keeps serving a
+    stale answer from memory for a while; clients must still be able to tell)."""
+    return f"stale ({layer})" if source.startswith("stale") else layer
 
 
 class MemoryLayer:
@@ -67,7 +67,7 @@ class MemoryLayer:
         if not fresh:
             entry = self.cache.get(key)
             if entry is not None:
-                return entry.answer.with_source(reused_source(entry.answer, "memory"))
+                return entry.answer(reused_source(entry.source, "memory"))
         generation = self._generations.current(key)  # before the read: see Generations
         answer = await next(key, fresh)
         self.cache.put(answer, generation)
@@ -134,9 +134,7 @@ def _dump(answer: Answer, generation: int) -> bytes:
     head = [generation, answer.expires, int(answer.outcome)]
     if record is None:
         return orjson.dumps(head)
-    return (
-        orjson.dumps([*head, record.handle, record.version]) + b"\n" + encode_values(record.values)
-    )
+    return orjson.dumps([*head, record.handle, record.version]) + b"\n" + stored_form(record)
 
 
 def _load(key: str, blob: bytes, generation: int, now: float) -> Answer | None:
@@ -147,7 +145,7 @@ def _load(key: str, blob: bytes, generation: int, now: float) -> Answer | None:
         if head[0] != generation or head[1] <= now:
             return None
         outcome = Outcome(head[2])
-        record = Record(head[3], decode_values(values), head[4]) if values else None
+        record = decode_record(head[3], values, head[4]) if values else None
     except (ValueError, IndexError, TypeError, KeyError, AttributeError):
         return None
     return Answer(key, outcome, record, head[1], "redis")

@@ -17,7 +17,7 @@ key      ``dict`` (public key description, kept as given)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Value-level permission bits (RFC 3651 section 3.4).
@@ -109,11 +109,28 @@ class HandleValue:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """All values of one handle as stored; ``version`` grows with every write (for CAS)."""
+    """All values of one handle as stored; ``version`` grows with every write (for CAS).
+
+    ``stored`` is the values' stored form (:mod:`resolver.codecs.stored`) when the record was
+    decoded from it, so that caches keep those bytes as they are instead of encoding the values
+    again; see :meth:`with_stored`.  It takes no part in comparisons, and a record derived with
+    :func:`dataclasses.replace` has none.
+    """
 
     handle: str
     values: tuple[HandleValue, ...]
     version: int = 0
+    stored: bytes | None = field(default=None, init=False, compare=False, repr=False)
+
+    @classmethod
+    def with_stored(
+        cls, handle: str, values: tuple[HandleValue, ...], version: int, stored: bytes
+    ) -> Record:
+        """A record whose ``stored`` is ``stored``, which must be the stored form of ``values``
+        (use :func:`resolver.codecs.stored.decode_record`)."""
+        record = cls(handle, values, version)
+        object.__setattr__(record, "stored", stored)  # frozen: as the generated __init__ does
+        return record
 
     def by_index(self) -> dict[int, HandleValue]:
         return {v.index: v for v in self.values}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from resolver.answers import Answer, Outcome, TtlPolicy
+from resolver.cache import Entry
 from resolver.chain import Resolve
 from resolver.errors import RecursionTooDeep, UpstreamUnavailable
 from resolver.identifiers import PREFIX_HANDLE_PREFIX
@@ -157,7 +158,8 @@ class StaleLayer:
         self._retry_after = retry_after
         self._max = max_entries
         self._clock = clock
-        self._last: dict[str, Answer] = {}
+        self._last: dict[str, Entry] = {}
+        """The last good answer of each key, kept lean (see :class:`resolver.cache.Entry`)."""
 
     async def resolve(self, key: str, fresh: bool, call_next: Resolve) -> Answer:
         try:
@@ -169,9 +171,9 @@ class StaleLayer:
                 raise
             # Re-serve briefly, so that a dead upstream is retried now and then, not per query.
             expires = min(now + self._retry_after, last.expires + self._stale_for)
-            return Answer(key, last.outcome, last.record, expires, f"stale ({last.source})")
+            return Answer(key, last.outcome, last.record(), expires, f"stale ({last.source})")
         if answer.outcome in (Outcome.FOUND, Outcome.NOT_FOUND):
             if key not in self._last and len(self._last) >= self._max:
                 del self._last[next(iter(self._last))]
-            self._last[key] = answer
+            self._last[key] = Entry(answer)
         return answer

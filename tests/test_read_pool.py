@@ -10,6 +10,7 @@ import pytest
 
 from registry.stores import SqlStore
 from registry.stores.read_pool import ReadPool
+from resolver.codecs.stored import encode_values
 from resolver.identifiers import fold
 from resolver.values import Data, HandleValue, Record
 
@@ -272,5 +273,15 @@ async def test_concurrent_reads_hold_at_most_the_pool_size(pg_url: str) -> None:
         finally:
             await admin.close()
         assert sessions <= 3 + 1  # the read pool, and SQLAlchemy's pooled write connection
+    finally:
+        await store.close()
+
+
+async def test_get_passes_on_the_stored_form_as_read(pg_url: str) -> None:
+    store = SqlStore(pg_url)
+    try:
+        assert await store.put(fold(HANDLE), record("https://a"), None)
+        got = await store.get(fold(HANDLE))
+        assert got is not None and got.stored == encode_values(record("https://a").values)
     finally:
         await store.close()

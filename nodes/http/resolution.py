@@ -109,12 +109,10 @@ class ResolutionFront:
             text = path_text(scope, _SKIP)
             if not scope["query_string"] and not _has_credentials(scope["headers"]):
                 entry = self._node.cache.get(fold(text))
-                if entry is not None:
-                    record = entry.answer.record
-                    if record is not None and record.handle == text:
-                        source = reused_source(entry.answer, "memory").encode()
-                        await send_body(send, 200, entry.public_body, source=source, head=head)
-                        return
+                if entry is not None and entry.outcome is Outcome.FOUND and entry.handle == text:
+                    source = reused_source(entry.source, "memory").encode()
+                    await send_body(send, 200, entry.public_body, source=source, head=head)
+                    return
             await self._general(scope, send, text, head)
         except HandleError as error:
             body = render.error(error.code, error.message, error.handle or text or None)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from registry.replication import Applied, Entry, Provenance, next_stamp, now_us, supersedes
 from registry.stores.read_pool import ReadPool
 from registry.tables import handles, origins, prefixes, replication_cursors, txlog
-from resolver.codecs.stored import decode_values, encode_values
+from resolver.codecs.stored import decode_record, encode_values
 from resolver.identifiers import fold
 from resolver.values import Record
 
@@ -89,7 +89,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000, **engine_kwargs: Any) 
 
 
 def _row_record(row: Any) -> Record:
-    return Record(row.handle, decode_values(row.data), row.version)
+    return decode_record(row.handle, row.data, row.version)
 
 
 class SqlStore:
@@ -151,10 +151,11 @@ class SqlStore:
         await self._engine.dispose()
 
     async def get(self, key: str) -> Record | None:
+        """The record of ``key``, with its values' stored form as read (``Record.stored``)."""
         if self._read_pool is not None:
             # The statement is prepared once per connection and reused.
             raw = await self._read_pool.fetchrow(_GET_SQL, key)
-            return None if raw is None else Record(raw[0], decode_values(raw[1]), raw[2])
+            return None if raw is None else decode_record(raw[0], raw[1], raw[2])
         query = sa.select(handles.c.handle, handles.c.data, handles.c.version)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query.where(handles.c.key == key))).first()

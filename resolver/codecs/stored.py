@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from resolver.values import DEFAULT_PERMISSIONS, AdminRef, Data, HandleValue, Ref
+from resolver.values import DEFAULT_PERMISSIONS, AdminRef, Data, HandleValue, Record, Ref
 
 
 def _payload_out(data: Data) -> Any:
@@ -65,3 +65,13 @@ def decode_values(blob: bytes | str) -> tuple[HandleValue, ...]:
             )
         )
     return tuple(out)
+
+
+def decode_record(handle: str, blob: bytes, version: int) -> Record:
+    """The record whose values' stored form is ``blob``, keeping ``blob`` as its ``stored``."""
+    return Record.with_stored(handle, decode_values(blob), version, blob)
+
+
+def stored_form(record: Record) -> bytes:
+    """The stored form of ``record``'s values: the bytes it was decoded from, if it was."""
+    return encode_values(record.values) if record.stored is None else record.stored

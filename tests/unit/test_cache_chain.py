@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import orjson
 import pytest
 
 from resolver.answers import Answer, Outcome, TtlPolicy
-from resolver.cache import MemoryCache
+from resolver.cache import Entry, MemoryCache
 from resolver.chain import CoalesceLayer, MemoryLayer, SharedLayer, StoreLookup, build
+from resolver.codecs.stored import decode_record, encode_values
+from resolver.errors import UpstreamUnavailable
 from resolver.homes import HOMES_KEY, Homes
 from resolver.memory import LocalGenerations, MemorySharedCache, MemoryStore
 from resolver.values import AdminRef, Data, HandleValue, Record, Ref
+from resolver.walk import StaleLayer
 
 
 class Clock:
@@ -87,7 +91,7 @@ def test_memory_cache_replacing_a_key_does_not_evict_another() -> None:
     cache.put(answer("88/A", marker="new"), 0)
     assert len(cache) == 2
     entry = cache.get("88/A")
-    assert entry is not None and marker(entry.answer) == "new"
+    assert entry is not None and marker(entry.answer()) == "new"
 
 
 def test_entry_public_body_is_the_public_resolution() -> None:
@@ -97,6 +101,48 @@ def test_entry_public_body_is_the_public_resolution() -> None:
     assert body["responseCode"] == 1
     assert body["values"][0]["data"]["value"] == "https://x"
     assert entry.public_body is entry.public_body  # rendered once
+
+
+def rich_record(stored: bool = False) -> Record:
+    values = (
+        HandleValue(100, "HS_ADMIN", Data("admin", AdminRef("0.NA/88", 200, 0xFFF)), timestamp=7),
+        HandleValue(
+            1, "URL", Data("string", "u"), permissions=0b1010, references=(Ref("88/B", 1),)
+        ),
+        HandleValue(2, "HS_VLIST", Data("vlist", (Ref("88/C", 300),)), ttl=9, ttl_absolute=True),
+        HandleValue(10, "HS_SITE", Data("site", {"servers": [{"id": 1}]})),
+    )
+    if stored:
+        return decode_record("88/A", encode_values(values), 42)
+    return Record("88/A", values, version=42)
+
+
+def test_entry_gives_back_the_answer_it_was_made_of() -> None:
+    for record in (rich_record(), rich_record(stored=True), None):
+        outcome = Outcome.FOUND if record else Outcome.NOT_FOUND
+        original = Answer("88/A", outcome, record, 123.0, "store")
+        entry = Entry(original, generation=5)
+        assert entry.answer() == original
+        assert entry.answer("memory") == original.with_source("memory")
+        assert (entry.generation, entry.expires) == (5, 123.0)
+
+
+def test_entry_keeps_the_stored_form_it_was_read_in() -> None:
+    record = rich_record(stored=True)
+    entry = Entry(Answer("88/A", Outcome.FOUND, record, 123.0, "store"))
+    assert entry.stored is record.stored  # passed on, not encoded again
+    again = entry.answer().record
+    assert again is not None and again.stored is record.stored
+
+
+def test_an_entry_is_one_object_for_the_garbage_collector() -> None:
+    # Full collections visit every tracked object: an entry must not add one per value.
+    for record in (rich_record(), rich_record(stored=True)):
+        entry = Entry(Answer("88/A", Outcome.FOUND, record, 123.0, "store"))
+        assert entry.public_body
+        shared = {id(Entry), id(Outcome.FOUND)}  # the same objects for every entry
+        held = [o for o in gc.get_referents(entry) if id(o) not in shared]
+        assert held and not any(gc.is_tracked(o) for o in held)
 
 
 # --- build ------------------------------------------------------------------------------
@@ -361,6 +407,23 @@ async def test_shared_layer_keeps_the_record_version_and_value_details() -> None
     assert (await resolve("88/A", False)).record == record
 
 
+async def test_shared_layer_passes_on_the_stored_form_as_read() -> None:
+    clock = Clock()
+    layer, shared, _ = shared_chain(clock)
+    record = rich_record(stored=True)
+    assert record.stored is not None
+
+    async def terminal(key: str, fresh: bool) -> Answer:
+        return Answer(key, Outcome.FOUND, record, clock() + 60, "store")
+
+    resolve = build([layer], terminal)
+    await resolve("88/A", False)
+    blob = await shared.get("88/A")
+    assert blob is not None and blob.endswith(b"\n" + record.stored)
+    cached = (await resolve("88/A", False)).record
+    assert cached == record and cached.stored == record.stored
+
+
 async def test_shared_layer_remembers_a_negative_answer() -> None:
     clock = Clock()
     layer, _, _ = shared_chain(clock)
@@ -542,3 +605,29 @@ def test_max_ttl_caps_long_value_ttls() -> None:
 
 def test_record_without_values_lives_max_ttl() -> None:
     assert TtlPolicy(max_ttl=30.0).expiry(ttl_record(), 1000.0) == 1030.0
+
+
+# --- StaleLayer ----------------------------------------------------------------------------
+
+
+async def test_stale_layer_serves_the_last_good_answer_while_upstream_is_down() -> None:
+    clock = Clock()
+    layer = StaleLayer(stale_for=100, retry_after=2, clock=clock)
+    down = False
+
+    async def upstream(key: str, fresh: bool) -> Answer:
+        if down:
+            raise UpstreamUnavailable("no server answered", handle=key)
+        return Answer(key, Outcome.FOUND, rich_record(), clock() + 10, "walk")
+
+    resolve = build([layer], upstream)
+    good = await resolve("88/A", False)
+    down = True
+    clock.now += 50
+    stale = await resolve("88/A", False)
+    assert (stale.outcome, stale.record) == (good.outcome, good.record)
+    assert stale.source == "stale (walk)"
+    assert stale.expires == clock.now + 2
+    clock.now += 60  # past the last answer's expiry plus stale_for
+    with pytest.raises(UpstreamUnavailable):
+        await resolve("88/A", False)
