@@ -32,7 +32,7 @@ import orjson
 
 from loadtests.client import Connection, RequestTimeout, get_request, parse_target, post_request
 from loadtests.client import watchdog as _watchdog
-from loadtests.mix import ResolveMix
+from loadtests.mix import Mix, ResolveMix
 from loadtests.shapes import Population
 from loadtests.stats import CpuMeter, Recorder, rate, summarise_latencies
 
@@ -283,8 +283,8 @@ async def register(
         asyncio.ensure_future(_watchdog(connections, timeout)),
         asyncio.ensure_future(_ticker(on_tick, state, started, ticking)),
     ]
-    everything = asyncio.gather(*tasks, return_exceptions=True)
-    halted = asyncio.ensure_future(halt.wait())
+    everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+    halted: asyncio.Future[Any] = asyncio.ensure_future(halt.wait())
     try:
         await asyncio.wait([everything, halted], return_when=asyncio.FIRST_COMPLETED)
         if not everything.done():
@@ -347,7 +347,7 @@ RESOLUTION_START = b'{"responseCode":1,'
 
 async def resolve(
     target: str,
-    mix: ResolveMix,
+    mix: Mix,
     *,
     concurrency: int = 32,
     duration: float = 10.0,
@@ -363,6 +363,7 @@ async def resolve(
     each, at most ``max_requests`` requests.  Ends early, with what it measured, when ``stop``
     is set.
 
+    ``mix`` ending (``draw()`` returning None) ends the run too, with ``"exhausted": true``.
     Outcomes: ``found`` (200 and, with ``check_body``, a resolution body), ``not found`` (404),
     ``error <status>``, ``error body`` (200 with another body), ``error timeout`` and
     ``error connection``.  ``anomalies`` counts registered identifiers answered 404 and
@@ -380,6 +381,7 @@ async def resolve(
     meter = CpuMeter()
     end_at = [time.monotonic() + warmup + duration]
     budget = [max_requests]
+    exhausted = [False]
     draw = mix.draw
     perf = time.perf_counter_ns
     mono = time.monotonic
@@ -398,7 +400,11 @@ async def resolve(
                     await asyncio.sleep(0.05)
                     continue
                 connections.append(conn)
-            known, path = draw()
+            drawn = draw()
+            if drawn is None:
+                exhausted[0] = True
+                return
+            known, path = drawn
             request = get_request(host, path)
             budget[0] -= 1
             t0 = perf()
@@ -461,7 +467,7 @@ async def resolve(
         if stop.is_set():
             stopped_by = "interrupt"
         elif clock_task not in done:
-            stopped_by = "count"  # the workers used up max_requests
+            stopped_by = "count"  # the workers used up max_requests (or the mix its ids)
     except asyncio.CancelledError:
         stopped_by = "interrupt"
     finally:
@@ -482,16 +488,13 @@ async def resolve(
     return {
         "kind": "resolve",
         "target": target,
-        "population": mix.population.describe(),
-        "start": mix.start,
-        "count": mix.count,
-        "zipf": mix.zipf_s,
-        "unknown_share": mix.unknown_share,
+        "mix": mix.describe(),
         "concurrency": concurrency,
         "duration_s": duration,
         "warmup_s": warmup,
         "elapsed_s": round(measured, 3),
         "stopped_by": stopped_by,
+        "exhausted": exhausted[0],
         "requests": total,
         "per_s": round(rate(total, measured), 1),
         "ok_per_s": round(

@@ -16,9 +16,23 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from loadtests.shapes import Population, api_path
+
+
+class Mix(Protocol):
+    """What a resolve run asks for next."""
+
+    def draw(self) -> tuple[bool, bytes] | None:
+        """``(known, path)`` of the next request, or None when there is nothing left to ask."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the report names this mix."""
+        ...
 
 
 def _helper1(x: float) -> float:
@@ -125,6 +139,16 @@ class ResolveMix:
         """The population index of popularity rank ``rank`` (1-based)."""
         return self.start + (rank - 1) * self._step % self.count
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "zipf",
+            "population": self.population.describe(),
+            "start": self.start,
+            "count": self.count,
+            "zipf": self.zipf_s,
+            "unknown_share": self.unknown_share,
+        }
+
     def draw(self) -> tuple[bool, bytes]:
         """``(known, path)``: the next request's resolution path."""
         if self.unknown_share and self.rnd.random() < self.unknown_share:
@@ -138,3 +162,48 @@ class ResolveMix:
             if rank <= self.hot_cache:
                 self._paths[rank] = path
         return True, path
+
+
+@dataclass
+class FixedMix:
+    """The same path every time (a cached identifier, or a bare route)."""
+
+    path: str
+    known: bool = True
+    _raw: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._raw = self.path.encode()
+
+    def draw(self) -> tuple[bool, bytes]:
+        return self.known, self._raw
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "fixed", "path": self.path}
+
+
+@dataclass
+class SequenceMix:
+    """Each of ``ids`` once, in order, as ``path_of(id)``; then nothing (the run ends).
+
+    For figures where no identifier may be asked twice (true cache misses).
+    """
+
+    ids: Sequence[int]
+    path_of: Callable[[int], str]
+    known: bool = True
+    position: int = 0
+
+    def draw(self) -> tuple[bool, bytes] | None:
+        if self.position >= len(self.ids):
+            return None
+        i = self.ids[self.position]
+        self.position += 1
+        return self.known, self.path_of(i).encode()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= len(self.ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "sequence", "ids": len(self.ids), "used": self.position}

@@ -1,0 +1,1397 @@
+"""``idis bench``: the performance suite, every figure beside its baseline, in one run.
+
+Starts what it needs on 127.0.0.1 (a scratch PostgreSQL database on the local server, created
+and dropped here; a node, ``python -m nodes.cli serve``; the reference servers of
+:mod:`loadtests.loadgen`; the federation of :mod:`loadtests.bench_recursive`) and measures:
+
+============  =====================================  ================================  ========
+key           figure                                 baseline (same run)               target
+============  =====================================  ================================  ========
+ceiling_*     the load generators' own ceilings      (constant uvloop server)          info
+cached        HTTP resolution, cached identifier     bare FastAPI route of the node    >= 1.0
+uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
+uncached_pg   the same                               raw asyncpg primary-key lookups   info
+mix           Zipf mix with 5% unknown identifiers   bare route                        info
+recursive_*   recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
+register      batch registration (POST /api/batch)   plain COPY of the same rows       info
+import        ``idis import``                        plain COPY of the same rows       >= 0.8
+storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
+scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
+============  =====================================  ================================  ========
+
+Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
+(lookups should stay flat as the table grows: the suite's own expectation).  HTTP throughput
+uses ``wrk`` when it is installed, else the Python generator of :mod:`loadtests.drive` (the
+report says which, per figure); latency probes, registration and the Zipf mix always use the
+Python generator.  Both generators' ceilings against a constant server are measured and
+reported in every run.
+
+``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
+takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
+byte checks), :mod:`loadtests.loadgen` (wrk, CPU accounting, raw asyncpg),
+:mod:`loadtests.bench_import` and :mod:`loadtests.bench_recursive` by calling their functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadtests import bench_http, drive
+from loadtests.loadgen import (
+    CONSTANT_BODY,
+    Distinct,
+    GeneratorMissing,
+    cpu_sample,
+    cpu_usage,
+    find_wrk,
+    run_pg,
+    run_wrk,
+)
+from loadtests.mix import FixedMix, Mix, ResolveMix, SequenceMix
+from loadtests.shapes import Population
+from loadtests.stats import median
+
+HOST = "127.0.0.1"
+PREFIX = bench_http.PREFIX
+SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+IDIS = (sys.executable, "-m", "nodes.cli")
+STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
+
+# (operator, bound, where the target comes from)
+Target = tuple[str, float, str]
+CACHED_TARGET: Target = (">=", 1.0, "issue 2")
+UNCACHED_TARGET: Target = (">=", 0.5, "issue 2")
+IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
+WARM_TARGET: Target = (">=", 0.9, "issue 3")
+COLD_TARGET: Target = ("<=", 3.0, "issue 3")
+FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and durations of one suite run (``quick()`` and ``full()`` are the two presets)."""
+
+    mode: str = "full"
+    duration: float = 8.0
+    warmup: float = 2.0
+    rounds: int = 3
+    concurrency: int = 32
+    rows: int = 300_000
+    """Identifiers seeded for the HTTP figures (88.100.1/SN%08d), and the base of scale10x."""
+    register_count: int = 100_000
+    register_batch: int = 1000
+    register_concurrency: int = 4
+    probe_seconds: float = 5.0
+    probe_concurrency: int = 4
+    import_rows: int = 200_000
+    import_repeat: int = 3
+    recursive: dict[str, Any] = field(default_factory=dict)
+    postgres: str = "postgresql://postgres@127.0.0.1:5432"
+    generator: str = "auto"
+    pin: bool = True
+    only: tuple[str, ...] = STEPS
+
+
+def full() -> Settings:
+    return Settings()
+
+
+def quick() -> Settings:
+    return Settings(
+        mode="quick",
+        duration=1.0,
+        warmup=0.0,
+        rounds=1,
+        rows=20_000,
+        register_count=8_000,
+        probe_seconds=1.0,
+        import_rows=50_000,
+        import_repeat=1,
+        recursive={
+            "duration": 1.0,
+            "warmup": 0.0,
+            "rounds": 1,
+            "rows": 3000,
+            "cold": 200,
+            "fully_cold": 40,
+        },
+    )
+
+
+# --- generators -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pinned(cpus: Sequence[int] | None) -> Iterator[None]:
+    """Run this thread (the in-process Python generator) on ``cpus`` for a while."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def python_run(
+    target: str,
+    mix: Mix,
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float = 0.0,
+    cpus: Sequence[int] | None = None,
+    groups: dict[str, Sequence[int]] | None = None,
+    check_body: bool = True,
+) -> dict[str, Any]:
+    """One run of the Python generator, pinned to ``cpus``, with the CPU use of ``groups``
+    (process trees) and the machine measured over it.  Ctrl-C aborts the suite."""
+    before = cpu_sample()
+    with pinned(cpus):
+        report = drive.run(
+            lambda stop: drive.resolve(
+                target,
+                mix,
+                concurrency=concurrency,
+                duration=duration,
+                warmup=warmup,
+                check_body=check_body,
+                stop=stop,
+            )
+        )
+    after = cpu_sample()
+    if report["stopped_by"] == "interrupt":
+        raise KeyboardInterrupt
+    report["cpu"] = cpu_usage(before, after, dict(groups or {}))
+    report["cpu"]["generator"] = report["generator"]["cpu_share"]
+    return report
+
+
+def _from_python(label: str, report: dict[str, Any]) -> dict[str, Any]:
+    """A resolve report in the shape of a wrk result (what the figures read)."""
+    by = report["by_outcome"]
+    ok = by.get("found", {}).get("count", 0)
+    errors = report["requests"] - ok
+    every = by["all"]
+    return {
+        "label": label,
+        "generator": "python",
+        "requests": report["requests"],
+        "seconds": report["elapsed_s"],
+        "rate": round(ok / report["elapsed_s"], 1) if report["elapsed_s"] else 0.0,
+        "ok": ok,
+        "error_count": errors,
+        "errors": {k: v["count"] for k, v in by.items() if k not in ("found", "all")},
+        "exhausted": report["exhausted"],
+        "p50_ms": every["p50_ms"],
+        "p99_ms": every["p99_ms"],
+        "max_ms": every["max_ms"],
+        "cpu": report["cpu"],
+        "generator_cpu_share": report["generator"]["cpu_share"],
+        "generator_saturated": report["generator"]["saturated"],
+    }
+
+
+class Load:
+    """HTTP throughput runs with wrk or the Python generator, pinned like bench_http."""
+
+    def __init__(
+        self,
+        kind: str,
+        concurrency: int,
+        gen_cpus: Sequence[int] | None,
+    ) -> None:
+        self.kind = kind
+        self.concurrency = concurrency
+        self.gen_cpus = gen_cpus
+
+    def fixed(
+        self,
+        label: str,
+        base: str,
+        path: str,
+        expected: bytes,
+        *,
+        duration: float,
+        warmup: float,
+        groups: dict[str, Sequence[int]],
+    ) -> dict[str, Any]:
+        """Requests for one path; every answer must be 200 with exactly ``expected``."""
+        if self.kind == "wrk":
+            if warmup > 0:
+                run_wrk(
+                    label + " warm-up",
+                    base + path,
+                    expected,
+                    concurrency=self.concurrency,
+                    duration=warmup,
+                    cpus=self.gen_cpus,
+                )
+            result = run_wrk(
+                label,
+                base + path,
+                expected,
+                concurrency=self.concurrency,
+                duration=duration,
+                cpus=self.gen_cpus,
+                cpu_groups=groups,
+            ).as_dict()
+            result["generator"] = "wrk"
+            return result
+        report = python_run(
+            base,
+            FixedMix(path),
+            concurrency=self.concurrency,
+            duration=duration,
+            warmup=warmup,
+            cpus=self.gen_cpus,
+            groups=groups,
+            check_body=False,  # checked below, exactly
+        )
+        out = _from_python(label, report)
+        return out
+
+    def distinct(
+        self,
+        label: str,
+        base: str,
+        ids: range,
+        warm: range,
+        *,
+        duration: float,
+        warmup: float,
+        groups: dict[str, Sequence[int]],
+    ) -> dict[str, Any]:
+        """``88.100.1/SN%08d`` for each of ``ids`` in order, never one twice."""
+        api = "/api/handles/" + PREFIX + "/"
+        if self.kind == "wrk":
+            start = b'{"responseCode":1,"handle":"' + PREFIX.encode() + b"/"
+            if warmup > 0 and len(warm):
+                run_wrk(
+                    label + " warm-up",
+                    base,
+                    start,
+                    concurrency=self.concurrency,
+                    duration=warmup,
+                    distinct=Distinct(api, SUFFIX_FORMAT, warm.start, len(warm)),
+                    cpus=self.gen_cpus,
+                )
+            result = run_wrk(
+                label,
+                base,
+                start,
+                concurrency=self.concurrency,
+                duration=duration,
+                distinct=Distinct(api, SUFFIX_FORMAT, ids.start, len(ids)),
+                cpus=self.gen_cpus,
+                cpu_groups=groups,
+            ).as_dict()
+            result["generator"] = "wrk"
+            return result
+        if warmup > 0 and len(warm):
+            python_run(
+                base,
+                SequenceMix(warm, lambda i: api + SUFFIX_FORMAT % i),
+                concurrency=self.concurrency,
+                duration=warmup,
+                cpus=self.gen_cpus,
+            )
+        report = python_run(
+            base,
+            SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
+            concurrency=self.concurrency,
+            duration=duration,
+            cpus=self.gen_cpus,
+            groups=groups,
+        )
+        return _from_python(label, report)
+
+
+# --- the scratch database -------------------------------------------------------------------
+
+
+async def _sql(dsn: str, *statements: str) -> list[Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [await conn.fetch(s) for s in statements]
+    finally:
+        await conn.close()
+
+
+def sql(dsn: str, *statements: str) -> list[Any]:
+    """Run statements on a fresh connection; their rows."""
+    return asyncio.run(_sql(dsn, *statements))
+
+
+async def _home_prefixes(dsn: str, data_dir: Path, prefixes: Sequence[str], secret: str) -> None:
+    from nodes.bootstrap import build_node
+    from nodes.settings import load_settings
+    from registry.prefixes import init_prefix
+
+    settings = load_settings(database_url=dsn, data_dir=data_dir, migrate_on_start=False)
+    node = build_node(settings)
+    try:
+        for prefix in prefixes:
+            await init_prefix(node.store, node.invalidator, prefix, secret)
+    finally:
+        await node.close()
+
+
+def home_prefixes(dsn: str, data_dir: Path, prefixes: Sequence[str], secret: str) -> None:
+    """``idis prefix init`` for each prefix (in process: one start-up for all), one secret."""
+    asyncio.run(_home_prefixes(dsn, data_dir, prefixes, secret))
+
+
+def storage_of(dsn: str, table: str = "handles") -> dict[str, Any]:
+    """Bytes of ``table`` in PostgreSQL (heap, TOAST, indexes) per row, beside the payload:
+    the handle text and its stored values (``octet_length(handle) + octet_length(data)``)."""
+    rows = sql(
+        dsn,
+        f"SELECT pg_total_relation_size('{table}') AS total,"
+        f" pg_relation_size('{table}') AS heap, pg_indexes_size('{table}') AS indexes,"
+        f" coalesce(pg_total_relation_size(reltoastrelid), 0) AS toast"
+        f" FROM pg_class WHERE oid = '{table}'::regclass",
+        f"SELECT count(*) AS n, sum(octet_length(handle) + octet_length(data)) AS payload,"
+        f" sum(octet_length(key)) AS keys FROM {table}",
+    )
+    size, counts = rows[0][0], rows[1][0]
+    n = int(counts["n"])
+    return {
+        "rows": n,
+        "total_bytes": int(size["total"]),
+        "heap_bytes": int(size["heap"]),
+        "index_bytes": int(size["indexes"]),
+        "toast_bytes": int(size["toast"]),
+        "bytes_per_id": round(size["total"] / n, 1) if n else 0.0,
+        "payload_per_id": round(int(counts["payload"]) / n, 1) if n else 0.0,
+    }
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def seed_sql(now: int) -> str | None:
+    """An ``INSERT ... SELECT FROM generate_series($1, $2)`` writing the rows of
+    :func:`loadtests.bench_http.build_record` server-side (10x faster than building them in
+    Python), built from the Python encoding itself; None if the encoding cannot be templated.
+    The caller checks a sample of the rows against Python byte for byte."""
+    from resolver.codecs.stored import encode_values
+
+    variants = []
+    for r in range(3):
+        i = 30_000_000 + r  # i % 3 == r
+        record = bench_http.build_record(i, now)
+        text = encode_values(record.values).decode()
+        marks = {
+            "\x01": SUFFIX_FORMAT % i,
+            "\x02": f"DN{25 + i % 7 * 5}",
+            "\x03": f"B{2024_0000 + i // 500}",
+        }
+        for mark, value in marks.items():
+            text = text.replace(value, mark)
+        if "\x01" not in text or any(c in text for c in "\x04\x05"):
+            return None
+        pieces = []
+        literal = ""
+        for ch in text:
+            if ch in marks:
+                if literal:
+                    pieces.append(_lit(literal))
+                literal = ""
+                pieces.append(
+                    {
+                        "\x01": "'SN' || lpad(i::text, 8, '0')",
+                        "\x02": "'DN' || (25 + i % 7 * 5)::text",
+                        "\x03": "'B' || (20240000 + i / 500)::text",
+                    }[ch]
+                )
+            else:
+                literal += ch
+        if literal:
+            pieces.append(_lit(literal))
+        variants.append(" || ".join(pieces))
+    handle = f"{_lit(PREFIX + '/')} || 'SN' || lpad(i::text, 8, '0')"
+    data = (
+        f"convert_to(CASE i % 3 WHEN 0 THEN {variants[0]} WHEN 1 THEN {variants[1]}"
+        f" ELSE {variants[2]} END, 'UTF8')"
+    )
+    return (
+        "INSERT INTO handles (key, handle, data, version)"
+        f" SELECT upper({handle}), {handle}, {data}, 1 FROM generate_series($1::bigint,"
+        " $2::bigint) AS i"
+    )
+
+
+async def _seed_range(dsn: str, first: int, count: int, now: int) -> str:
+    """Add identifiers ``first .. first + count - 1`` (bench_http's shape); how it was done."""
+    import asyncpg
+
+    from resolver.codecs.stored import encode_values
+
+    statement = seed_sql(now)
+    conn = await asyncpg.connect(dsn)
+    try:
+        if statement is not None and first + count <= 10**8:
+            chunk = 500_000
+            for lo in range(first, first + count, chunk):
+                hi = min(first + count, lo + chunk) - 1
+                await conn.execute(statement, lo, hi)
+            sample = random.Random(first).sample(range(first, first + count), min(50, count))
+            rows = await conn.fetch(
+                "SELECT handle, data FROM handles WHERE key = ANY($1::text[])",
+                [bench_http.handle_text(i).upper() for i in sample],
+            )
+            got = {r["handle"]: bytes(r["data"]) for r in rows}
+            if len(got) == len(sample) and all(
+                got.get(bench_http.handle_text(i))
+                == encode_values(bench_http.build_record(i, now).values)
+                for i in sample
+            ):
+                return "SQL generate_series (checked against Python byte for byte)"
+            await conn.execute(
+                "DELETE FROM handles WHERE key >= $1 AND key <= $2",
+                bench_http.handle_text(first).upper(),
+                bench_http.handle_text(first + count - 1).upper(),
+            )
+        from resolver.identifiers import fold
+
+        for lo in range(first, first + count, 50_000):
+            records = [
+                bench_http.build_record(i, now) for i in range(lo, min(first + count, lo + 50_000))
+            ]
+            await conn.copy_records_to_table(
+                "handles",
+                records=[(fold(r.handle), r.handle, encode_values(r.values), 1) for r in records],
+                columns=["key", "handle", "data", "version"],
+            )
+        return "COPY of rows built in Python"
+    finally:
+        await conn.close()
+
+
+# --- the suite ------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One row of the table."""
+
+    key: str
+    figure: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_label: str = ""
+    ratio: float | None = None
+    target: str = ""
+    target_source: str = ""
+    passed: bool | None = None
+    generator: str = ""
+    errors: int = 0
+    rounds: list[float] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def judge(ratio: float | None, target: Target | None, errors: int = 0) -> bool | None:
+    """Whether ``ratio`` meets ``target`` without errors; None when there is no target."""
+    if target is None:
+        return None
+    op, bound, _ = target
+    if ratio is None:
+        return False
+    ok = ratio >= bound if op == ">=" else ratio <= bound
+    return ok and errors == 0
+
+
+class Suite:
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.s = settings
+        self.workdir = workdir
+        pg = urlsplit(settings.postgres)
+        where = f"postgresql://{pg.username or 'postgres'}@{pg.hostname}:{pg.port or 5432}"
+        self.admin_dsn = where + "/postgres"
+        self.dbname = f"idis_suite_{os.getpid()}_{secrets.token_hex(3)}"
+        self.dsn = f"{where}/{self.dbname}"
+        self.server_cpus, self.gen_cpus = bench_http.cpu_plan(1, settings.pin)
+        self.population = Population()
+        self.secret = secrets.token_urlsafe(18)
+        self.servers: list[bench_http.Server] = []
+        self.node: bench_http.Server | None = None
+        self.now = int(time.time())
+        self.created = False
+        self.wrk = self._has_wrk()
+        kind = "wrk" if self.wrk and settings.generator != "python" else "python"
+        self.load = Load(kind, settings.concurrency, self.gen_cpus)
+        self.figures: list[Figure] = []
+        self.raw: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        http_rows = int(settings.rows * 0.7)
+        self.plan = bench_http.plan_ids(http_rows, settings.rounds)
+        self.probe_ids = range(http_rows, settings.rows)
+
+    def _has_wrk(self) -> bool:
+        try:
+            find_wrk()
+        except GeneratorMissing:
+            if self.s.generator == "wrk":
+                raise
+            return False
+        return True
+
+    # -- the table --
+
+    def add(
+        self,
+        key: str,
+        figure: str,
+        value: float | None,
+        unit: str,
+        *,
+        baseline: float | None = None,
+        baseline_label: str = "",
+        ratio: float | None = None,
+        target: Target | None = None,
+        generator: str = "",
+        errors: int = 0,
+        rounds: Sequence[float] = (),
+        detail: dict[str, Any] | None = None,
+    ) -> Figure:
+        if ratio is None and value is not None and baseline:
+            ratio = value / baseline
+        fig = Figure(
+            key=key,
+            figure=figure,
+            value=None if value is None else round(value, 3),
+            unit=unit,
+            baseline=None if baseline is None else round(baseline, 3),
+            baseline_label=baseline_label,
+            ratio=None if ratio is None else round(ratio, 3),
+            target=f"{target[0]} {target[1]:g}" if target else "",
+            target_source=target[2] if target else "",
+            passed=judge(ratio, target, errors),
+            generator=generator,
+            errors=errors,
+            rounds=[round(r, 3) for r in rounds],
+            detail=detail or {},
+        )
+        self.figures.append(fig)
+        return fig
+
+    def step(self, name: str, run: Callable[[], None]) -> None:
+        """Run one part of the suite; a failure becomes an ERROR row, not the end of the run."""
+        if name not in self.s.only:
+            return
+        started = time.monotonic()
+        say(f"[{name}]")
+        try:
+            run()
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            say(traceback.format_exc())
+            fig = self.add(name, f"{name}: could not be measured", None, "")
+            fig.error = f"{type(error).__name__}: {error}"
+            fig.passed = False
+        finally:
+            self.timings[name] = round(time.monotonic() - started, 1)
+
+    # -- set-up --
+
+    def prepare(self) -> None:
+        from registry.migrate import upgrade
+
+        say(f"database {self.dbname}: create, migrate, home prefixes, seed {self.s.rows:,} ids")
+        asyncio.run(bench_http._create_database(self.admin_dsn, self.dbname))
+        self.created = True
+        upgrade(self.dsn)
+        prefixes = list(dict.fromkeys([PREFIX, *self.population.prefixes]))
+        home_prefixes(self.dsn, self.workdir / "data", prefixes, self.secret)
+        started = time.monotonic()
+        asyncio.run(bench_http._seed(self.dsn, self.s.rows, self.now))  # VACUUM ANALYZE too
+        self.raw["seed_seconds"] = round(time.monotonic() - started, 2)
+        # The base of scale10x's storage figure: only rows of bench_http's shape so far.
+        self.raw["storage_seeded"] = storage_of(self.dsn)
+
+    def start_node(self) -> bench_http.Server:
+        port = bench_http.free_port()
+        env = bench_http.node_env(
+            argparse.Namespace(workers=1, redis=None), self.dsn, self.workdir / "data", port
+        )
+        node = bench_http.start_server(
+            "node", [*IDIS, "serve"], port, self.workdir, env=env, cpus=self.server_cpus
+        )
+        self.servers.append(node)
+        self.node = node
+        problems = bench_http.check_samples(port, list(self.plan.sample)[:50], self.now)
+        if problems:
+            raise RuntimeError("wrong answers before the runs:\n  " + "\n  ".join(problems))
+        return node
+
+    def start_constant(self) -> bench_http.Server:
+        port = bench_http.free_port()
+        cmd = [sys.executable, "-m", "loadtests.loadgen", "constant", "--port", str(port)]
+        server = bench_http.start_server(
+            "constant", cmd, port, self.workdir, cpus=self.server_cpus, ready_path="/"
+        )
+        self.servers.append(server)
+        return server
+
+    # -- steps --
+
+    def ceilings(self) -> None:
+        """Both generators against a raw uvloop server writing constant bytes."""
+        s = self.s
+        const = self.start_constant()
+        group: dict[str, Sequence[int]] = {"server": [const.proc.pid]}
+        api = "/api/handles/" + PREFIX + "/"
+        wrk_rate = None
+        if self.wrk:
+            result = run_wrk(
+                "generator ceiling (wrk)",
+                const.base,
+                CONSTANT_BODY,
+                concurrency=s.concurrency,
+                duration=max(1.0, s.duration),
+                distinct=Distinct(api, SUFFIX_FORMAT, 0, 10**8),
+                cpus=self.gen_cpus,
+                cpu_groups=group,
+            ).as_dict()
+            self.raw["ceiling_wrk"] = result
+            wrk_rate = result["rate"]
+            self.add(
+                "ceiling_wrk",
+                "generator ceiling: wrk vs constant server",
+                wrk_rate,
+                "req/s",
+                generator="wrk",
+                errors=result["error_count"],
+                detail={"generator_cores": result["cpu"].get("generator")},
+            )
+        before = cpu_sample()
+        with pinned(self.gen_cpus):
+            report = drive.run(
+                lambda stop: drive.ceiling(
+                    const.port,
+                    concurrency=s.concurrency,
+                    duration=max(1.0, s.duration),
+                    warmup=0.3,
+                    stop=stop,
+                )
+            )
+        if report["stopped_by"] == "interrupt":
+            raise KeyboardInterrupt
+        report["cpu"] = cpu_usage(before, cpu_sample(), group)
+        self.raw["ceiling_python"] = report
+        self.add(
+            "ceiling_python",
+            "generator ceiling: Python generator vs constant server",
+            report["per_s"],
+            "req/s",
+            baseline=wrk_rate,
+            baseline_label="wrk ceiling" if wrk_rate else "",
+            generator="python",
+            detail={"generator_cpu_share": report["generator"]["cpu_share"]},
+        )
+        const.stop()
+        self.servers.remove(const)
+
+    def http(self) -> None:
+        """Bare route, cached, uncached and raw asyncpg, in rounds (bench_http's figures)."""
+        s, plan = self.s, self.plan
+        self.ceilings()
+        node = self.node or self.start_node()
+        group: dict[str, Sequence[int]] = {"server": [node.proc.pid]}
+        path = "/api/handles/" + bench_http.handle_text(plan.cached_id)
+        rounds: list[dict[str, Any]] = []
+        for n in range(s.rounds):
+            say(f"  round {n + 1}/{s.rounds} ({self.load.kind})")
+            out: dict[str, Any] = {}
+            out["bare"] = self.load.fixed(
+                "bare /healthz",
+                node.base,
+                "/healthz",
+                CONSTANT_BODY,
+                duration=s.duration,
+                warmup=s.warmup,
+                groups=group,
+            )
+            status, body, _ = bench_http.fetch(node.port, path)
+            if status != 200:
+                raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
+            out["cached"] = self.load.fixed(
+                "cached", node.base, path, body, duration=s.duration, warmup=s.warmup, groups=group
+            )
+            if self.load.kind == "python":
+                # The Python generator checked status only: check the body once more here.
+                again = bench_http.fetch(node.port, path)
+                if again[1] != body:
+                    out["cached"]["error_count"] += 1
+            measure, warm = plan.measure[n], plan.warm[n]
+            out["uncached"] = self.load.distinct(
+                "uncached",
+                node.base,
+                measure,
+                warm,
+                duration=s.duration,
+                warmup=s.warmup,
+                groups=group,
+            )
+            out["uncached"]["ids_available"] = len(measure)
+            step = max(1, out["uncached"]["ok"] // 20)
+            problems = bench_http.check_samples(
+                node.port, list(measure[: out["uncached"]["ok"] : step]), self.now
+            )
+            out["uncached"]["error_count"] += len(problems)
+            out["asyncpg"] = run_pg(
+                self.dsn,
+                prefix=PREFIX,
+                suffix_format=SUFFIX_FORMAT,
+                slices=[(0, plan.rows)],
+                start=measure.start,
+                warm=(warm.start, len(warm)),
+                concurrency=s.concurrency,
+                duration=s.duration,
+                warmup=max(0.2, s.warmup),
+                cpus=self.server_cpus,
+            )
+            out["asyncpg"]["error_count"] = out["asyncpg"]["errors"] + out["asyncpg"]["missing"]
+            for key in ("bare", "cached", "uncached", "asyncpg"):
+                say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
+            rounds.append(out)
+        self.raw["http_rounds"] = rounds
+
+        def series(key: str) -> list[float]:
+            return [float(r[key]["rate"]) for r in rounds]
+
+        def ratios(key: str, base: str) -> list[float]:
+            return [a / b for a, b in zip(series(key), series(base), strict=True) if b]
+
+        def errors(*keys: str) -> int:
+            return sum(int(r[k]["error_count"]) for r in rounds for k in keys)
+
+        def detail(key: str) -> dict[str, Any]:
+            mid = rounds[len(rounds) // 2][key]
+            return {
+                "p50_ms": mid.get("p50_ms"),
+                "p99_ms": mid.get("p99_ms"),
+                "cpu": mid.get("cpu"),
+                "exhausted": any(r[key].get("exhausted") for r in rounds),
+            }
+
+        gen = self.load.kind
+        self.add(
+            "bare",
+            "bare FastAPI route GET /healthz (the HTTP baseline)",
+            median(series("bare")),
+            "req/s",
+            generator=gen,
+            errors=errors("bare"),
+            detail=detail("bare"),
+        )
+        for key, name, target in (
+            ("cached", "HTTP resolution, cached identifier", CACHED_TARGET),
+            ("uncached", "HTTP resolution, uncached identifiers", UNCACHED_TARGET),
+        ):
+            rs = ratios(key, "bare")
+            fig = self.add(
+                key,
+                name,
+                median(series(key)),
+                "req/s",
+                baseline=median(series("bare")),
+                baseline_label="bare route",
+                ratio=median(rs),
+                target=target,
+                generator=gen,
+                errors=errors(key, "bare"),
+                rounds=rs,
+                detail=detail(key),
+            )
+            if fig.detail["exhausted"]:
+                fig.passed = False
+                fig.error = "identifiers used up before the run's end: raise rows"
+        rs = ratios("uncached", "asyncpg")
+        self.add(
+            "uncached_pg",
+            "HTTP resolution, uncached, vs raw asyncpg lookups",
+            median(series("uncached")),
+            "req/s",
+            baseline=median(series("asyncpg")),
+            baseline_label="raw asyncpg PK lookups",
+            ratio=median(rs),
+            generator=gen,
+            errors=errors("uncached", "asyncpg"),
+            rounds=rs,
+            detail={"asyncpg": detail("asyncpg")},
+        )
+
+    def register(self) -> None:
+        """Batch registration of the realistic population, beside plain COPY of its rows."""
+        from registry.importer import RecordParser
+
+        s = self.s
+        node = self.node or self.start_node()
+        population = self.population
+        credentials = {
+            p: drive.Credentials(drive.admin_identity(p), self.secret) for p in population.prefixes
+        }
+        before = cpu_sample()
+        with pinned(self.gen_cpus):
+            report = drive.run(
+                lambda stop: drive.register(
+                    node.base,
+                    population,
+                    credentials,
+                    count=s.register_count,
+                    batch_size=s.register_batch,
+                    concurrency=s.register_concurrency,
+                    max_seconds=600,
+                    stop=stop,
+                )
+            )
+        if report["stopped_by"] == "interrupt":
+            raise KeyboardInterrupt
+        report["cpu"] = cpu_usage(before, cpu_sample(), {"server": [node.proc.pid]})
+        self.raw["register"] = {k: v for k, v in report.items() if not k.startswith("timeline")}
+        parser = RecordParser(population.prefixes, self.now)
+        rows = [
+            parser.row(population.handle(i), population.values(i)) for i in range(s.register_count)
+        ]
+        # The COPY's table stays until the storage step: it holds exactly these identifiers.
+        copy_rate = asyncio.run(_copy_rate(self.dsn, rows))
+        errors = sum(report["errors"].values())
+        self.add(
+            "register",
+            f"batch registration, {s.register_batch} per call, {s.register_concurrency} in flight",
+            report["identifiers_per_s"],
+            "ids/s",
+            baseline=copy_rate,
+            baseline_label="plain COPY of the same rows",
+            generator="python",
+            errors=errors,
+            detail={
+                "batch_p50_ms": report["batches"]["p50_ms"],
+                "batch_p99_ms": report["batches"]["p99_ms"],
+                "by_status": report["by_status"],
+                "generator_cpu_share": report["generator"]["cpu_share"],
+                "cpu": report["cpu"],
+            },
+        )
+
+    def mix(self) -> None:
+        """The realistic resolution mix over the registered population."""
+        s = self.s
+        node = self.node or self.start_node()
+        count = s.register_count
+        mix = ResolveMix(self.population, 0, count, zipf_s=1.1, unknown_share=0.05, seed=11)
+        report = python_run(
+            node.base,
+            mix,
+            concurrency=s.concurrency,
+            duration=s.duration,
+            warmup=max(0.5, s.warmup),
+            cpus=self.gen_cpus,
+            groups={"server": [node.proc.pid]},
+        )
+        self.raw["mix"] = {k: v for k, v in report.items() if not k.startswith("timeline")}
+        bare = next((f.value for f in self.figures if f.key == "bare"), None)
+        by = report["by_outcome"]
+        errors = sum(v["count"] for k, v in by.items() if k.startswith("error"))
+        self.add(
+            "mix",
+            "HTTP resolution, Zipf 1.1 mix, 5% unknown",
+            report["ok_per_s"],
+            "req/s",
+            baseline=bare,
+            baseline_label="bare route" if bare else "",
+            generator="python",
+            errors=errors + sum(report["anomalies"].values()),
+            detail={
+                "found": {k: by.get("found", {}).get(k) for k in ("p50_ms", "p99_ms", "p999_ms")},
+                "not_found": {
+                    k: by.get("not found", {}).get(k) for k in ("p50_ms", "p99_ms", "p999_ms")
+                },
+                "generator_cpu_share": report["generator"]["cpu_share"],
+                "generator_saturated": report["generator"]["saturated"],
+                "cpu": report["cpu"],
+            },
+        )
+
+    def storage(self) -> None:
+        """Bytes per identifier of the realistic population (the rows registered, as the COPY
+        baseline of the register step stored them in a table of the same schema and indexes);
+        the node's whole ``handles`` table in the detail."""
+        sql(self.dsn, "VACUUM ANALYZE handles")
+        node_table = storage_of(self.dsn)
+        exists = sql(self.dsn, "SELECT to_regclass('handles_copy') IS NOT NULL AS e")[0][0]["e"]
+        if exists:
+            sql(self.dsn, "VACUUM ANALYZE handles_copy")
+            measured = storage_of(self.dsn, "handles_copy")
+            sql(self.dsn, "DROP TABLE handles_copy")
+            what = f"{measured['rows']:,} realistic identifiers"
+        else:
+            measured = node_table
+            what = f"the node's {measured['rows']:,} rows"
+        self.raw["storage"] = {"population": measured, "node_table": node_table}
+        self.add(
+            "storage",
+            f"PostgreSQL bytes per identifier ({what})",
+            measured["bytes_per_id"],
+            "B",
+            baseline=measured["payload_per_id"],
+            baseline_label="raw payload (handle + values)",
+            detail={**measured, "node_table": node_table},
+        )
+
+    def probe(self, ids: Sequence[int], label: str) -> dict[str, Any]:
+        """Uncached lookups of ``ids`` in random order at low concurrency: latency."""
+        node = self.node or self.start_node()
+        api = "/api/handles/" + PREFIX + "/"
+        report = python_run(
+            node.base,
+            SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
+            concurrency=self.s.probe_concurrency,
+            duration=self.s.probe_seconds,
+            cpus=self.gen_cpus,
+            groups={"server": [node.proc.pid]},
+        )
+        out = _from_python(label, report)
+        out["found"] = report["by_outcome"].get("found", {})
+        return out
+
+    def scale10x(self) -> None:
+        """Uncached lookup latency at the base row count, then with 9x more rows added."""
+        s = self.s
+        rnd = random.Random(5)
+        base_ids = rnd.sample(self.probe_ids, len(self.probe_ids))
+        base = self.probe(base_ids, "lookups at base size")
+        before = storage_of(self.dsn)
+        started = time.monotonic()
+        how = asyncio.run(_seed_range(self.dsn, s.rows, 9 * s.rows, self.now))
+        sql(self.dsn, "VACUUM ANALYZE handles")
+        seeded = time.monotonic() - started
+        after = storage_of(self.dsn)
+        big_ids = rnd.sample(range(s.rows, 10 * s.rows), min(9 * s.rows, 400_000))
+        big = self.probe(big_ids, "lookups at 10x size")
+        self.raw["scale10x"] = {
+            "base": base,
+            "big": big,
+            "seeded": how,
+            "seed_seconds": round(seeded, 1),
+            "storage_before": before,
+            "storage_after": after,
+        }
+        errors = base["error_count"] + big["error_count"]
+        rows_text = f"{before['rows']:,} -> {after['rows']:,} rows"
+        for pct in ("p50", "p99"):
+            self.add(
+                f"scale10x_{pct}",
+                f"uncached lookup {pct} at 10x rows ({rows_text})",
+                big["found"].get(f"{pct}_ms"),
+                "ms",
+                baseline=base["found"].get(f"{pct}_ms"),
+                baseline_label=f"{pct} at {before['rows']:,} rows",
+                target=FLAT_TARGET if pct == "p50" else None,
+                generator="python",
+                errors=errors,
+                detail={"concurrency": s.probe_concurrency, "per_s": big["rate"]},
+            )
+        first = self.raw.get("storage_seeded")
+        if first:
+            # Storage grows linearly if each added row costs what a row cost at the base size.
+            added = after["rows"] - before["rows"]
+            marginal = (after["total_bytes"] - before["total_bytes"]) / added
+            self.add(
+                "scale10x_storage",
+                f"bytes per identifier added, {added:,} rows of the seeded shape",
+                marginal,
+                "B",
+                baseline=first["bytes_per_id"],
+                baseline_label=f"per row of the first {first['rows']:,}",
+                detail={"seeded_by": how, "before": before, "after": after},
+            )
+
+    def import_(self) -> None:
+        """``idis import`` beside plain COPY (loadtests.bench_import, its own database)."""
+        from loadtests import bench_import
+
+        s = self.s
+        args = argparse.Namespace(
+            rows=s.import_rows,
+            repeat=s.import_repeat,
+            database_url=self.admin_dsn,
+            cli=False,
+            profile=None,
+        )
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            result = bench_import.run(args)
+        self.raw["import"] = result
+        self.raw["import_log"] = out.getvalue()
+        ratio = result["ratio"]
+        self.add(
+            "import",
+            f"idis import ({s.import_rows:,} rows, {s.import_repeat} round(s))",
+            result["import_per_s"],
+            "ids/s",
+            baseline=result["copy_per_s"],
+            baseline_label="plain COPY of the same rows",
+            ratio=ratio,
+            target=IMPORT_TARGET,
+            errors=0 if result["complete"] else 1,
+            detail={"import_cpu_share": result.get("import_cpu_share")},
+        )
+
+    def recursive(self) -> None:
+        """Recursive resolution warm and cold (loadtests.bench_recursive, its own federation)."""
+        from loadtests import bench_recursive
+
+        if not self.wrk:
+            self.notes.append("recursive figures skipped: loadtests.bench_recursive needs wrk")
+            fig = self.add("recursive", "recursive resolution (needs wrk)", None, "")
+            fig.error = "wrk is not installed (apt-get install -y wrk)"
+            return
+        options = dict(self.s.recursive)
+        options.setdefault("postgres", self.s.postgres)
+        options.setdefault("pin", self.s.pin)
+        with contextlib.redirect_stdout(io.StringIO()):
+            report = bench_recursive.run_benchmark(**options)
+        self.raw["recursive"] = {k: v for k, v in report.items() if k != "rounds"}
+        wanted = {
+            "recursive_warm.rate": ("recursive_warm", "req/s", WARM_TARGET),
+            "recursive_warm.p99_ms": ("recursive_warm_p99", "ms", None),
+            "recursive_cold.p50_ms": ("recursive_cold", "ms", COLD_TARGET),
+            "recursive_cold.p99_ms": ("recursive_cold_p99", "ms", None),
+            "fully_cold.p50_ms": ("recursive_full_walk", "ms", COLD_TARGET),
+            "fully_cold.p99_ms": ("recursive_full_walk_p99", "ms", None),
+        }
+        for result in report.get("results", []):
+            if result.get("key") not in wanted:
+                continue
+            key, unit, target = wanted[result["key"]]
+            self.add(
+                key,
+                result["figure"],
+                result.get("value"),
+                unit,
+                baseline=result.get("baseline"),
+                baseline_label="direct lookup at the secondary",
+                ratio=result.get("ratio"),
+                target=target,
+                generator="wrk",
+                errors=int(result.get("errors", 0)),
+                rounds=result.get("ratio_rounds", []),
+            )
+        if report.get("checks", {}).get("before") not in (None, "ok"):
+            self.notes.append(f"recursive: checks before the runs: {report['checks']['before']}")
+
+    # -- the whole run --
+
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        started = time.monotonic()
+        needs_node = {"http", "register", "mix", "storage", "scale10x"} & set(s.only)
+        try:
+            if needs_node:
+                self.prepare()
+            self.step("http", self.http)
+            self.step("register", self.register)
+            if "mix" in s.only and "register" not in s.only:
+                self.notes.append("mix: run with register (it resolves what register created)")
+            elif "register" in s.only:
+                self.step("mix", self.mix)
+            self.step("storage", self.storage)
+            self.step("scale10x", self.scale10x)
+        finally:
+            for server in reversed(self.servers):
+                server.stop()
+            self.servers.clear()
+            if self.created:
+                with contextlib.suppress(Exception):
+                    asyncio.run(bench_http._drop_database(self.admin_dsn, self.dbname))
+        self.step("import", self.import_)
+        self.step("recursive", self.recursive)
+        return self.report(time.monotonic() - started)
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        judged = [f.passed for f in self.figures if f.passed is not None]
+        return {
+            "kind": "bench",
+            "mode": self.s.mode,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now)),
+            "seconds": round(seconds, 1),
+            "machine": machine(),
+            "http_generator": self.load.kind,
+            "wrk_installed": self.wrk,
+            "settings": asdict(replace(self.s, only=tuple(self.s.only))),
+            "figures": [asdict(f) for f in self.figures],
+            "passed": bool(judged) and all(judged),
+            "timings": self.timings,
+            "notes": self.notes,
+            "raw": self.raw,
+        }
+
+
+async def _copy_rate(dsn: str, rows: list[Any]) -> float:
+    """Rows/s of one COPY of ``rows`` into ``handles_copy``, an empty table like ``handles``
+    (left for the caller to measure and drop)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS handles_copy")
+        await conn.execute("CREATE TABLE handles_copy (LIKE handles INCLUDING ALL)")
+        await conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        await conn.copy_records_to_table(
+            "handles_copy", records=rows, columns=("key", "handle", "data")
+        )
+        elapsed = time.perf_counter() - started
+        return len(rows) / elapsed
+    finally:
+        await conn.close()
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    out: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                out["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError):
+        out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _value(v: float | None, unit: str) -> str:
+    if v is None:
+        return ""
+    if unit in ("req/s", "ids/s"):
+        return f"{v:,.0f} {unit}"
+    if unit == "B":
+        return f"{v:,.1f} B"
+    return f"{v:,.3g} {unit}" if v < 10 else f"{v:,.1f} {unit}"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for f in report["figures"]:
+        verdict = "info" if f["passed"] is None else ("PASS" if f["passed"] else "FAIL")
+        if f["error"]:
+            verdict = "ERROR" if f["value"] is None else verdict + " !"
+        rows.append(
+            [
+                f["figure"],
+                _value(f["value"], f["unit"]),
+                (
+                    f"{_value(f['baseline'], f['unit'])} ({f['baseline_label']})"
+                    if f["baseline"] is not None
+                    else ""
+                ),
+                f"{f['ratio']:.2f}x" if f["ratio"] is not None else "",
+                f"{f['target']} ({f['target_source']})" if f["target"] else "",
+                verdict,
+                f["generator"],
+                str(f["errors"]) if f["errors"] else "",
+            ]
+        )
+    return rows
+
+
+def print_table(report: dict[str, Any], out: Any = None) -> None:
+    out = out or sys.stdout
+    head = ["figure", "value", "baseline", "ratio", "target", "result", "load", "errors"]
+    rows = table_rows(report)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {1, 3, 7}
+    for n, r in enumerate([head, *rows]):
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(
+        f"\nidis bench ({report['mode']}): {report['seconds']:.0f} s on {m['cpus']} CPUs"
+        f" ({m.get('cpu_model', 'unknown CPU')}); HTTP load by {report['http_generator']}"
+        + ("" if report["wrk_installed"] else " (wrk is not installed: the Python generator)")
+        + "\n"
+    )
+    print_table(report)
+    raw = report["raw"]
+    lines = []
+    if "ceiling_wrk" in raw:
+        c = raw["ceiling_wrk"]
+        lines.append(
+            f"generator ceiling, wrk: {c['rate']:,.0f} req/s using"
+            f" {c['cpu'].get('generator', 0):.2f} cores"
+        )
+    if "ceiling_python" in raw:
+        c = raw["ceiling_python"]
+        lines.append(
+            f"generator ceiling, Python ({c['generator']['loop']}): {c['per_s']:,.0f} req/s using"
+            f" {c['generator']['cpu_share']:.0%} of a core"
+        )
+    for key in ("register", "mix"):
+        if key in raw:
+            g = raw[key]["generator"]
+            lines.append(
+                f"{key}: Python generator used {g['cpu_share']:.0%} of a core"
+                + (" (SATURATED: the figure may be the generator's)" if g["saturated"] else "")
+            )
+    if "scale10x" in raw:
+        lines.append(f"scale10x: rows added by {raw['scale10x']['seeded']}")
+    for note in report["notes"]:
+        lines.append(note)
+    if lines:
+        print("\n" + "\n".join(lines))
+    errors = [f for f in report["figures"] if f["error"]]
+    for f in errors:
+        print(f"! {f['key']}: {f['error']}")
+    judged = [f for f in report["figures"] if f["passed"] is not None]
+    failed = [f["key"] for f in judged if not f["passed"]]
+    print(
+        "\n"
+        + (
+            f"all {len(judged)} targets met"
+            if report["passed"]
+            else f"TARGETS MISSED: {', '.join(failed) or 'none measured'}"
+        )
+    )
+
+
+def chart(report: dict[str, Any], path: Path) -> bool:
+    """A PNG of the ratios (log scale), targets marked; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figs = [f for f in report["figures"] if f["ratio"] is not None]
+    if not figs:
+        return False
+    labels = [f"{f['key']}: vs {f['baseline_label']}" for f in figs]
+    ratios = [f["ratio"] for f in figs]
+    colours = [
+        "#9e9e9e" if f["passed"] is None else ("#2e7d32" if f["passed"] else "#c62828")
+        for f in figs
+    ]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(figs) + 1.6))
+    y = list(range(len(figs)))[::-1]
+    ax.barh(y, ratios, color=colours)
+    for yi, f in zip(y, figs, strict=True):
+        if f["target"]:
+            bound = float(f["target"].split()[1])
+            ax.plot([bound, bound], [yi - 0.4, yi + 0.4], color="black", linewidth=2)
+        ax.text(f["ratio"], yi, f"  {f['ratio']:.2f}x", va="center", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("ratio to baseline (log scale); black tick: target")
+    ax.set_title(
+        f"idis bench ({report['mode']}), {report['started_at']}: green pass, red fail, grey info"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def run_suite(settings: Settings) -> dict[str, Any]:
+    """Run the suite; the report (``report["figures"]``: one dict per table row)."""
+    if urlsplit(settings.postgres).hostname not in LOCAL_HOSTS:
+        raise ValueError("the benchmark's PostgreSQL must be on 127.0.0.1")
+    workdir = Path(tempfile.mkdtemp(prefix="idis-suite-"))
+    try:
+        return Suite(settings, workdir).run()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    """``idis bench [--quick]``: run, print the table, write the JSON and the PNG."""
+    settings = quick() if args.quick else full()
+    only = tuple(x.strip() for x in args.only.split(",")) if args.only else STEPS
+    unknown = set(only) - set(STEPS)
+    if unknown:
+        print(f"idis bench: unknown figures {sorted(unknown)}; known: {', '.join(STEPS)}")
+        return 2
+    settings = replace(
+        settings, postgres=args.postgres, generator=args.generator, pin=args.pin, only=only
+    )
+    if settings.generator == "wrk":
+        try:
+            find_wrk()
+        except GeneratorMissing as error:
+            print(f"idis bench: {error}", file=sys.stderr)
+            return 2
+    report = run_suite(settings)
+    print_report(report)
+    json_path = Path(args.json or "bench.json")
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    png_path = Path(args.png or "bench.png")
+    drawn = chart(report, png_path)
+    print(
+        f"\nreport: {json_path}"
+        + (f"; chart: {png_path}" if drawn else " (no chart: pip install matplotlib)")
+    )
+    return 0 if report["passed"] else 1
+
+
+def main_scale(args: argparse.Namespace) -> int:
+    """``idis bench --scale``: see :mod:`loadtests.scale`."""
+    from loadtests import scale
+
+    return scale.main(args)
