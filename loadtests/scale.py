@@ -36,8 +36,10 @@ from loadtests.shapes import Population, api_path, write_jsonl
 from loadtests.suite import (
     IDIS,
     LOCAL_HOSTS,
+    buffer_reads,
     home_prefixes,
     machine,
+    per_lookup,
     python_run,
     say,
     sql,
@@ -90,6 +92,7 @@ def run_scale(
     workdir = Path(tempfile.mkdtemp(prefix="idis-scale-"))
     node: bench_http.Server | None = None
     steps: list[dict[str, Any]] = []
+    shared_buffers = "?"
     started = time.monotonic()
     now = int(time.time())
     rnd = random.Random(3)
@@ -97,6 +100,7 @@ def run_scale(
     try:
         asyncio.run(bench_http._create_database(admin_dsn, dbname))
         upgrade(dsn)
+        shared_buffers = sql(dsn, "SHOW shared_buffers")[0][0]["shared_buffers"]
         home_prefixes(dsn, workdir / "data", population.prefixes, "scale-secret")
         port = bench_http.free_port()
         env = bench_http.node_env(
@@ -139,6 +143,8 @@ def run_scale(
                 if i not in probed:
                     probed.add(i)
                     ids.append(i)
+            time.sleep(1.2)  # let the statistics of the load settle
+            blocks = buffer_reads(dsn)
             probe = python_run(
                 node.base,
                 SequenceMix(ids, lambda i: api_path(population.handle(i))),
@@ -149,6 +155,8 @@ def run_scale(
             )
             found = probe["by_outcome"].get("found", {})
             errors = probe["requests"] - found.get("count", 0)
+            time.sleep(1.2)
+            blocks_per_lookup = per_lookup(blocks, buffer_reads(dsn), probe["requests"])
             step = {
                 "rows": size,
                 "table_rows": storage["rows"],
@@ -167,8 +175,14 @@ def run_scale(
                 "lookup_errors": errors,
                 "lookup_concurrency": probe_concurrency,
                 "generator_cpu_share": probe["generator"]["cpu_share"],
+                "blocks_per_lookup": blocks_per_lookup,
+                "cpu": probe["cpu"],
             }
             steps.append(step)
+            say(
+                f"  {size:,} rows: PostgreSQL blocks per lookup {blocks_per_lookup}"
+                f" (read: not in shared_buffers)"
+            )
             say(
                 f"  {size:,} rows: import {step['import_per_s']:,.0f} ids/s,"
                 f" {step['bytes_per_id']:,.1f} B/id, lookups p50 {step['lookup_p50_ms']} ms"
@@ -184,9 +198,17 @@ def run_scale(
         "kind": "scale",
         "seconds": round(time.monotonic() - started, 1),
         "machine": machine(),
+        "shared_buffers": shared_buffers,
         "population": population.describe(),
         "steps": steps,
     }
+
+
+def _blocks_read(step: dict[str, Any]) -> str:
+    blocks = step.get("blocks_per_lookup")
+    if not blocks:
+        return ""
+    return f"{blocks['heap_read'] + blocks['idx_read']:.2f}"
 
 
 def print_scale(report: dict[str, Any]) -> None:
@@ -201,6 +223,7 @@ def print_scale(report: dict[str, Any]) -> None:
         "lookup p50 ms",
         "p99 ms",
         "lookups/s",
+        "blocks read/lookup",
         "errors",
     ]
     rows = [head]
@@ -218,15 +241,24 @@ def print_scale(report: dict[str, Any]) -> None:
                 f"{s['lookup_p50_ms']:.3f}" if s["lookup_p50_ms"] is not None else "",
                 f"{s['lookup_p99_ms']:.3f}" if s["lookup_p99_ms"] is not None else "",
                 f"{s['lookup_per_s']:,.0f}" if s["lookup_per_s"] is not None else "",
+                _blocks_read(s),
                 str(s["lookup_errors"]),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    print(f"\nidis bench --scale: {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs\n")
+    print(
+        f"\nidis bench --scale: {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs;"
+        f" PostgreSQL shared_buffers {report.get('shared_buffers', '?')}; lookups: HTTP, 4"
+        " connections, identifiers at random over the table, none requested before\n"
+    )
     for k, r in enumerate(rows):
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
+    print(
+        "\nblocks read/lookup: heap and index pages PostgreSQL had to get from the OS (not in"
+        " shared_buffers) per lookup"
+    )
     steps = report["steps"]
     if len(steps) > 1:
         a, b = steps[0], steps[-1]

@@ -397,6 +397,25 @@ def storage_of(dsn: str, table: str = "handles") -> dict[str, Any]:
     }
 
 
+def buffer_reads(dsn: str, table: str = "handles") -> dict[str, int]:
+    """PostgreSQL's block counters of ``table``: pages found in shared buffers (hit) and read
+    from the OS (read), heap and index.  They lag up to a second: sleep before reading."""
+    row = sql(
+        dsn,
+        "SELECT pg_stat_clear_snapshot()",
+        "SELECT coalesce(heap_blks_read, 0) AS heap_read, coalesce(heap_blks_hit, 0) AS heap_hit,"
+        " coalesce(idx_blks_read, 0) AS idx_read, coalesce(idx_blks_hit, 0) AS idx_hit"
+        f" FROM pg_statio_user_tables WHERE relname = '{table}'",
+    )[1][0]
+    return {k: int(v) for k, v in row.items()}
+
+
+def per_lookup(before: dict[str, int], after: dict[str, int], lookups: int) -> dict[str, float]:
+    """Block counters per lookup between two :func:`buffer_reads`."""
+    n = max(1, lookups)
+    return {k: round((after[k] - before[k]) / n, 2) for k in after}
+
+
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -980,6 +999,8 @@ class Suite:
         """Uncached lookups of ``ids`` in random order at low concurrency: latency."""
         node = self.node or self.start_node()
         api = "/api/handles/" + PREFIX + "/"
+        time.sleep(1.2)  # PostgreSQL's block counters lag
+        blocks = buffer_reads(self.dsn)
         report = python_run(
             node.base,
             SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
@@ -990,6 +1011,8 @@ class Suite:
         )
         out = _from_python(label, report)
         out["found"] = report["by_outcome"].get("found", {})
+        time.sleep(1.2)
+        out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(self.dsn), report["requests"])
         return out
 
     def scale10x(self) -> None:
@@ -1027,7 +1050,12 @@ class Suite:
                 target=FLAT_TARGET if pct == "p50" else None,
                 generator="python",
                 errors=errors,
-                detail={"concurrency": s.probe_concurrency, "per_s": big["rate"]},
+                detail={
+                    "concurrency": s.probe_concurrency,
+                    "per_s": big["rate"],
+                    "blocks_per_lookup": big["blocks_per_lookup"],
+                    "blocks_per_lookup_base": base["blocks_per_lookup"],
+                },
             )
         first = self.raw.get("storage_seeded")
         if first:
