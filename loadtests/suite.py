@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -143,7 +144,7 @@ def quick() -> Settings:
             "rounds": 1,
             "rows": 3000,
             "cold": 200,
-            "fully_cold": 40,
+            "cold_seconds": 10.0,
         },
     )
 
@@ -545,6 +546,9 @@ class Figure:
     rounds: list[float] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    other_load: float | None = None
+    """Cores taken by other work on the machine during the run (other processes and busy time
+    charged to none): high values mean the figure was measured under contention."""
 
 
 def judge(ratio: float | None, target: Target | None, errors: int = 0) -> bool | None:
@@ -611,6 +615,7 @@ class Suite:
         errors: int = 0,
         rounds: Sequence[float] = (),
         detail: dict[str, Any] | None = None,
+        cpu: dict[str, float] | None = None,
     ) -> Figure:
         if ratio is None and value is not None and baseline:
             ratio = value / baseline
@@ -629,6 +634,11 @@ class Suite:
             errors=errors,
             rounds=[round(r, 3) for r in rounds],
             detail=detail or {},
+            other_load=(
+                round(cpu.get("other_procs", 0.0) + cpu.get("unattributed", 0.0), 2)
+                if cpu
+                else None
+            ),
         )
         self.figures.append(fig)
         return fig
@@ -671,15 +681,9 @@ class Suite:
         self.raw["storage_seeded"] = storage_of(self.dsn)
 
     def start_node(self) -> bench_http.Server:
-        port = bench_http.free_port()
-        env = bench_http.node_env(
-            argparse.Namespace(workers=1, redis=None), self.dsn, self.workdir / "data", port
-        )
-        node = bench_http.start_server(
-            "node", [*IDIS, "serve"], port, self.workdir, env=env, cpus=self.server_cpus
-        )
-        self.servers.append(node)
+        node = self.launch_node(self.dsn, self.workdir / "data", "node")
         self.node = node
+        port = node.port
         problems = bench_http.check_samples(port, list(self.plan.sample)[:50], self.now)
         if problems:
             raise RuntimeError("wrong answers before the runs:\n  " + "\n  ".join(problems))
@@ -724,6 +728,7 @@ class Suite:
                 generator="wrk",
                 errors=result["error_count"],
                 detail={"generator_cores": result["cpu"].get("generator")},
+                cpu=result["cpu"],
             )
         before = cpu_sample()
         with pinned(self.gen_cpus):
@@ -749,6 +754,7 @@ class Suite:
             baseline_label="wrk ceiling" if wrk_rate else "",
             generator="python",
             detail={"generator_cpu_share": report["generator"]["cpu_share"]},
+            cpu=report["cpu"],
         )
         const.stop()
         self.servers.remove(const)
@@ -845,6 +851,7 @@ class Suite:
             generator=gen,
             errors=errors("bare"),
             detail=detail("bare"),
+            cpu=detail("bare")["cpu"],
         )
         for key, name, target in (
             ("cached", "HTTP resolution, cached identifier", CACHED_TARGET),
@@ -864,6 +871,7 @@ class Suite:
                 errors=errors(key, "bare"),
                 rounds=rs,
                 detail=detail(key),
+                cpu=detail(key)["cpu"],
             )
             if fig.detail["exhausted"]:
                 fig.passed = False
@@ -881,6 +889,7 @@ class Suite:
             errors=errors("uncached", "asyncpg"),
             rounds=rs,
             detail={"asyncpg": detail("asyncpg")},
+            cpu=detail("uncached")["cpu"],
         )
 
     def register(self) -> None:
@@ -934,6 +943,7 @@ class Suite:
                 "generator_cpu_share": report["generator"]["cpu_share"],
                 "cpu": report["cpu"],
             },
+            cpu=report["cpu"],
         )
 
     def mix(self) -> None:
@@ -973,6 +983,7 @@ class Suite:
                 "generator_saturated": report["generator"]["saturated"],
                 "cpu": report["cpu"],
             },
+            cpu=report["cpu"],
         )
 
     def storage(self) -> None:
@@ -1001,12 +1012,13 @@ class Suite:
             detail={**measured, "node_table": node_table},
         )
 
-    def probe(self, ids: Sequence[int], label: str) -> dict[str, Any]:
-        """Uncached lookups of ``ids`` in random order at low concurrency: latency."""
-        node = self.node or self.start_node()
+    def probe(
+        self, node: bench_http.Server, dsn: str, ids: Sequence[int], label: str
+    ) -> dict[str, Any]:
+        """Uncached lookups of ``ids`` (in the order given) at low concurrency: latency, and
+        PostgreSQL's block counters per lookup (approximate: backends report them lazily)."""
         api = "/api/handles/" + PREFIX + "/"
-        time.sleep(1.2)  # PostgreSQL's block counters lag
-        blocks = buffer_reads(self.dsn)
+        blocks = buffer_reads(dsn)
         report = python_run(
             node.base,
             SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
@@ -1017,65 +1029,112 @@ class Suite:
         )
         out = _from_python(label, report)
         out["found"] = report["by_outcome"].get("found", {})
-        time.sleep(1.2)
-        out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(self.dsn), report["requests"])
+        time.sleep(1.2)  # the counters lag
+        out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(dsn), report["requests"])
         return out
 
+    def launch_node(self, dsn: str, data_dir: Path, name: str) -> bench_http.Server:
+        port = bench_http.free_port()
+        env = bench_http.node_env(argparse.Namespace(workers=1, redis=None), dsn, data_dir, port)
+        node = bench_http.start_server(
+            name, [*IDIS, "serve"], port, self.workdir, env=env, cpus=self.server_cpus
+        )
+        self.servers.append(node)
+        return node
+
     def scale10x(self) -> None:
-        """Uncached lookup latency at the base row count, then with 9x more rows added."""
+        """Uncached lookup latency on the base database beside a second database holding 10x
+        the rows of the same shape, each behind its own node, probed in alternation round by
+        round (so that other work on the machine weighs on both alike)."""
+        from registry.migrate import upgrade
+
         s = self.s
-        rnd = random.Random(5)
-        base_ids = rnd.sample(self.probe_ids, len(self.probe_ids))
-        base = self.probe(base_ids, "lookups at base size")
-        before = storage_of(self.dsn)
-        started = time.monotonic()
-        how = asyncio.run(_seed_range(self.dsn, s.rows, 9 * s.rows, self.now))
-        sql(self.dsn, "VACUUM ANALYZE handles")
-        seeded = time.monotonic() - started
-        after = storage_of(self.dsn)
-        big_ids = rnd.sample(range(s.rows, 10 * s.rows), min(9 * s.rows, 400_000))
-        big = self.probe(big_ids, "lookups at 10x size")
+        node = self.node or self.start_node()
+        big_db = self.dbname + "_10x"
+        big_dsn = self.dsn.rsplit("/", 1)[0] + "/" + big_db
+        big_node: bench_http.Server | None = None
+        asyncio.run(bench_http._create_database(self.admin_dsn, big_db))
+        try:
+            started = time.monotonic()
+            upgrade(big_dsn)
+            home_prefixes(big_dsn, self.workdir / "data10x", [PREFIX], self.secret)
+            how = asyncio.run(_seed_range(big_dsn, 0, 10 * s.rows, self.now))
+            sql(big_dsn, "VACUUM ANALYZE handles")
+            seed_seconds = time.monotonic() - started
+            big_storage = storage_of(big_dsn)
+            base_storage = storage_of(self.dsn)
+            big_node = self.launch_node(big_dsn, self.workdir / "data10x", "node-10x")
+            rounds = max(1, s.rounds)
+            rnd = random.Random(5)
+            per = len(self.probe_ids) // rounds
+            base_pool = rnd.sample(self.probe_ids, per * rounds)
+            big_pool = rnd.sample(range(10 * s.rows), per * rounds)
+            results: list[dict[str, Any]] = []
+            time.sleep(1.2)
+            for n in range(rounds):
+                ids = slice(n * per, (n + 1) * per)
+                runs = [
+                    ("base", node, self.dsn, base_pool[ids]),
+                    ("big", big_node, big_dsn, big_pool[ids]),
+                ]
+                if n % 2:
+                    runs.reverse()
+                out = {k: self.probe(srv, dsn, pool, k) for k, srv, dsn, pool in runs}
+                say(
+                    f"  round {n + 1}: p50 {out['base']['found'].get('p50_ms')} ms at"
+                    f" {base_storage['rows']:,} rows, {out['big']['found'].get('p50_ms')} ms at"
+                    f" {big_storage['rows']:,}"
+                )
+                results.append(out)
+        finally:
+            if big_node is not None:
+                big_node.stop()
+                self.servers.remove(big_node)
+            with contextlib.suppress(Exception):
+                asyncio.run(bench_http._drop_database(self.admin_dsn, big_db))
         self.raw["scale10x"] = {
-            "base": base,
-            "big": big,
+            "rounds": results,
             "seeded": how,
-            "seed_seconds": round(seeded, 1),
-            "storage_before": before,
-            "storage_after": after,
+            "seed_seconds": round(seed_seconds, 1),
+            "storage_base": base_storage,
+            "storage_10x": big_storage,
         }
-        errors = base["error_count"] + big["error_count"]
-        rows_text = f"{before['rows']:,} -> {after['rows']:,} rows"
+        errors = sum(r[k]["error_count"] for r in results for k in ("base", "big"))
         for pct in ("p50", "p99"):
+            bases = [float(r["base"]["found"].get(f"{pct}_ms") or 0) for r in results]
+            bigs = [float(r["big"]["found"].get(f"{pct}_ms") or 0) for r in results]
+            ratios = [b / a for a, b in zip(bases, bigs, strict=True) if a]
             self.add(
                 f"scale10x_{pct}",
-                f"uncached lookup {pct} at 10x rows ({rows_text})",
-                big["found"].get(f"{pct}_ms"),
+                f"uncached lookup {pct}, {big_storage['rows']:,} rows",
+                median(bigs),
                 "ms",
-                baseline=base["found"].get(f"{pct}_ms"),
-                baseline_label=f"{pct} at {before['rows']:,} rows",
+                baseline=median(bases),
+                baseline_label=f"{pct} at {base_storage['rows']:,} rows",
+                ratio=median(ratios) if ratios else None,
                 target=FLAT_TARGET if pct == "p50" else None,
                 generator="python",
                 errors=errors,
+                rounds=ratios,
                 detail={
                     "concurrency": s.probe_concurrency,
-                    "per_s": big["rate"],
-                    "blocks_per_lookup": big["blocks_per_lookup"],
-                    "blocks_per_lookup_base": base["blocks_per_lookup"],
+                    "blocks_per_lookup_10x": results[-1]["big"]["blocks_per_lookup"],
+                    "blocks_per_lookup_base": results[-1]["base"]["blocks_per_lookup"],
+                    "cpu_10x": results[-1]["big"]["cpu"],
                 },
+                cpu=results[-1]["big"]["cpu"],
             )
         first = self.raw.get("storage_seeded")
         if first:
-            # Storage grows linearly if each added row costs what a row cost at the base size.
-            added = after["rows"] - before["rows"]
-            marginal = (after["total_bytes"] - before["total_bytes"]) / added
+            # Linear storage: a row costs the same at 10x the rows.
             self.add(
                 "scale10x_storage",
-                f"bytes per identifier added, {added:,} rows of the seeded shape",
-                marginal,
+                f"bytes per identifier, {big_storage['rows']:,} rows of the seeded shape",
+                big_storage["bytes_per_id"],
                 "B",
                 baseline=first["bytes_per_id"],
-                baseline_label=f"per row of the first {first['rows']:,}",
-                detail={"seeded_by": how, "before": before, "after": after},
+                baseline_label=f"at {first['rows']:,} rows",
+                detail={"seeded_by": how, "10x": big_storage, "base": first},
             )
 
     def import_(self) -> None:
@@ -1120,6 +1179,13 @@ class Suite:
         options = dict(self.s.recursive)
         options.setdefault("postgres", self.s.postgres)
         options.setdefault("pin", self.s.pin)
+        # Pass only what this version of bench_recursive takes (its options are its own).
+        spec = getattr(bench_recursive, "Options", None) or bench_recursive.Settings
+        accepted = {f.name for f in dataclasses.fields(spec)}
+        ignored = sorted(set(options) - accepted)
+        if ignored:
+            self.notes.append(f"recursive: options not taken by bench_recursive: {ignored}")
+        options = {k: v for k, v in options.items() if k in accepted}
         with contextlib.redirect_stdout(io.StringIO()):
             report = bench_recursive.run_benchmark(**options)
         self.raw["recursive"] = {k: v for k, v in report.items() if k != "rounds"}
@@ -1267,6 +1333,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 verdict,
                 f["generator"],
                 str(f["errors"]) if f["errors"] else "",
+                f"{f['other_load']:.2f}" if f.get("other_load") is not None else "",
             ]
         )
     return rows
@@ -1274,10 +1341,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def print_table(report: dict[str, Any], out: Any = None) -> None:
     out = out or sys.stdout
-    head = ["figure", "value", "baseline", "ratio", "target", "result", "load", "errors"]
+    head = ["figure", "value", "baseline", "ratio", "target", "result", "load", "errors", "other"]
     rows = table_rows(report)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    right = {1, 3, 7}
+    right = {1, 3, 7, 8}
     for n, r in enumerate([head, *rows]):
         cells = [
             c.rjust(w) if i in right else c.ljust(w)
@@ -1320,6 +1387,19 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if "scale10x" in raw:
         lines.append(f"scale10x: rows added by {raw['scale10x']['seeded']}")
+    loads = [f["other_load"] for f in report["figures"] if f.get("other_load") is not None]
+    if loads:
+        busy = median(loads)
+        lines.append(
+            f"other: cores taken by other work on the machine during each run (median {busy:.2f}"
+            f" of {report['machine']['cpus']})"
+            + (
+                "; the machine was shared: ratios, measured in the same conditions, are the"
+                " steadier figures"
+                if busy > 0.25
+                else ""
+            )
+        )
     for note in report["notes"]:
         lines.append(note)
     if lines:

@@ -221,6 +221,7 @@ def test_suite_judges_ratios_against_targets() -> None:
     assert judge(None, (">=", 1.0, "x")) is False
     assert judge(0.1, None) is None
     figure = Figure("k", "a figure", 1500.0, "req/s", 1000.0, "bare", 1.5, ">= 1", "issue 2", True)
+    figure.other_load = 0.5
     row = table_rows({"figures": [figure.__dict__]})[0]
     assert row[:6] == [
         "a figure",
@@ -230,6 +231,7 @@ def test_suite_judges_ratios_against_targets() -> None:
         ">= 1 (issue 2)",
         "PASS",
     ]
+    assert row[-1] == "0.50"
 
 
 # --- the plan -------------------------------------------------------------------------------
