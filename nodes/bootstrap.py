@@ -66,6 +66,8 @@ class Node:
             "cache_entries": len(self.cache),
             "walks": self.coalescer.walks,
             "upstream_requests": self.walker.upstream_requests if self.walker else 0,
+            "early_used": self.walker.early_used if self.walker else 0,
+            "early_dropped": self.walker.early_dropped if self.walker else 0,
         }
 
     async def close(self) -> None:
@@ -116,7 +118,7 @@ def build_node(settings: Settings) -> Node:
     if recursive or federation.allow_recursion:
         peers = HttpPeerClient(timeout=federation.upstream_timeout)
         roots = [Site((url.rstrip("/"),), "top-level") for url in federation.top_level]
-        walker = Walker(peers, roots, policy)
+        walker = Walker(peers, roots, policy, early=federation.early_requests)
     terminal: chain.Resolve
     if walker is not None and recursive:
         layers.append(StaleLayer(federation.stale_ttl))

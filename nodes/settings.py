@@ -56,6 +56,11 @@ class FederationSettings(BaseModel):
     allow_recursion: bool = Field(False, description="resolve referrals for clients that ask")
     stale_ttl: float = Field(300.0, ge=0, description="serve answers this long past expiry")
     upstream_timeout: float = Field(1.0, gt=0, description="seconds before a peer counts down")
+    early_requests: bool = Field(
+        True,
+        description="on a prefix referral, ask the referred site for the handle at once, "
+        "alongside the prefix record (see resolver/walk.py)",
+    )
     # Enterprise prefix allocation (registry/enterprise.py): approving writes 0.NA/PREFIX at the
     # top level as the holder 300:0.NA/PARENT of this node's prefix, with this secret.
     holder_secret_file: Path | None = Field(

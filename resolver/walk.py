@@ -7,10 +7,18 @@ from an ancestor of ``P``, where the question is asked again.  Then it asks the 
 ``P/S``, following a service referral (302) if that site delegated ``P`` further.  Sites are
 remembered per prefix for their records' TTLs (unknown prefixes briefly), servers are tried in
 order until one answers, and every step is recorded in the answer's ``source``.
+
+A walk is a chain of requests each waiting for the one before, so its latency is their sum.
+One link is taken out: when a prefix referral names the site administering ``P``'s parent, the
+question for ``P/S`` goes to that site together with the question for ``0.NA/P`` (an early
+request).  Enterprise prefixes are usually hosted by that very site, which then answered both
+at once; if ``0.NA/P`` names another site the early answer is dropped and the walk goes on as
+it would have.  It asks nothing a walk would not ask, except in that last case.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,8 +53,31 @@ class PeerClient(Protocol):
         """Resolve ``handle`` at the node at ``base_url``; raise :class:`PeerUnavailable`."""
 
 
+@dataclass(slots=True)
+class _Early:
+    """A request for a handle sent before the walk knows that ``url`` serves its prefix."""
+
+    url: str
+    handle: str
+    task: asyncio.Future[PeerAnswer]
+
+    def cancel(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+
+
+def _retrieve(task: asyncio.Future[PeerAnswer]) -> None:
+    # An early request nobody awaits must not log "exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
 class Walker:
-    """The end of a recursive chain (see the module docstring)."""
+    """The end of a recursive chain (see the module docstring).
+
+    ``early`` (default on) sends the question for a handle to the site a prefix referral
+    names alongside the question for the prefix record.
+    """
 
     def __init__(
         self,
@@ -54,13 +85,20 @@ class Walker:
         roots: Sequence[Site],
         policy: TtlPolicy,
         clock: Callable[[], float] = time.time,
+        *,
+        early: bool = True,
     ) -> None:
         self._client = client
         self._roots = list(roots)
         self._policy = policy
         self._clock = clock
+        self._early = early
         self._sites: dict[str, tuple[float, list[Site]]] = {}
         self.upstream_requests = 0
+        self.early_used = 0
+        """Early requests whose answer the walk used (each saved a link of the chain)."""
+        self.early_dropped = 0
+        """Early requests sent to a site that turned out not to serve the prefix."""
 
     async def __call__(self, key: str, fresh: bool) -> Answer:
         path: list[str] = []
@@ -69,20 +107,37 @@ class Walker:
             found = await self._prefix_record(suffix, fresh, path)
             record = found[0] if found else None
         else:
-            sites = await self._sites_for(prefix, fresh, path)
-            record = await self._handle(key, sites, fresh, path) if sites else None
+            early: list[_Early] = []
+            try:
+                sites = await self._sites_for(prefix, fresh, path, key, early)
+                record = await self._handle(key, sites, fresh, path, early) if sites else None
+            finally:
+                for request in early:
+                    request.cancel()
         outcome = Outcome.FOUND if record is not None else Outcome.NOT_FOUND
         expires = self._policy.expiry(record, self._clock())
         return Answer(key, outcome, record, expires, " -> ".join(path))
 
     async def _ask(
-        self, sites: Sequence[Site], handle: str, fresh: bool, path: list[str]
+        self,
+        sites: Sequence[Site],
+        handle: str,
+        fresh: bool,
+        path: list[str],
+        early: _Early | None = None,
     ) -> tuple[PeerAnswer, Site]:
+        """The first answer of the servers of ``sites``, tried in order; ``early`` is the
+        request already sent to the first of them."""
         for site in sites:
             for url in site.urls:
-                self.upstream_requests += 1
                 try:
-                    answer = await self._client.query(url, handle, fresh=fresh)
+                    if early is not None and url == early.url:
+                        task, early = early.task, None
+                        answer = await task
+                        self.early_used += 1
+                    else:
+                        self.upstream_requests += 1
+                        answer = await self._client.query(url, handle, fresh=fresh)
                 except PeerUnavailable:
                     path.append(f"{url} unreachable")
                     continue
@@ -90,10 +145,26 @@ class Walker:
                 return answer, site
         raise UpstreamUnavailable("no server of the responsible sites answered", handle=handle)
 
+    def _send_early(self, sites: Sequence[Site], handle: str, fresh: bool) -> _Early:
+        url = sites[0].urls[0]
+        self.upstream_requests += 1
+        task = asyncio.ensure_future(self._client.query(url, handle, fresh=fresh))
+        task.add_done_callback(_retrieve)
+        return _Early(url, handle, task)
+
     async def _prefix_record(
-        self, prefix: str, fresh: bool, path: list[str]
+        self,
+        prefix: str,
+        fresh: bool,
+        path: list[str],
+        early_for: str | None = None,
+        early: list[_Early] | None = None,
     ) -> tuple[Record, Site] | None:
-        """The record ``0.NA/prefix`` and the site that answered it, or None if unknown."""
+        """The record ``0.NA/prefix`` and the site that answered it, or None if unknown.
+
+        With ``early_for``, each site a referral names is also sent the question for that
+        handle at once; the request is appended to ``early`` (the caller cancels it if unused).
+        """
         handle = f"{PREFIX_HANDLE_PREFIX}/{prefix}"
         sites = self._roots
         for _ in range(MAX_REFERRALS):
@@ -104,18 +175,32 @@ class Walker:
                 sites = sites_of(answer.values, derived=answer.code == Outcome.PREFIX_REFERRAL)
                 if not sites:
                     raise UpstreamUnavailable(f"referral for {handle} names no usable site")
+                if early_for is not None and early is not None and self._early:
+                    for request in early:
+                        request.cancel()
+                    early[:] = [self._send_early(sites, early_for, fresh)]
                 continue
             return None
         raise RecursionTooDeep(f"too many referrals resolving {handle}", handle=handle)
 
-    async def _sites_for(self, prefix: str, fresh: bool, path: list[str]) -> list[Site]:
-        """The sites serving handles under ``prefix`` (empty if the prefix is unknown)."""
+    async def _sites_for(
+        self,
+        prefix: str,
+        fresh: bool,
+        path: list[str],
+        key: str | None = None,
+        early: list[_Early] | None = None,
+    ) -> list[Site]:
+        """The sites serving handles under ``prefix`` (empty if the prefix is unknown).
+
+        ``key`` and ``early``: see :meth:`_prefix_record`.
+        """
         now = self._clock()
         cached = self._sites.get(prefix)
         if cached is not None and cached[0] > now and not fresh:
             path.append(f"{PREFIX_HANDLE_PREFIX}/{prefix} cached")
             return cached[1]
-        found = await self._prefix_record(prefix, fresh, path)
+        found = await self._prefix_record(prefix, fresh, path, key, early)
         if found is None:
             sites: list[Site] = []
             expires = now + self._policy.negative_ttl
@@ -128,10 +213,23 @@ class Walker:
         return sites
 
     async def _handle(
-        self, key: str, sites: Sequence[Site], fresh: bool, path: list[str]
+        self,
+        key: str,
+        sites: Sequence[Site],
+        fresh: bool,
+        path: list[str],
+        early: Sequence[_Early] = (),
     ) -> Record | None:
+        # The early request stands for the first request of this loop if it went where that
+        # one would go first; otherwise it asked a site that does not serve the prefix.
+        first = next((e for e in early if e.handle == key and e.url == sites[0].urls[0]), None)
+        if early and first is None:
+            self.early_dropped += 1
+            for request in early:
+                request.cancel()
         for _ in range(MAX_REFERRALS):
-            answer, _site = await self._ask(sites, key, fresh, path)
+            answer, _site = await self._ask(sites, key, fresh, path, first)
+            first = None
             if answer.code in (1, 200):
                 return Record(answer.handle, answer.values)
             if answer.code == Outcome.SERVICE_REFERRAL:
