@@ -22,12 +22,15 @@ nothing the second time.
 PostgreSQL loads through COPY, chunk by chunk (each chunk commits on its own); a chunk that
 meets existing rows falls back to COPY into a temporary staging table and one
 ``INSERT ... ON CONFLICT DO UPDATE``.  The COPY parses records as it sends them, so the server
-stores rows while the next ones are parsed.  SQLite, the embedded default, upserts each chunk
-in one transaction.
+stores rows while the next ones are parsed.  The rows of a chunk read from a JSONL file are
+not kept meanwhile: should the chunk meet existing rows, its lines are read again.  SQLite,
+the embedded default, upserts each chunk in one transaction.
 
-The parser has a fast path for the common shape of values (string data, integer index and
-ttl, no references), which builds the stored rows directly; every other record goes through
-:func:`resolver.codecs.json_api.parse_values`.  Both must produce identical bytes, which
+The parser has fast paths for the common shape of values (string data, integer index and
+ttl, no references, types seen before), which build the stored rows directly: with msgspec
+installed, JSONL lines of that shape are decoded straight into typed records; otherwise, and
+for CSV, from the dicts orjson makes.  Every other record goes through
+:func:`resolver.codecs.json_api.parse_values`.  All must produce identical bytes, which
 ``tests/test_importer.py`` checks.
 """
 
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from itertools import islice, pairwise
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 from urllib.parse import quote
 
 import asyncpg
@@ -89,7 +92,8 @@ SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 CHUNK_ROWS = 50_000
 """Rows per COPY and per transaction: large enough that the commit and the server's catching up
 at the end of each COPY cost little (about 2% of an import, against 6% at 20,000), small enough
-that the rows kept in case the chunk must be merged cost little memory (about 30 MB)."""
+that the rows kept in case the chunk must be merged (from CSV or standard input; a JSONL file
+is read again instead) cost little memory (about 30 MB)."""
 PROGRESS_LINES = 1_000
 """Lines read between two progress reports."""
 MAX_KEPT_ERRORS = 10_000
@@ -103,6 +107,60 @@ _MAX_CSV_FIELD = 16 * 2**20
 _PERMISSIONS = {format(bits, "04b"): bits for bits in range(16)} | {"*": 0xF}
 _index = itemgetter(0)
 _DUPLICATE = "the handle appears earlier in the file"
+_StoredRow: TypeAlias = tuple[Any, ...]
+"""A value in the stored form (see :mod:`resolver.codecs.stored`), which orjson writes as an
+array: ``(index, type, format, payload, ttl, timestamp[, extra])``."""
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec only makes imports faster
+    msgspec = None  # type: ignore[assignment]
+
+_DECODER_TYPES = 1_000
+"""Plain types named in the typed decoder of JSONL records (see :func:`_plain_decoder`)."""
+_NOT_PLAIN: tuple[type[BaseException], ...] = ()
+if msgspec is not None:
+    _NOT_PLAIN = (msgspec.MsgspecError, ValueError, RecursionError)
+
+    class _PlainData(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        """``{"format": "string", "value": ...}``, the format optional."""
+
+        value: str
+        format: Literal["string"] = "string"
+
+
+def _plain_decoder(types: Iterable[str]) -> Callable[[bytes | str], Any] | None:
+    """A msgspec decoder of JSONL records of plain values whose types are among ``types``
+    (None without msgspec or types).
+
+    A value there has an index, one of those types, string data and maybe a ttl in seconds,
+    nothing else: what :meth:`RecordParser._plain_rows` takes, checked by msgspec as it parses,
+    faster than orjson builds dicts.  Unknown fields are refused at every level, so nothing is
+    skipped unread (msgspec and orjson differ in how deep they nest), and a record decodes only
+    if orjson reads it the same: both take the last of repeated keys and refuse invalid UTF-8
+    and lone surrogates.  A type decodes as the very string given here, never a new one.
+    """
+    names = tuple(types)
+    if msgspec is None or not names:
+        return None
+    value = msgspec.defstruct(
+        "PlainValue",
+        [
+            ("index", Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]),
+            ("type", Literal[names]),
+            ("data", str | _PlainData),
+            ("ttl", Annotated[int, msgspec.Meta(ge=0, le=_MAX_TTL)], DEFAULT_TTL),
+        ],
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    record = msgspec.defstruct(
+        "PlainRecord",
+        [("handle", str), ("values", list[value])],  # type: ignore[valid-type]
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(record).decode
 
 
 class ImportFailed(Exception):
@@ -162,12 +220,98 @@ class RecordParser:
         self._seen: set[int] = set()
         # Per prefix text, the stored-form default HS_ADMIN row (index 100) of handles under it;
         # present only for homed, valid prefixes, so a hit also stands for those checks.
-        self._admin_rows: dict[str, list[Any]] = {}
+        self._admin_rows: dict[str, _StoredRow] = {}
         self._plain_types: set[str] = set()
+        """The types parse_values keeps as they are (see _plain_type)."""
+        self._decode = _plain_decoder(())
+        self._decoder_types = 0
         self._timestamps: dict[str, int] = {}
         self.secret_keys: set[str] = set()
         """Keys of the rows returned whose data still hold plaintext HS_SECKEY secrets: they are
         hashed when written (see :func:`settle`).  Rare, so kept for the whole import."""
+        self.hash_secrets = False
+        """Return rows with their plaintext secrets already hashed, as a COPY of new records
+        stores them (their keys are still added to :attr:`secret_keys`)."""
+
+    def line(self, line: bytes | str) -> Row | None:
+        """The row of one JSONL line (None if it is blank), or an exception as :meth:`row`.
+
+        With msgspec, lines of plain values of known types are decoded into typed records
+        (:func:`_plain_decoder`) and their rows built from those; any other line, and any
+        record of them that meets something unusual (values out of order, a new prefix), goes
+        through orjson and :meth:`row`, which learns the types and prefixes it meets.
+        """
+        decode = self._decode
+        if decode is not None:
+            try:
+                record = decode(line)
+            except _NOT_PLAIN:
+                pass
+            else:
+                row = self._plain_record(record)
+                if row is not None:
+                    return row
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            if not line.strip():
+                return None
+            raise Rejected(f"invalid JSON: {error.msg} (column {error.colno})") from None
+        if type(parsed) is not dict:
+            raise Rejected("a record must be a JSON object with handle and values")
+        try:
+            return self.row(parsed.get("handle"), parsed.get("values"))
+        finally:
+            if self._decoder_types != len(self._plain_types) <= _DECODER_TYPES:
+                self._decode = _plain_decoder(self._plain_types)
+                self._decoder_types = len(self._plain_types)
+
+    def _plain_record(self, record: Any) -> Row | None:
+        """The row of a record :func:`_plain_decoder` decoded, or None to parse it again as any
+        record.
+
+        The hot loop of an import: the checks of :meth:`row` and :meth:`_plain_rows`, inline,
+        for values known to be of the shape the latter takes.
+        """
+        text: str = record.handle
+        values = record.values
+        slash = text.find("/")
+        admin = self._admin_rows.get(text[:slash])
+        size = len(text)
+        if (
+            admin is None
+            or not 0 < slash < size - 1
+            or size > MAX_HANDLE_BYTES
+            or not text.isascii()
+            or not text.isprintable()
+            or not 0 < len(values) < MAX_VALUES
+        ):
+            return None
+        now = self.now
+        rows: list[_StoredRow] = []
+        append = rows.append
+        last = 0
+        for value in values:
+            index = value.index
+            if index <= last:
+                return None  # out of order, or twice: _fast_rows or parse_values sees to it
+            if index >= ADMIN_INDEX and last < ADMIN_INDEX:
+                if index == ADMIN_INDEX:
+                    return None  # the default HS_ADMIN goes elsewhere: _fast_rows
+                append(admin)
+            data = value.data
+            if type(data) is not str:
+                data = data.value
+            append((index, value.type, "string", data, value.ttl, now))
+            last = index
+        if last < ADMIN_INDEX:
+            append(admin)
+        key = text.upper()  # as in row()
+        digest = hash(key)
+        if digest in self._seen:
+            raise Rejected(_DUPLICATE)
+        self._seen.add(digest)
+        return key, text, orjson.dumps(rows)
 
     def row(self, text: object, raw_values: object) -> Row:
         """The row of the record of handle ``text`` with ``raw_values`` as a PUT body gives them
@@ -176,27 +320,80 @@ class RecordParser:
             raise Rejected("the handle must be a string")
         if raw_values is None:
             raise Rejected("the record has no values")
-        prefix, _, suffix = text.partition("/")
-        admin = self._admin_rows.get(prefix)
         # What Handle.parse checks, for an ASCII handle under a prefix validated before: for
-        # ASCII, printable means free of control characters, and characters are bytes.
+        # ASCII, printable means free of control characters, and characters are bytes.  (With
+        # no slash, text[:-1] may name a prefix: the slash is checked too.)
+        slash = text.find("/")
+        admin = self._admin_rows.get(text[:slash])
+        size = len(text)
         if (
             admin is None
-            or not suffix
+            or not 0 < slash < size - 1
+            or size > MAX_HANDLE_BYTES
             or not text.isascii()
             or not text.isprintable()
-            or len(text) > MAX_HANDLE_BYTES
         ):
             return self._slow_row(text, raw_values)
-        rows = self._fast_rows(raw_values, admin)
+        rows = self._plain_rows(raw_values, admin)
         if rows is None:
-            return self._slow_row(text, raw_values)
+            rows = self._fast_rows(raw_values, admin)
+            if rows is None:
+                return self._slow_row(text, raw_values)
         key = text.upper()  # fold() of an ASCII text
         digest = hash(key)  # _remember, inline on this path
         if digest in self._seen:
             raise Rejected(_DUPLICATE)
         self._seen.add(digest)
         return key, text, orjson.dumps(rows)
+
+    def _plain_rows(self, raw: object, admin: _StoredRow) -> list[_StoredRow] | None:
+        """The stored rows of the commonest records, plus the default HS_ADMIN: values of index,
+        type and data (and maybe ttl) only, in increasing index order, of types seen before.
+
+        None for anything else (:meth:`_fast_rows` then has a go).  One pass, no call but the
+        dict lookups; a value that is not a dict, or lacks a key, raises the KeyError or
+        TypeError that sends the record on.
+        """
+        if type(raw) is not list or not 0 < len(raw) < MAX_VALUES:
+            return None
+        now = self.now
+        plain_types = self._plain_types
+        rows: list[_StoredRow] = []
+        append = rows.append
+        last = 0
+        try:
+            for value in raw:
+                index = value["index"]
+                type_ = value["type"]
+                data = value["data"]
+                # Increasing from 0: above 0 and no index twice.  An unhashable type raises.
+                if type(index) is not int or index <= last or type_ not in plain_types:
+                    return None
+                if index >= ADMIN_INDEX and last < ADMIN_INDEX:
+                    if index == ADMIN_INDEX:
+                        return None  # the default HS_ADMIN goes elsewhere: _fast_rows
+                    append(admin)
+                if type(data) is not str:
+                    if type(data) is not dict or data.get("format", "string") != "string":
+                        return None
+                    data = data.get("value")
+                    if type(data) is not str:
+                        return None
+                if len(value) == 3:
+                    append((index, type_, "string", data, DEFAULT_TTL, now))
+                else:
+                    ttl = value.get("ttl")
+                    if len(value) != 4 or type(ttl) is not int or not 0 <= ttl <= _MAX_TTL:
+                        return None
+                    append((index, type_, "string", data, ttl, now))
+                last = index
+        except (KeyError, TypeError):
+            return None
+        if last > MAX_INDEX:
+            return None
+        if last < ADMIN_INDEX:
+            append(admin)
+        return rows
 
     def _remember(self, key: str) -> None:
         # Hashes rather than keys, at half the memory (some 60 bytes a record).  A false
@@ -206,7 +403,7 @@ class RecordParser:
             raise Rejected(_DUPLICATE)
         self._seen.add(digest)
 
-    def _fast_rows(self, raw: object, admin: list[Any]) -> list[list[Any]] | None:
+    def _fast_rows(self, raw: object, admin: _StoredRow) -> list[Any] | None:
         """The stored rows of values of the common shape, plus the default HS_ADMIN.
 
         None when any value is of another shape (or invalid): the caller then parses the record
@@ -217,7 +414,7 @@ class RecordParser:
             return None
         now = self.now
         plain_types = self._plain_types
-        rows: list[list[Any]] = []
+        rows: list[Any] = []
         last = 0
         ordered = True
         for value in raw:
@@ -334,12 +531,15 @@ class RecordParser:
             raise Rejected(f"more than {MAX_VALUES} values with the default HS_ADMIN")
         key = handle.key
         self._remember(key)
-        if any(_plain_secret(v) for v in values):
-            self.secret_keys.add(key)
         if not handle.is_prefix_record and len(self._admin_rows) < _CACHE_LIMIT:
             admin = default_admin(handle, (), self.now)
-            self._admin_rows[handle.prefix] = orjson.loads(encode_values((admin,)))[0]
-        return key, text, encode_values(sorted(values, key=lambda v: v.index))
+            self._admin_rows[handle.prefix] = tuple(orjson.loads(encode_values((admin,)))[0])
+        data = encode_values(sorted(values, key=lambda v: v.index))
+        if any(_plain_secret(v) for v in values):
+            self.secret_keys.add(key)
+            if self.hash_secrets:
+                data = _settle_data(data, None)
+        return key, text, data
 
     def _check_lives_here(self, handle: Handle) -> None:
         """The rule of :meth:`resolver.homes.Homes.serves`, on the prefixes read at the start."""
@@ -420,14 +620,40 @@ class _Counter(io.RawIOBase):
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self.count = 0
+        self.fd: int | None = (
+            raw.fileno() if isinstance(raw, io.FileIO) and raw.seekable() else None
+        )
+        """The descriptor of a regular file read from: its lines can be read again."""
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return self.fd is not None
+
+    def tell(self) -> int:
+        return int(self._raw.tell())
 
     def readinto(self, buffer: Any) -> int:
         n: int = self._raw.readinto(buffer)
         self.count += n or 0
         return n
+
+
+def _lines_between(fd: int, start: int, end: int) -> Iterator[bytes]:
+    """The lines of the file ``fd`` from byte ``start`` to byte ``end``, read without moving
+    the file's position."""
+    rest = b""
+    while start < end:
+        block = os.pread(fd, min(end - start, 1 << 20), start)
+        if not block:
+            break
+        start += len(block)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 class _Reader:
@@ -450,34 +676,87 @@ class _Reader:
         self.on_progress = on_progress
         self.records = 0
         """Records read so far, good and bad (updated every :data:`PROGRESS_LINES` lines)."""
+        self.line = 0
+        """The line of the last row :meth:`jsonl` returned."""
+        # Reading JSONL lines again (see replay): the file, where its reader stands, and since
+        # the mark, where the lines started and which of them were rejected.
+        self._fd: int | None = None
+        self._tell: Callable[[], int] | None = None
+        self._mark = (0, 0)
+        self._rejected: set[int] = set()
+
+    @property
+    def replayable(self) -> bool:
+        """True if the lines :meth:`jsonl` read since :meth:`mark` can be read again."""
+        return self._fd is not None
+
+    def replay_from(self, fd: int, tell: Callable[[], int]) -> None:
+        """Let :meth:`replay` read lines again from the regular file ``fd``, whose lines
+        :meth:`jsonl` is given by a reader standing at ``tell()``."""
+        self._fd, self._tell = fd, tell
+
+    def mark(self) -> None:
+        """Remember where :meth:`jsonl` stands, between two rows."""
+        assert self._tell is not None
+        self._mark = (self._tell(), self.line)
+        self._rejected = set()
+
+    def replay(self) -> list[Row]:
+        """The rows of the lines read since :meth:`mark`, parsed again: without their
+        rejections (neither reported again nor read again) and with plaintext secrets.
+
+        So that a chunk need not keep its rows in case it must be merged: keeping them cost
+        about 1 µs a row (some 30% of an import's work), as 30 MB of fresh memory a chunk went
+        back to the system and was faulted in again.
+        """
+        assert self._fd is not None and self._tell is not None
+        start, line = self._mark
+        end = self._tell()
+        parser = self.parser
+        rows: list[Row] = []
+        # The keys of these rows are remembered already; among them, none twice.
+        seen, parser._seen = parser._seen, set()
+        hashing, parser.hash_secrets = parser.hash_secrets, False
+        try:
+            for number, text in enumerate(_lines_between(self._fd, start, end), line + 1):
+                if number in self._rejected:
+                    continue
+                try:
+                    row = parser.line(text)
+                except (HandleError, Rejected, ValueError, TypeError):
+                    raise ImportFailed(
+                        f"line {number} reads differently than before: the file changed"
+                    ) from None
+                if row is not None:
+                    rows.append(row)
+        finally:
+            parser._seen, parser.hash_secrets = seen, hashing
+        return rows
 
     def reject(self, line: int, reason: str) -> None:
         report = self.report
         report.rejected += 1
         if len(report.errors) < MAX_KEPT_ERRORS:
             report.errors.append((line, reason))
+        if self._fd is not None:
+            self._rejected.add(line)
         if self.on_reject is not None:
             self.on_reject(line, reason)
 
     def jsonl(self, lines: Iterable[bytes | str]) -> Iterator[Row]:
         # The hot loop of an import: names are bound to locals once.
-        row = self.parser.row
+        row = self.parser.line
         reject = self.reject
-        loads = orjson.loads
         number = 0
         for number, line in enumerate(lines, 1):
             try:
-                record = loads(line)
-                if type(record) is not dict:
-                    raise Rejected("a record must be a JSON object with handle and values")
-                good = row(record.get("handle"), record.get("values"))
-            except orjson.JSONDecodeError as error:
-                if line.strip():
-                    reject(number, f"invalid JSON: {error.msg} (column {error.colno})")
+                good = row(line)
             except (HandleError, Rejected, ValueError, TypeError) as error:
                 reject(number, _reason(error))
             else:
-                yield good
+                if good is not None:
+                    self.line = number
+                    yield good
             if not number % PROGRESS_LINES:
                 self.records = number
                 self.on_progress()
@@ -521,18 +800,30 @@ class _Reader:
 class Chunk:
     """The next ``size`` rows of ``rows``, written in one transaction.
 
-    The rows are read once, by :meth:`for_copy` or :meth:`collect`, and kept as they pass
-    (:attr:`kept`): a COPY that meets existing records is then redone as a merge.
+    The rows are read once, by :meth:`for_copy` or :meth:`collect`.  A COPY that meets existing
+    records is redone as a merge, which needs the rows it read again: the reader reads their
+    lines again if it can (a JSONL file), else the rows are kept as they pass (:attr:`kept`).
     """
 
-    def __init__(self, rows: Iterator[Row], size: int, secret_keys: set[str]) -> None:
+    def __init__(self, rows: Iterator[Row], size: int, reader: _Reader) -> None:
         self._source = islice(rows, size)
-        self.secret_keys = secret_keys
+        self._reader = reader
+        self.secret_keys = reader.parser.secret_keys
         """Keys whose rows hold plaintext secrets (:attr:`RecordParser.secret_keys`)."""
         self.kept: list[Row] = []
+        self.count = 0
+        """The rows written (set by the writer)."""
+        if reader.replayable:
+            reader.mark()
 
-    def for_copy(self) -> Iterator[Row]:
+    def for_copy(self) -> Iterable[Row]:
         """The rows as new records: plaintext secrets hashed."""
+        if self._reader.replayable:
+            self._reader.parser.hash_secrets = True
+            return self._source
+        return self._keeping()
+
+    def _keeping(self) -> Iterator[Row]:
         kept, secret_keys = self.kept, self.secret_keys
         for row in self._source:
             kept.append(row)
@@ -542,7 +833,12 @@ class Chunk:
 
     def collect(self) -> list[Row]:
         """All the rows, as parsed (after :meth:`for_copy`: all it did not yield yet too)."""
+        reader = self._reader
+        if reader.replayable:
+            reader.parser.hash_secrets = False
+            self.kept = reader.replay()
         self.kept.extend(self._source)
+        self.count = len(self.kept)
         return self.kept
 
 
@@ -712,9 +1008,10 @@ class _PostgresWriter:
         """
         if not self._merging:
             try:
-                await self._conn.copy_records_to_table(
+                status = await self._conn.copy_records_to_table(
                     "handles", records=chunk.for_copy(), columns=_COLUMNS
                 )
+                chunk.count = int(status.rpartition(" ")[2])  # "COPY <rows>"
                 return 0
             except asyncpg.UniqueViolationError:
                 pass  # some of these handles exist already: merge the chunk instead
@@ -862,15 +1159,17 @@ async def import_records(
 
             reader = _Reader(parser, report, on_reject, progress)
             if kind == "jsonl":
+                if counter is not None and counter.fd is not None:
+                    reader.replay_from(counter.fd, cast(io.BufferedReader, lines).tell)
                 rows = reader.jsonl(lines)
             else:
                 rows = reader.csv(cast(Iterable[str], lines))  # _open_source decoded them
             while True:
-                chunk = Chunk(rows, chunk_rows, parser.secret_keys)
+                chunk = Chunk(rows, chunk_rows, reader)
                 unchanged = await writer.write(chunk)
-                if not chunk.kept:
+                if not chunk.count:
                     break
-                report.loaded += len(chunk.kept)
+                report.loaded += chunk.count
                 report.unchanged += unchanged
             progress()
         except ImportFailed as error:

@@ -1,4 +1,13 @@
-"""The first-level cache: answers held in process memory, checked against write generations."""
+"""The first-level cache: answers held in process memory, checked against write generations.
+
+Answers held for long are plain tuples of text, numbers and bytes (:data:`Kept`), the record's
+values in their stored form, decoded anew on each use.  Python's cycle collector stops tracking
+such a tuple the first time it examines it, so however many answers are kept, full collections
+do not visit them: over 200k cached answers a full pass takes ~3 ms.  Decoded, an answer is a
+dozen tracked objects or more (the answer, its record, the tuple of values, each value and its
+data...), and full passes over such a cache stalled a worker for a second; even one object of
+a class per entry took ~85 ms a pass.
+"""
 
 from __future__ import annotations
 
@@ -9,75 +18,46 @@ from resolver.answers import Answer, Outcome
 from resolver.codecs.stored import decode_record, stored_form
 from resolver.ports import Generations
 from resolver.render import public_resolution
-from resolver.values import Record
+
+Kept = tuple[float, int, str, str | None, int, bytes | None]
+"""An answer kept in memory: ``(expires, outcome, source, handle, version, stored)``, the
+outcome as its code, and the text, version and values' stored form of the answer's record (for
+a referral, the prefix record that refers), or ``None, 0, None`` if it has none."""
 
 
-class Entry:
-    """An answer kept in memory as one object holding only text, numbers and bytes.
-
-    A decoded record is a dozen objects or more (the record, its tuple, each value and its
-    data...), all of which Python's cycle collector visits on every full pass: over a large
-    cache that stalled a worker for a second at a time.  An entry holds the record's values in
-    their stored form instead, so a full pass visits one object per entry whatever the record;
-    :meth:`answer` decodes them anew on each use, and nothing decoded is kept.  The rendering
-    served to anonymous, unfiltered queries is made once, on first use.
-    """
-
-    __slots__ = (
-        "_public_body",
-        "expires",
-        "generation",
-        "handle",
-        "key",
-        "outcome",
-        "source",
-        "stored",
-        "version",
+def keep(answer: Answer) -> Kept:
+    """``answer`` as it is kept in memory; the record's stored form passes through as read."""
+    record = answer.record
+    if record is None:
+        return (answer.expires, answer.outcome.value, answer.source, None, 0, None)
+    return (
+        answer.expires,
+        answer.outcome.value,
+        answer.source,
+        record.handle,
+        record.version,
+        stored_form(record),
     )
 
-    def __init__(self, answer: Answer, generation: int = 0) -> None:
-        """``generation`` is the key's write generation noted before the answer was read (see
-        :class:`resolver.ports.Generations`), where that matters."""
-        self.key = answer.key
-        self.outcome = answer.outcome
-        self.expires = answer.expires
-        self.source = answer.source
-        self.generation = generation
-        record = answer.record
-        self.handle: str | None = None if record is None else record.handle
-        """The text of the answer's record (for a referral, the prefix record that refers)."""
-        self.version = 0 if record is None else record.version
-        self.stored = None if record is None else stored_form(record)
-        self._public_body: bytes | None = None
 
-    def record(self) -> Record | None:
-        """The answer's record, decoded from the stored form."""
-        if self.stored is None:
-            return None
-        assert self.handle is not None
-        return decode_record(self.handle, self.stored, self.version)
+def restore(key: str, kept: Kept) -> Answer:
+    """The answer for ``key`` that :func:`keep` kept, its record decoded anew."""
+    expires, outcome, source, handle, version, stored = kept
+    record = None if stored is None or handle is None else decode_record(handle, stored, version)
+    return Answer(key, Outcome(outcome), record, expires, source)
 
-    def answer(self, source: str | None = None) -> Answer:
-        """The answer as cached, its record decoded anew; from ``source`` if given."""
-        source = self.source if source is None else source
-        return Answer(self.key, self.outcome, self.record(), self.expires, source)
 
-    @property
-    def public_body(self) -> bytes:
-        """The response body for an anonymous query without filters (only for FOUND answers)."""
-        if self._public_body is None:
-            assert self.outcome is Outcome.FOUND
-            record = self.record()
-            assert record is not None
-            self._public_body = public_resolution(record)
-        return self._public_body
+_Entry = tuple[float, int, str, str | None, int, bytes | None, int, bytes | None]
+"""A cache entry: a :data:`Kept` answer, then the key's generation when it was read and the body
+answering anonymous unfiltered queries (rendered on first use).  Flat: a tuple holding a tuple
+is untracked only once the inner one is, which may take the collector a second pass."""
 
 
 class MemoryCache:
-    """Bounded map from handle key to :class:`Entry`.
+    """Bounded map from handle key to answer.
 
-    An entry is served only while its answer has not expired and its generation is still the
-    key's current one, so a write on any worker makes the next read miss.  When full, the oldest
+    An answer is served only while it has not expired and its generation is still the key's
+    current one, so a write on any worker makes the next read miss.  When full, the oldest
     insertion is evicted: cheaper than LRU bookkeeping on every hit, and nearly as good for
     the skewed popularity of identifier lookups.
     """
@@ -88,7 +68,7 @@ class MemoryCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, _Entry] = {}
         self._generations = generations
         self._max = max_entries
         self._clock = clock
@@ -96,22 +76,44 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> Entry | None:
-        entry = self._entries.get(key)
+    def get(self, key: str) -> Answer | None:
+        """The answer cached for ``key``, decoded anew, with the source it had."""
+        entry = self._fresh(key)
+        return None if entry is None else restore(key, entry[:6])
+
+    def public_body(self, key: str, handle: str) -> tuple[bytes, str] | None:
+        """For a cached FOUND answer whose record's text is exactly ``handle``: the body
+        answering an anonymous query without filters, and the answer's source.  The body is
+        rendered on the first call and kept."""
+        entry = self._fresh(key)
         if entry is None:
             return None
-        if entry.expires <= self._clock() or entry.generation != self._generations.current(key):
-            del self._entries[key]
+        _, outcome, source, text, _, _, generation, body = entry
+        if outcome != Outcome.FOUND or text != handle:
             return None
-        return entry
+        if body is None:
+            record = restore(key, entry[:6]).record
+            assert record is not None
+            body = public_resolution(record)
+            self._entries[key] = (*entry[:6], generation, body)
+        return body, source
 
-    def put(self, answer: Answer, generation: int) -> Entry:
+    def put(self, answer: Answer, generation: int) -> None:
+        """Cache ``answer``, read when the generation of its key was ``generation``."""
         entries = self._entries
         if answer.key not in entries and len(entries) >= self._max:
             del entries[next(iter(entries))]
-        entry = Entry(answer, generation)
-        entries[answer.key] = entry
-        return entry
+        entries[answer.key] = (*keep(answer), generation, None)
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def _fresh(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, _, _, _, _, _, generation, _ = entry
+        if expires <= self._clock() or generation != self._generations.current(key):
+            del self._entries[key]
+            return None
+        return entry

@@ -65,9 +65,9 @@ class MemoryLayer:
 
     async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
         if not fresh:
-            entry = self.cache.get(key)
-            if entry is not None:
-                return entry.answer(reused_source(entry.source, "memory"))
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached.with_source(reused_source(cached.source, "memory"))
         generation = self._generations.current(key)  # before the read: see Generations
         answer = await next(key, fresh)
         self.cache.put(answer, generation)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from resolver.answers import Answer, Outcome, TtlPolicy
-from resolver.cache import Entry
+from resolver.cache import Kept, keep, restore
 from resolver.chain import Resolve
 from resolver.errors import RecursionTooDeep, UpstreamUnavailable
 from resolver.identifiers import PREFIX_HANDLE_PREFIX
@@ -256,22 +256,23 @@ class StaleLayer:
         self._retry_after = retry_after
         self._max = max_entries
         self._clock = clock
-        self._last: dict[str, Entry] = {}
-        """The last good answer of each key, kept lean (see :class:`resolver.cache.Entry`)."""
+        self._last: dict[str, Kept] = {}
+        """The last good answer of each key, kept lean (see :mod:`resolver.cache`)."""
 
     async def resolve(self, key: str, fresh: bool, call_next: Resolve) -> Answer:
         try:
             answer = await call_next(key, fresh)
         except UpstreamUnavailable:
             now = self._clock()
-            last = self._last.get(key)
+            kept = self._last.get(key)
+            last = None if kept is None else restore(key, kept)
             if last is None or last.expires + self._stale_for <= now:
                 raise
             # Re-serve briefly, so that a dead upstream is retried now and then, not per query.
             expires = min(now + self._retry_after, last.expires + self._stale_for)
-            return Answer(key, last.outcome, last.record(), expires, f"stale ({last.source})")
+            return Answer(key, last.outcome, last.record, expires, f"stale ({last.source})")
         if answer.outcome in (Outcome.FOUND, Outcome.NOT_FOUND):
             if key not in self._last and len(self._last) >= self._max:
                 del self._last[next(iter(self._last))]
-            self._last[key] = Entry(answer)
+            self._last[key] = keep(answer)
         return answer

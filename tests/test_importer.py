@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -12,6 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None
 
 from nodes.generation_board import GenerationBoard
 from registry.importer import (
@@ -144,6 +150,51 @@ async def test_chunks_of_pg_import_load_everything(pg_url: str) -> None:
     got = await records(pg_url)
     assert sorted(got) == sorted(f"88.100.1/N{i}" for i in range(10))
     assert {r.version for r in got.values()} == {1}
+
+
+async def test_jsonl_file_chunks_meeting_existing_records_are_read_again(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A JSONL file's chunk is not kept while it is copied: when it meets existing records, its
+    lines are read again for the merge, without their rejections (reported once)."""
+    await _home(pg_url)
+    good = [line(f"88.100.1/n{i}", url_value(1, f"https://e.com/{i}")) for i in range(12)]
+    assert (await run(pg_url, [good[5], good[9]])).loaded == 2
+
+    def secret(name: str) -> bytes:
+        return line(f"88.100.1/{name}", {"index": 300, "type": "HS_SECKEY", "data": name})
+
+    lines = [
+        *good[0:3],
+        secret("key1"),  # 1-4: the first chunk of 4, copied
+        b"",
+        b"not json",
+        good[0],
+        secret("key2"),
+        *good[4:7],  # 5-11: the second, meets n5, merged
+        *good[7:11],  # 12-15: merged at once
+        good[11],
+    ]
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejected: list[tuple[int, str]] = []
+    report = await import_records(
+        pg_url, path, now=NOW, chunk_rows=4, on_reject=lambda n, why: rejected.append((n, why))
+    )
+    assert (report.loaded, report.unchanged, report.rejected) == (13, 2, 2)
+    assert [n for n, _ in rejected] == [n for n, _ in report.errors] == [6, 7]
+    got = await records(pg_url)
+    assert sorted(got) == sorted(
+        [f"88.100.1/N{i}" for i in range(12) if i != 3] + ["88.100.1/KEY1", "88.100.1/KEY2"]
+    )
+    assert {r.version for r in got.values()} == {1}
+    for name in ("key1", "key2"):
+        (value,) = [v for v in got[f"88.100.1/{name.upper()}"].values if v.type == "HS_SECKEY"]
+        assert verify_secret(name, value.data.value)
+    # Again, later: every chunk meets existing records, and nothing changes.
+    again = await import_records(pg_url, path, now=NOW + 60, chunk_rows=4)
+    assert (again.loaded, again.unchanged, again.rejected) == (13, 13, 2)
+    assert await records(pg_url) == got
 
 
 async def test_csv_with_a_values_column(db: str) -> None:
@@ -384,6 +435,152 @@ def test_fast_path_stores_what_parse_values_would() -> None:
             values
         )
     assert fast_taken > 1500
+
+
+def _almost_plain_value(rnd: random.Random) -> dict[str, object]:
+    """A value of the common shape with one thing changed, valid or not."""
+    value = _random_value(rnd, True)
+    change = rnd.randrange(5)
+    if change == 0:
+        value["index"] = rnd.choice(_INDEXES)
+    elif change == 1:
+        value["type"] = rnd.choice(_TYPES)
+    elif change == 2:
+        value["data"] = rnd.choice(_DATA)
+    elif change == 3:
+        name = rnd.choice(list(_OPTIONAL))
+        value[name] = rnd.choice(_OPTIONAL[name])
+    else:
+        del value[rnd.choice(["index", "type", "data"])]
+    return value
+
+
+def _line_outcome(parser: RecordParser, line: bytes) -> bytes | str:
+    try:
+        row = parser.line(line)
+    except (HandleError, Rejected, ValueError, TypeError):
+        return "rejected"
+    return "blank" if row is None else row[2]
+
+
+def _reference_outcome(parser: RecordParser, line: bytes) -> bytes | str:
+    """What the import made of a JSONL line before any fast path: orjson, then parse_values."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "rejected" if line.strip() else "blank"
+    if type(record) is not dict:
+        return "rejected"
+    text, values = record.get("handle"), record.get("values")
+    if type(text) is not str or values is None:
+        return "rejected"
+    return _outcome(parser._slow_row, text, values)
+
+
+def _spellings(rnd: random.Random, record: dict[str, Any]) -> bytes:
+    """``record`` as JSON in one of many spellings, some of them broken."""
+    how = rnd.randrange(12)
+    if how == 0:  # spaces, and non-ASCII escaped
+        return json.dumps(record, ensure_ascii=True).encode()
+    if how == 1:  # keys in another order
+        values = record["values"]
+        if isinstance(values, list):
+            values = [dict(reversed(v.items())) if isinstance(v, dict) else v for v in values]
+        return json.dumps({"values": values, "handle": record["handle"]}).encode()
+    if how == 2:  # repeated keys: the last one counts
+        text = orjson.dumps(record)
+        return text.replace(b'{"index":', b'{"index":"x","index":', 1)
+    if how == 3:
+        return orjson.dumps(record).replace(b'"handle":', b'"handle":7,"handle":', 1)
+    if how == 4:  # a field more
+        return orjson.dumps({**record, "note": [[{"deep": 1}]]})
+    if how == 5:  # escapes where there were none
+        return orjson.dumps(record).replace(b"/", b"\\/").replace(b"e", b"\\u0065")
+    if how == 6:  # numbers in other forms
+        return orjson.dumps(record).replace(
+            b'"index":1,',
+            rnd.choice(
+                [
+                    b'"index":1.0,',
+                    b'"index":1e0,',
+                    b'"index":-0,',
+                    b'"index":true,',
+                    b'"index":4294967296,',
+                ]
+            ),
+        )
+    if how == 7:  # bytes that are not UTF-8, or raw control characters
+        text = orjson.dumps(record)
+        at = rnd.randrange(len(text))
+        return text[:at] + rnd.choice([b"\xff", b"\xed\xa0\x80", b"\x01", b"\xc3"]) + text[at:]
+    if how == 8:  # broken JSON
+        text = orjson.dumps(record)
+        return text[: rnd.randrange(len(text))]
+    if how == 9:  # ttl null, or data with a key more
+        return orjson.dumps(record).replace(
+            b'"data":"x"',
+            rnd.choice(
+                [
+                    b'"data":"x","ttl":null',
+                    b'"data":{"value":"x","format":"string","more":1}',
+                    b'"data":{"value":"x"}',
+                ]
+            ),
+        )
+    return orjson.dumps(record) + rnd.choice([b"", b"\n", b"\r\n", b"  "])
+
+
+def test_jsonl_lines_store_what_parse_values_would() -> None:
+    """Lines through RecordParser.line (msgspec's typed decoding when installed) against
+    orjson and the general parser, lines of every spelling and record of every shape."""
+    rnd = random.Random(2027)
+    fast = RecordParser([PREFIX], NOW)
+    slow = RecordParser([PREFIX], NOW)
+    # Learns the prefix and the plain types the random values use.
+    warm = [url_value(1, "u")] + [
+        {"index": i, "type": t, "data": "x"}
+        for i, t in enumerate(["DESC", "EMAIL", "名称", "HS_ALIAS", "url.x"], 2)
+    ]
+    # (The first record of a prefix takes the general path, the next ones learn the types.)
+    for first in ("88.100.1/first", "88.100.1/second"):
+        assert _line_outcome(fast, line(first, *warm)) != "rejected"
+        assert _line_outcome(slow, line(first, *warm)) != "rejected"
+    assert fast._decode is not None or msgspec is None
+    typed = 0
+    handles = [
+        "88.100.1/{n}",
+        "88.100.1/Ü{n}",
+        "88.100.1/ {n}",
+        "88.100.1/a\tb{n}",
+        "77.1/{n}",
+        "88.100.1/{n}/x",
+        "0.NA/88.100.1.{n}",
+        "88.100.1",
+        "88.100.1/{n}x",
+        "88.100.1/{n}",
+    ]
+    for n in range(5000):
+        values: object = [_random_value(rnd, True) for _ in range(rnd.randint(0, 5))]
+        if n % 3:
+            values.insert(rnd.randint(0, len(values)), _almost_plain_value(rnd))
+        values = sorted(values, key=lambda v: str(v.get("index")).zfill(12)) if n % 5 else values
+        if n % 89 == 0:
+            values = rnd.choice([[], {}, "x", None, {"values": values}])
+        text = rnd.choice(handles).format(n=n % 4000)  # some handles come twice
+        if n % 7 == 0:  # the longest handle, and one character more
+            text = f"88.100.1/{n:04d}" + "x" * rnd.choice([2035, 2036])
+        record: dict[str, Any] = {"handle": text, "values": values}
+        raw = _spellings(rnd, record) if n % 2 else orjson.dumps(record)
+        if n % 250 == 0:
+            raw = rnd.choice([b"", b"   ", b"[1, 2]", b"null", b'{"handle": "88.100.1/v"}'])
+        if fast._decode is not None:
+            try:
+                fast._decode(raw)
+                typed += 1
+            except (ValueError, RecursionError, msgspec.MsgspecError):
+                pass
+        assert _line_outcome(fast, raw) == _reference_outcome(slow, raw), raw
+    assert msgspec is None or typed > 1000
 
 
 def test_fast_path_checks_handles_as_handle_parse_does() -> None:

@@ -108,10 +108,11 @@ class ResolutionFront:
         try:
             text = path_text(scope, _SKIP)
             if not scope["query_string"] and not _has_credentials(scope["headers"]):
-                entry = self._node.cache.get(fold(text))
-                if entry is not None and entry.outcome is Outcome.FOUND and entry.handle == text:
-                    source = reused_source(entry.source, "memory").encode()
-                    await send_body(send, 200, entry.public_body, source=source, head=head)
+                hit = self._node.cache.public_body(fold(text), text)
+                if hit is not None:
+                    body, source = hit
+                    served = reused_source(source, "memory").encode()
+                    await send_body(send, 200, body, source=served, head=head)
                     return
             await self._general(scope, send, text, head)
         except HandleError as error:

@@ -19,8 +19,8 @@ Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 
 
 class ReadPool:
-    """At most ``size`` connections to ``dsn`` for single autocommit statements that leave no
-    session state behind (nothing is reset between uses).
+    """At most ``size`` connections to ``dsn`` for single autocommit statements that only read
+    and leave no session state behind (nothing is reset between uses).
 
     Connections open on demand and stay open.  They are handed out in turn (first released,
     first reused) so that all of them stay warm, and readers waiting for one are served in the

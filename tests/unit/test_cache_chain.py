@@ -9,12 +9,13 @@ import orjson
 import pytest
 
 from resolver.answers import Answer, Outcome, TtlPolicy
-from resolver.cache import Entry, MemoryCache
+from resolver.cache import MemoryCache, keep, restore
 from resolver.chain import CoalesceLayer, MemoryLayer, SharedLayer, StoreLookup, build
 from resolver.codecs.stored import decode_record, encode_values
 from resolver.errors import UpstreamUnavailable
 from resolver.homes import HOMES_KEY, Homes
 from resolver.memory import LocalGenerations, MemorySharedCache, MemoryStore
+from resolver.render import public_resolution
 from resolver.values import AdminRef, Data, HandleValue, Record, Ref
 from resolver.walk import StaleLayer
 
@@ -90,17 +91,46 @@ def test_memory_cache_replacing_a_key_does_not_evict_another() -> None:
     cache.put(answer("88/B"), 0)
     cache.put(answer("88/A", marker="new"), 0)
     assert len(cache) == 2
-    entry = cache.get("88/A")
-    assert entry is not None and marker(entry.answer()) == "new"
+    cached = cache.get("88/A")
+    assert cached is not None and marker(cached) == "new"
 
 
-def test_entry_public_body_is_the_public_resolution() -> None:
+def test_memory_cache_public_body_is_the_public_resolution() -> None:
     cache = MemoryCache(LocalGenerations(), clock=Clock(0.0))
-    entry = cache.put(answer(marker="https://x"), 0)
-    body = orjson.loads(entry.public_body)
-    assert body["responseCode"] == 1
-    assert body["values"][0]["data"]["value"] == "https://x"
-    assert entry.public_body is entry.public_body  # rendered once
+    cache.put(answer(marker="https://x"), 0)
+    hit = cache.public_body("88/A", "88/A")
+    assert hit is not None
+    body, source = hit
+    assert orjson.loads(body)["values"][0]["data"]["value"] == "https://x"
+    assert body == public_resolution(answer(marker="https://x").record)
+    assert source == "store"
+    again = cache.public_body("88/A", "88/A")
+    assert again is not None and again[0] is body  # rendered once
+
+
+def test_memory_cache_public_body_only_for_a_found_answer_of_that_text() -> None:
+    cache = MemoryCache(LocalGenerations(), clock=Clock(0.0))
+    cache.put(answer("88/A"), 0)
+    assert cache.public_body("88/A", "88/a") is None  # the body names the handle as stored
+    cache.put(Answer("88/B", Outcome.NOT_FOUND, None, 10.0, "store"), 0)
+    assert cache.public_body("88/B", "88/B") is None
+    referral = Answer("88/C", Outcome.SERVICE_REFERRAL, rich_record(), 10.0, "store")
+    cache.put(referral, 0)
+    assert cache.public_body("88/C", "88/A") is None
+    assert cache.get("88/C") == referral
+
+
+def test_memory_cache_public_body_is_checked_like_get() -> None:
+    clock = Clock(100.0)
+    generations = LocalGenerations()
+    cache = MemoryCache(generations, clock=clock)
+    cache.put(answer("88/A", expires=110.0), 0)
+    cache.put(answer("88/B", expires=110.0), 0)
+    generations.bump(["88/A"])
+    assert cache.public_body("88/A", "88/A") is None
+    clock.now = 110.0
+    assert cache.public_body("88/B", "88/B") is None
+    assert len(cache) == 0
 
 
 def rich_record(stored: bool = False) -> Record:
@@ -117,32 +147,36 @@ def rich_record(stored: bool = False) -> Record:
     return Record("88/A", values, version=42)
 
 
-def test_entry_gives_back_the_answer_it_was_made_of() -> None:
+def test_a_kept_answer_is_restored_as_it_was() -> None:
     for record in (rich_record(), rich_record(stored=True), None):
         outcome = Outcome.FOUND if record else Outcome.NOT_FOUND
-        original = Answer("88/A", outcome, record, 123.0, "store")
-        entry = Entry(original, generation=5)
-        assert entry.answer() == original
-        assert entry.answer("memory") == original.with_source("memory")
-        assert (entry.generation, entry.expires) == (5, 123.0)
+        original = Answer("88/A", outcome, record, 123.0, "stale (walk)")
+        restored = restore("88/A", keep(original))
+        assert restored == original
+        assert restored.outcome is outcome
 
 
-def test_entry_keeps_the_stored_form_it_was_read_in() -> None:
+def test_a_kept_answer_holds_the_stored_form_it_was_read_in() -> None:
     record = rich_record(stored=True)
-    entry = Entry(Answer("88/A", Outcome.FOUND, record, 123.0, "store"))
-    assert entry.stored is record.stored  # passed on, not encoded again
-    again = entry.answer().record
+    kept = keep(Answer("88/A", Outcome.FOUND, record, 123.0, "store"))
+    assert record.stored is not None and record.stored in kept  # passed on, not encoded again
+    again = restore("88/A", kept).record
     assert again is not None and again.stored is record.stored
 
 
-def test_an_entry_is_one_object_for_the_garbage_collector() -> None:
-    # Full collections visit every tracked object: an entry must not add one per value.
-    for record in (rich_record(), rich_record(stored=True)):
-        entry = Entry(Answer("88/A", Outcome.FOUND, record, 123.0, "store"))
-        assert entry.public_body
-        shared = {id(Entry), id(Outcome.FOUND)}  # the same objects for every entry
-        held = [o for o in gc.get_referents(entry) if id(o) not in shared]
-        assert held and not any(gc.is_tracked(o) for o in held)
+def test_cached_answers_add_no_object_for_the_garbage_collector_to_visit() -> None:
+    # A full collection visits every tracked object: a large cache of decoded records (a
+    # dozen objects each) stalled a worker for a second.
+    cache = MemoryCache(LocalGenerations(), clock=Clock(0.0))
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(1000):
+        record = rich_record(stored=n % 2 == 0)
+        cache.put(Answer(f"88/{n}", Outcome.FOUND, record, 123.0, "store"), 0)
+        assert cache.public_body(f"88/{n}", "88/A") is not None
+    assert cache.get("88/7") is not None
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
 
 
 # --- build ------------------------------------------------------------------------------
