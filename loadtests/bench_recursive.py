@@ -13,7 +13,7 @@ off.  The top-level and secondary nodes each have a scratch PostgreSQL database 
 user postgres), created here and dropped at the end.  All traffic goes to 127.0.0.1.
 
 Warm figures, wrk at ``--concurrency`` connections for ``--duration`` seconds after a warm-up,
-every response checked byte for byte:
+in ``--warm-slices`` runs of each taken in turn, every response checked byte for byte:
 
 (a) direct: one identifier at the secondary, in its memory: req/s, p50/p99;
 (b) recursive: the same identifier through the recursive node, in its memory: req/s as a
@@ -112,7 +112,10 @@ class Options:
     """What :func:`run_benchmark` takes (the command line's options)."""
 
     duration: float = 10.0
-    """Seconds of each warm run."""
+    """Seconds of each warm figure per round."""
+    warm_slices: int = 5
+    """Warm runs per figure per round, (a) and (b) in turn: the duration split between them
+    (fewer when the duration is shorter than this many seconds)."""
     warmup: float = 2.0
     """Seconds of warm-up before each warm run and (at most) before each cold pass."""
     rounds: int = 3
@@ -142,6 +145,8 @@ class Options:
             raise ValueError("--duration must be 1-600 s, --warmup 0-60 s, --rounds 1-10")
         if not 1 <= self.concurrency <= 256:
             raise ValueError("--concurrency must be 1-256")
+        if not 1 <= self.warm_slices <= 60:
+            raise ValueError("--warm-slices must be 1-60")
         if not (100 <= self.cold <= 100_000 and 5 <= self.cold_seconds <= 3600):
             raise ValueError("--cold must be 100-100000, --cold-seconds 5-3600")
         if not 1 <= self.block <= self.cold:
@@ -846,26 +851,44 @@ class Bench:
 
     # -- warm figures --
 
-    def warm(self, label: str, node: Node) -> dict[str, Any]:
+    def warm(self) -> dict[str, Any]:
+        """(a) and (b): a warm-up of each, then ``--warm-slices`` runs of each in turn, together
+        ``--duration`` seconds per figure, so that both see the same machine."""
         path = "/api/handles/" + handle_text(self.plan.warm_id)
-        status, body, headers = get(node.port, path)
-        if status != 200 or headers.get("x-idis-source") != "memory":
-            raise RuntimeError(f"{node.name}: {path} not served from memory: {status} {headers}")
+        figures = {"direct_warm": self.node("secondary"), "recursive_warm": self.node("recursive")}
+        bodies = {}
+        for node in figures.values():
+            status, body, headers = get(node.port, path)
+            if status != 200 or headers.get("x-idis-source") != "memory":
+                raise RuntimeError(f"{node.name}: {path} not from memory: {status} {headers}")
+            bodies[node.name] = body
         groups: dict[str, Sequence[int]] = {n: [self.node(n).pid] for n in NODES}
         common: dict[str, Any] = {
             "concurrency": self.o.concurrency,
             "cpus": self.place(pinned=self.o.pin),
         }
         if self.o.warmup > 0:
-            run_wrk(label + " warm-up", node.base + path, body, duration=self.o.warmup, **common)
-        result: WrkResult = run_wrk(
-            label, node.base + path, body, duration=self.o.duration, cpu_groups=groups, **common
-        )
-        say(
-            f"  {label}: {result.rate:,.0f} req/s, p50 {result.p50_ms:.2f} ms,"
-            f" p99 {result.p99_ms:.2f} ms, {result.error_count} errors"
-        )
-        return result.as_dict()
+            for key, node in figures.items():
+                url, body = node.base + path, bodies[node.name]
+                run_wrk(f"{key} warm-up", url, body, duration=self.o.warmup, **common)
+        # A wrk run lasts whole seconds, at least one: fewer slices for a short duration.
+        slices = max(1, min(self.o.warm_slices, int(self.o.duration)))
+        seconds = self.o.duration / slices
+        runs: dict[str, list[WrkResult]] = {key: [] for key in figures}
+        order = list(figures.items())
+        for k in range(slices):
+            for key, node in order[k % 2 :] + order[: k % 2]:  # alternate which goes first
+                url, body = node.base + path, bodies[node.name]
+                runs[key].append(
+                    run_wrk(key, url, body, duration=seconds, cpu_groups=groups, **common)
+                )
+        out = {key: _merge(results) for key, results in runs.items()}
+        for key, fig in out.items():
+            say(
+                f"  {key}: {fig['rate']:,.0f} req/s, p50 {fig['p50_ms']:.2f} ms,"
+                f" p99 {fig['p99_ms']:.2f} ms, {fig['error_count']} errors"
+            )
+        return out
 
     # -- cold figures --
 
@@ -1023,11 +1046,7 @@ class Bench:
                     )
 
     def round(self, n: int) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "direct_warm": self.warm("(a) direct, warm", self.node("secondary")),
-            "recursive_warm": self.warm("(b) recursive, warm", self.node("recursive")),
-        }
-        return out | self.cold(n)
+        return self.warm() | self.cold(n)
 
     def profiled_pass(self, directory: Path, n: int) -> None:
         """(c) and (e) once more with py-spy recording the recursive node."""
@@ -1069,6 +1088,36 @@ class Bench:
         finally:
             self.fed.close()
         return self.report
+
+
+def _merge(results: Sequence[WrkResult]) -> dict[str, Any]:
+    """Slices of one warm figure as one: requests over seconds; the median slice's latency
+    percentiles; the mean of their CPU use (the slices are equally long)."""
+    seconds = sum(r.seconds for r in results)
+    ok = sum(r.ok for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for name, count in r.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    cpu: dict[str, float] = {}
+    for r in results:
+        for name, cores in r.cpu.items():
+            cpu[name] = cpu.get(name, 0.0) + cores / len(results)
+    return {
+        "label": results[0].label,
+        "slices": len(results),
+        "requests": sum(r.requests for r in results),
+        "seconds": round(seconds, 3),
+        "rate": round(ok / seconds, 1) if seconds else 0.0,
+        "ok": ok,
+        "errors": errors,
+        "error_count": sum(errors.values()),
+        "p50_ms": _median([r.p50_ms for r in results]),
+        "p99_ms": _median([r.p99_ms for r in results]),
+        "max_ms": max(r.max_ms for r in results),
+        "cpu": {k: round(v, 3) for k, v in cpu.items()},
+        "slice_rates": [r.rate for r in results],
+    }
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -1201,9 +1250,9 @@ def print_report(report: dict[str, Any]) -> None:
     s = report["settings"]
     print(
         f"\nidis recursive resolution, {s['rounds']} round(s), one worker per node."
-        f"\nwarm: wrk, {s['duration']:g}s runs at concurrency {s['concurrency']} after"
-        f" {s['warmup']:g}s warm-up; nodes on CPUs {s['node_cpus'] or 'any'}, wrk on"
-        f" {s['generator_cpus'] or 'any'} (of {s['cpus']})."
+        f"\nwarm: wrk, {s['duration']:g}s per figure in {s['warm_slices']} runs taken in turn, at"
+        f" concurrency {s['concurrency']}, after {s['warmup']:g}s warm-up; nodes on CPUs"
+        f" {s['node_cpus'] or 'any'}, wrk on {s['generator_cpus'] or 'any'} (of {s['cpus']})."
         f"\ncold: one client, one request at a time (concurrency 1), the figures in turn,"
         f" {s['block']} requests of each at a time, up to {s['cold']:,} per figure per round,"
         " each handle never requested before;"
@@ -1319,7 +1368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     d = Options()
     add = top.add_argument
-    add("--duration", type=float, default=d.duration, help="seconds of each warm run")
+    add("--duration", type=float, default=d.duration, help="seconds of each warm figure")
+    add("--warm-slices", type=int, default=d.warm_slices, help="warm runs per figure, in turn")
     add("--warmup", type=float, default=d.warmup, help="seconds of warm-up before each run")
     add("--rounds", type=int, default=d.rounds, help="rounds of every figure (medians)")
     add("--concurrency", type=int, default=d.concurrency, help="connections of warm runs")
