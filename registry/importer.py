@@ -251,6 +251,10 @@ class RecordParser:
                 row = self._plain_record(record)
                 if row is not None:
                     return row
+        return self.any_line(line)
+
+    def any_line(self, line: bytes | str) -> Row | None:
+        """:meth:`line` without the typed decoding."""
         try:
             parsed = orjson.loads(line)
         except orjson.JSONDecodeError as error:
@@ -744,15 +748,26 @@ class _Reader:
             self.on_reject(line, reason)
 
     def jsonl(self, lines: Iterable[bytes | str]) -> Iterator[Row]:
-        # The hot loop of an import: names are bound to locals once.
-        row = self.parser.line
+        # The hot loop of an import: RecordParser.line, inline, and names bound to locals once
+        # (the decoder again after each line it did not take, as the parser may renew it).
+        parser = self.parser
+        decode, plain_record, any_line = parser._decode, parser._plain_record, parser.any_line
         reject = self.reject
         number = 0
         for number, line in enumerate(lines, 1):
             try:
-                good = row(line)
+                good = None
+                if decode is not None:
+                    try:
+                        good = plain_record(decode(line))
+                    except _NOT_PLAIN:
+                        pass
+                if good is None:
+                    good = any_line(line)
+                    decode = parser._decode
             except (HandleError, Rejected, ValueError, TypeError) as error:
                 reject(number, _reason(error))
+                decode = parser._decode
             else:
                 if good is not None:
                     self.line = number
