@@ -18,10 +18,12 @@ Each round measures, into an emptied ``handles`` table after a CHECKPOINT:
    reading, validating, settling and COPYing every record;
 3. with ``--cli``, the wall time of ``python -m nodes.cli import FILE`` (start-up included).
 
-Reported: identifiers/s of each and the ratio (2)/(1), medians over the rounds (the ratio is
-the median of each round's ratio); the target is >= 0.8.  Also the share of its wall time the
-importing process spent on a CPU: near 100% means the import is bound by Python's work per
-record, not by the database.
+(1) and (2) swap places every other round, so that a load drifting on a shared machine favours
+neither.  Reported: identifiers/s of each and the ratio (2)/(1), medians over the rounds (the
+ratio is the median of each round's ratio); the target is >= 0.8.  Also the share of its wall
+time the importing process spent on a CPU, and its CPU time per row: near 100% means the
+import is bound by Python's work per record, not by the database; well below, that it waited
+(for the server, or for a CPU other processes held).
 
 ``--profile FILE`` writes a cProfile of one more import.  The exit status is 0 when the target
 is met and every run loaded every row, 1 otherwise.
@@ -181,19 +183,35 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
     asyncio.run(_admin(dsn, f"INSERT INTO prefixes (key, prefix) VALUES {homes}"))
     now = int(time.time())
     rows = final_rows(path, prefixes, now)
-    copy_rates, import_rates, cli_rates, cpu_shares = [], [], [], []
+    copy_rates, import_rates, cli_rates, cpu_shares, cpu_per_row = [], [], [], [], []
     complete = True
-    for round_ in range(1, args.repeat + 1):
+
+    def baseline() -> bool:
         asyncio.run(_reset(dsn))
         copy_rates.append(len(rows) / asyncio.run(_copy(dsn, rows)))
-        complete &= asyncio.run(_count(dsn)) == len(rows)
+        return asyncio.run(_count(dsn)) == len(rows)
+
+    def imported() -> bool:
         asyncio.run(_reset(dsn))
         cpu = time.process_time()
         report = asyncio.run(import_records(dsn, path, now=now))
         cpu_shares.append((time.process_time() - cpu) / report.elapsed)
+        cpu_per_row.append((time.process_time() - cpu) / max(report.loaded, 1))
         import_rates.append(report.loaded / report.elapsed)
-        complete &= report.loaded == len(rows) and not report.rejected
-        complete &= asyncio.run(_count(dsn)) == len(rows)
+        return (
+            report.loaded == len(rows)
+            and not report.rejected
+            and asyncio.run(_count(dsn)) == len(rows)
+        )
+
+    for round_ in range(1, args.repeat + 1):
+        # Either first in turn, so that a load drifting on a shared machine favours neither.
+        if round_ % 2:
+            complete &= baseline()
+            complete &= imported()
+        else:
+            complete &= imported()
+            complete &= baseline()
         line = f"round {round_}: COPY {copy_rates[-1]:>9,.0f}/s  import {import_rates[-1]:>9,.0f}/s"
         if args.cli:
             asyncio.run(_reset(dsn))
@@ -201,7 +219,11 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
             complete &= asyncio.run(_count(dsn)) == len(rows)
             line += f"  CLI {cli_rates[-1]:>9,.0f}/s"
         line += f"  ratio {import_rates[-1] / copy_rates[-1]:.2f}"
-        print(line + f"  (import process busy {cpu_shares[-1]:.0%} of its time)", flush=True)
+        print(
+            line + f"  (import process busy {cpu_shares[-1]:.0%} of its time,"
+            f" {cpu_per_row[-1] * 1e6:.2f} us of CPU a row)",
+            flush=True,
+        )
     if args.profile:
         asyncio.run(_reset(dsn))
         profiler = cProfile.Profile()
@@ -221,6 +243,7 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "target": TARGET,
         "import_cpu_share": round(statistics.median(cpu_shares), 3),
+        "import_cpu_us_per_row": round(statistics.median(cpu_per_row) * 1e6, 2),
         "rounds": {"copy_per_s": copy_rates, "import_per_s": import_rates},
         "complete": complete,
     }
