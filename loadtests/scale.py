@@ -211,6 +211,13 @@ def _blocks_read(step: dict[str, Any]) -> str:
     return f"{blocks['heap_read'] + blocks['idx_read']:.2f}"
 
 
+def _other(step: dict[str, Any]) -> str:
+    cpu = step.get("cpu")
+    if not cpu:
+        return ""
+    return f"{cpu.get('other_procs', 0.0) + cpu.get('unattributed', 0.0):.2f}"
+
+
 def print_scale(report: dict[str, Any]) -> None:
     head = [
         "rows",
@@ -225,6 +232,7 @@ def print_scale(report: dict[str, Any]) -> None:
         "lookups/s",
         "blocks read/lookup",
         "errors",
+        "other",
     ]
     rows = [head]
     for s in report["steps"]:
@@ -243,6 +251,7 @@ def print_scale(report: dict[str, Any]) -> None:
                 f"{s['lookup_per_s']:,.0f}" if s["lookup_per_s"] is not None else "",
                 _blocks_read(s),
                 str(s["lookup_errors"]),
+                _other(s),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -257,7 +266,8 @@ def print_scale(report: dict[str, Any]) -> None:
             print("  ".join("-" * w for w in widths))
     print(
         "\nblocks read/lookup: heap and index pages PostgreSQL had to get from the OS (not in"
-        " shared_buffers) per lookup"
+        " shared_buffers) per lookup; other: cores taken by other work on the machine during"
+        " the lookups"
     )
     steps = report["steps"]
     if len(steps) > 1:
