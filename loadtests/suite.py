@@ -132,7 +132,7 @@ def quick() -> Settings:
         duration=1.0,
         warmup=0.0,
         rounds=1,
-        rows=60_000,
+        rows=40_000,
         http_share=0.7,
         register_count=8_000,
         probe_seconds=1.0,
@@ -142,9 +142,9 @@ def quick() -> Settings:
             "duration": 1.0,
             "warmup": 0.0,
             "rounds": 1,
-            "rows": 3000,
-            "cold": 200,
-            "cold_seconds": 10.0,
+            "rows": 2000,
+            "cold": 100,
+            "cold_seconds": 8.0,
         },
     )
 
