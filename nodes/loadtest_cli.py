@@ -110,6 +110,11 @@ def cmd_register(args: argparse.Namespace) -> int:
         )
         progress.refresh()
 
+    print(
+        f"registering {args.count:,} identifiers at {args.target} under"
+        f" {', '.join(population.prefixes)} (Ctrl-C stops with a partial report)",
+        flush=True,
+    )
     with progress:
         report = drive.run(
             lambda stop: drive.register(
@@ -238,6 +243,11 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         )
         progress.refresh()
 
+    print(
+        f"resolving at {args.target} for {args.warmup + args.duration:g} s"
+        " (Ctrl-C stops with a partial report)",
+        flush=True,
+    )
     with progress:
         report = drive.run(
             lambda stop: drive.resolve(

@@ -546,7 +546,10 @@ def test_resolve_stops_cleanly_on_ctrl_c(
         text=True,
     )  # fmt: skip
     try:
-        time.sleep(3)
+        assert proc.stdout is not None
+        started = proc.stdout.readline()  # printed just before the run (bounded: it starts)
+        assert "Ctrl-C" in started, started + (proc.stderr.read() if proc.stderr else "")
+        time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
