@@ -1434,6 +1434,10 @@ def print_report(report: dict[str, Any]) -> None:
     )
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def chart(report: dict[str, Any], path: Path) -> bool:
     """A PNG of the ratios (log scale), targets marked; False if matplotlib is missing."""
     try:
@@ -1446,13 +1450,13 @@ def chart(report: dict[str, Any], path: Path) -> bool:
     figs = [f for f in report["figures"] if f["ratio"] is not None]
     if not figs:
         return False
-    labels = [f"{f['key']}: vs {f['baseline_label']}" for f in figs]
+    labels = [_short(f"{f['figure']} / {f['baseline_label']}", 80) for f in figs]
     ratios = [f["ratio"] for f in figs]
     colours = [
         "#9e9e9e" if f["passed"] is None else ("#2e7d32" if f["passed"] else "#c62828")
         for f in figs
     ]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(figs) + 1.6))
+    fig, ax = plt.subplots(figsize=(12, 0.4 * len(figs) + 1.6))
     y = list(range(len(figs)))[::-1]
     ax.barh(y, ratios, color=colours)
     for yi, f in zip(y, figs, strict=True):
@@ -1466,7 +1470,8 @@ def chart(report: dict[str, Any], path: Path) -> bool:
     ax.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":")
     ax.set_xlabel("ratio to baseline (log scale); black tick: target")
     ax.set_title(
-        f"idis bench ({report['mode']}), {report['started_at']}: green pass, red fail, grey info"
+        f"idis bench ({report['mode']}) {report['started_at']}: green pass, red fail, grey info",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
