@@ -22,8 +22,9 @@ Each round measures, into an emptied ``handles`` table after a CHECKPOINT:
 neither.  Reported: identifiers/s of each and the ratio (2)/(1), medians over the rounds (the
 ratio is the median of each round's ratio); the target is >= 0.8.  Also the share of its wall
 time the importing process spent on a CPU, and its CPU time per row: near 100% means the
-import is bound by Python's work per record, not by the database; well below, that it waited
-(for the server, or for a CPU other processes held).
+import is bound by Python's work per record, not by the database; well below, that it waited,
+for the server or for a CPU other processes held (on Linux, the share of its time it waited
+for a CPU is reported too: on a shared machine, what the import loses to other work).
 
 ``--profile FILE`` writes a cProfile of one more import.  The exit status is 0 when the target
 is met and every run loaded every row, 1 otherwise.
@@ -132,6 +133,15 @@ async def _copy(dsn: str, rows: list[Row]) -> float:
         await conn.close()
 
 
+def _runqueue_wait() -> float | None:
+    """Seconds this process has spent runnable but waiting for a CPU (Linux), or None."""
+    try:
+        with open("/proc/self/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def _count(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -184,6 +194,7 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
     now = int(time.time())
     rows = final_rows(path, prefixes, now)
     copy_rates, import_rates, cli_rates, cpu_shares, cpu_per_row = [], [], [], [], []
+    cpu_waits: list[float] = []
     complete = True
 
     def baseline() -> bool:
@@ -194,7 +205,10 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
     def imported() -> bool:
         asyncio.run(_reset(dsn))
         cpu = time.process_time()
+        queued = _runqueue_wait()
         report = asyncio.run(import_records(dsn, path, now=now))
+        if queued is not None:
+            cpu_waits.append(((_runqueue_wait() or 0.0) - queued) / report.elapsed)
         cpu_shares.append((time.process_time() - cpu) / report.elapsed)
         cpu_per_row.append((time.process_time() - cpu) / max(report.loaded, 1))
         import_rates.append(report.loaded / report.elapsed)
@@ -219,8 +233,11 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
             complete &= asyncio.run(_count(dsn)) == len(rows)
             line += f"  CLI {cli_rates[-1]:>9,.0f}/s"
         line += f"  ratio {import_rates[-1] / copy_rates[-1]:.2f}"
+        waited = ""
+        if cpu_waits:
+            waited = f", waiting for a CPU {cpu_waits[-1]:.0%}"
         print(
-            line + f"  (import process busy {cpu_shares[-1]:.0%} of its time,"
+            line + f"  (import process busy {cpu_shares[-1]:.0%} of its time{waited},"
             f" {cpu_per_row[-1] * 1e6:.2f} us of CPU a row)",
             flush=True,
         )
@@ -244,6 +261,7 @@ def _measure(args: argparse.Namespace, dsn: str, tmp: Path) -> dict[str, Any]:
         "target": TARGET,
         "import_cpu_share": round(statistics.median(cpu_shares), 3),
         "import_cpu_us_per_row": round(statistics.median(cpu_per_row) * 1e6, 2),
+        "import_cpu_wait_share": round(statistics.median(cpu_waits), 3) if cpu_waits else None,
         "rounds": {"copy_per_s": copy_rates, "import_per_s": import_rates},
         "complete": complete,
     }
