@@ -758,7 +758,8 @@ class _Reader:
             try:
                 good = None
                 if decode is not None:
-                    try:
+                    # Not contextlib.suppress: entering it costs more than the try, a row.
+                    try:  # noqa: SIM105
                         good = plain_record(decode(line))
                     except _NOT_PLAIN:
                         pass
