@@ -1077,7 +1077,12 @@ class Suite:
             base_storage = storage_of(self.dsn)
             big_node = self.launch_node(big_dsn, self.workdir / "data10x", "node-10x")
             # A fresh node on the base database too: the main node has served every figure so
-            # far (its memory holds their answers), and the two must differ only in rows.
+            # far (its memory holds their answers), and the two must differ only in rows.  The
+            # main node stops here (scale10x is the last step that needs it).
+            if self.node is not None:
+                self.node.stop()
+                self.servers.remove(self.node)
+                self.node = None
             node = base_node = self.launch_node(self.dsn, self.workdir / "data-base", "node-base")
             rounds = max(1, s.rounds)
             rnd = random.Random(5)
