@@ -13,8 +13,11 @@ and the plan says what to run to get it):
   ``--database-url`` or a bench / scale report;
 - optionally the bulk-import rate (``idis import``), from a bench or scale report.
 
-Several reports of the same kind give the median.  :func:`make_plan` does the arithmetic and
-returns every step as text beside the numbers, so the reader can check it:
+Several reports of the same kind give the median; storage and import figures of a scale
+report (at its largest size) are preferred to a bench report's, and a bench report gives its
+uncached resolution rate (conservative: at 2 billion identifiers little is in memory).
+:func:`make_plan` does the arithmetic and returns every step as text beside the numbers, so
+the reader can check it:
 
 - storage: ids x bytes/id; nodes for storage = ceil(total / (disk per node x max fill));
 - resolution: average = daily / 86,400 s; peak = average x peak factor; nodes for resolution =
@@ -93,21 +96,39 @@ def inputs_from_reports(reports: Iterable[tuple[str, dict[str, Any]]]) -> Inputs
                 )
         elif kind == "bench":
             _collect(found, "register", _bench_figure(report, "register"), f"{name} (bench)")
+            # Uncached lookups: the conservative capacity (at 2 billion identifiers a node's
+            # memory holds a small share of them); the Zipf mix is mentioned beside it.
+            uncached = _bench_figure(report, "uncached")
+            _collect(found, "resolve", uncached, f"{name} (bench, uncached)")
             mix = _bench_figure(report, "mix")
-            if mix is None:
-                mix = _bench_figure(report, "uncached")
-            _collect(found, "resolve", mix, f"{name} (bench)")
-            _collect(found, "bytes", _bench_figure(report, "storage"), f"{name} (bench)")
-            _collect(found, "import", _bench_figure(report, "import"), f"{name} (bench)")
+            if mix is not None and uncached is not None:
+                notes.append(
+                    f"{name}: with the Zipf mix (popular identifiers cached) one node resolved"
+                    f" {mix:,.0f}/s; the plan uses the uncached {uncached:,.0f}/s"
+                )
+            _collect(found, "bench_bytes", _bench_figure(report, "storage"), f"{name} (bench)")
+            _collect(found, "bench_import", _bench_figure(report, "import"), f"{name} (bench)")
         elif kind == "scale":
-            steps = report.get("steps", [])
+            steps = sorted(report.get("steps", []), key=lambda s: s.get("rows", 0))
             if steps:
-                last = max(steps, key=lambda s: s.get("rows", 0))
+                last = steps[-1]
                 where = f"{name} (scale, {last.get('rows', 0):,} rows)"
                 _collect(found, "bytes", last.get("bytes_per_id"), where)
                 _collect(found, "import", last.get("import_per_s"), where)
+                if len(steps) > 1 and steps[0].get("import_per_s"):
+                    notes.append(
+                        f"{name}: the import rate falls as the table grows"
+                        f" ({steps[0]['import_per_s']:,.0f}/s up to {steps[0]['rows']:,} rows,"
+                        f" {last['import_per_s']:,.0f}/s up to {last['rows']:,}): at billions"
+                        " of rows expect less than the figure used"
+                    )
         else:
             notes.append(f"{name}: not a report of idis loadtest or idis bench; ignored")
+
+    # Storage and import measured at scale win over the bench's small-table figures.
+    for key in ("bytes", "import"):
+        if key not in found and f"bench_{key}" in found:
+            found[key] = found[f"bench_{key}"]
 
     def pick(key: str) -> Measured | None:
         items = found.get(key)

@@ -293,6 +293,7 @@ def test_plan_inputs_from_reports_take_medians() -> None:
                 "figures": [
                     {"key": "storage", "value": 600.0},
                     {"key": "mix", "value": 6000.0},
+                    {"key": "uncached", "value": 3000.0},
                     {"key": "import", "value": 90_000.0},
                 ],
             },
@@ -302,9 +303,12 @@ def test_plan_inputs_from_reports_take_medians() -> None:
     ]
     inputs = inputs_from_reports(reports)
     assert inputs.register_rate is not None and inputs.register_rate.value == 200.0
-    assert inputs.resolve_rate is not None and inputs.resolve_rate.value == 5000.0
-    assert inputs.bytes_per_id is not None and inputs.bytes_per_id.value == 500.0
+    # The bench's uncached rate (not its mix) beside the resolve report's: median of 4000, 3000.
+    assert inputs.resolve_rate is not None and inputs.resolve_rate.value == 3500.0
+    # The scale report's storage wins over the bench's; no import at scale: the bench's.
+    assert inputs.bytes_per_id is not None and inputs.bytes_per_id.value == 400.0
     assert inputs.import_rate is not None and inputs.import_rate.value == 90_000.0
+    assert any("Zipf mix" in n for n in inputs.notes)
     assert any("saturated" in n for n in inputs.notes)
     assert any("g.json" in n for n in inputs.notes)
 
