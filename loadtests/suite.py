@@ -195,9 +195,20 @@ def python_run(
     after = cpu_sample()
     if report["stopped_by"] == "interrupt":
         raise KeyboardInterrupt
-    report["cpu"] = cpu_usage(before, after, dict(groups or {}))
-    report["cpu"]["generator"] = report["generator"]["cpu_share"]
+    report["cpu"] = own_cpu_apart(
+        cpu_usage(before, after, dict(groups or {})), report["generator"]["cpu_share"]
+    )
     return report
+
+
+def own_cpu_apart(cpu: dict[str, float], share: float) -> dict[str, float]:
+    """``cpu`` (from :func:`cpu_usage`) with this process's own share, the in-process Python
+    generator, moved out of ``other_procs`` into ``generator`` (its children, the servers this
+    suite started, cannot be grouped under it, so it is not a group there)."""
+    out = dict(cpu)
+    out["other_procs"] = round(max(0.0, out.get("other_procs", 0.0) - share), 2)
+    out["generator"] = round(share, 2)
+    return out
 
 
 def _from_python(label: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -748,7 +759,9 @@ class Suite:
             )
         if report["stopped_by"] == "interrupt":
             raise KeyboardInterrupt
-        report["cpu"] = cpu_usage(before, cpu_sample(), group)
+        report["cpu"] = own_cpu_apart(
+            cpu_usage(before, cpu_sample(), group), report["generator"]["cpu_share"]
+        )
         self.raw["ceiling_python"] = report
         self.add(
             "ceiling_python",
@@ -928,7 +941,10 @@ class Suite:
             )
         if report["stopped_by"] == "interrupt":
             raise KeyboardInterrupt
-        report["cpu"] = cpu_usage(before, cpu_sample(), {"server": [node.proc.pid]})
+        report["cpu"] = own_cpu_apart(
+            cpu_usage(before, cpu_sample(), {"server": [node.proc.pid]}),
+            report["generator"]["cpu_share"],
+        )
         self.raw["register"] = {k: v for k, v in report.items() if not k.startswith("timeline")}
         parser = RecordParser(population.prefixes, self.now)
         rows = [
