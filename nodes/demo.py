@@ -349,6 +349,8 @@ def parse_path(source: str, names: Mapping[str, str]) -> list[Hop]:
             hops.append(Hop(node, "", "unreachable"))
         elif rest == "cached":
             hops.append(Hop("(recursive)", head, "site remembered"))
+        elif rest == "delegation cached":
+            hops.append(Hop("(recursive)", head, "delegation remembered"))
         elif rest:
             handle, _, code = rest.rpartition(":")
             meaning = _CODES.get(int(code), "") if code.isdigit() else ""

@@ -72,7 +72,10 @@ class HttpPeerClient:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, HandleError):
             raise PeerUnavailable(f"{base_url}: unreadable answer") from None
-        return PeerAnswer(code, str(body.get("handle", handle)), values)
+        referral = body.get("referral")
+        if not isinstance(referral, str):
+            referral = ""
+        return PeerAnswer(code, str(body.get("handle", handle)), values, referral)
 
     async def close(self) -> None:
         session, self._session = self._session, None

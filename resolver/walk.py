@@ -8,12 +8,20 @@ from an ancestor of ``P``, where the question is asked again.  Then it asks the 
 remembered per prefix for their records' TTLs (unknown prefixes briefly), servers are tried in
 order until one answers, and every step is recorded in the answer's ``source``.
 
+Delegations are remembered as a DNS resolver remembers zone cuts: a prefix referral names the
+prefix record that delegates (``referral``: ``0.NA/Q``), and for its TTL a walk for any prefix
+derived from ``Q`` starts at the sites it named instead of at a top-level site.  A walk that
+started there and found none of them answering forgets the delegation and starts again at the
+top, which may know a newer one.  A fresh walk (``auth=true``) uses neither remembered sites
+nor delegations.
+
 A walk is a chain of requests each waiting for the one before, so its latency is their sum.
-One link is taken out: when a prefix referral names the site administering ``P``'s parent, the
-question for ``P/S`` goes to that site together with the question for ``0.NA/P`` (an early
-request).  Enterprise prefixes are usually hosted by that very site, which then answered both
-at once; if ``0.NA/P`` names another site the early answer is dropped and the walk goes on as
-it would have.  It asks nothing a walk would not ask, except in that last case.
+One link is taken out: when a prefix referral (or a remembered delegation) names the site
+administering ``P``'s parent, the question for ``P/S`` goes to that site together with the
+question for ``0.NA/P`` (an early request).  Enterprise prefixes are usually hosted by that very
+site, which then answered both at once; if ``0.NA/P`` names another site the early answer is
+dropped and the walk goes on as it would have.  It asks nothing a walk would not ask, except
+in that last case.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from resolver.answers import Answer, Outcome, TtlPolicy
 from resolver.cache import Kept, keep, restore
 from resolver.chain import Resolve
 from resolver.errors import RecursionTooDeep, UpstreamUnavailable
-from resolver.identifiers import PREFIX_HANDLE_PREFIX
+from resolver.identifiers import PREFIX_HANDLE_PREFIX, fold, parent_prefixes, prefix_handle
 from resolver.sites import Site, sites_of
 from resolver.values import HandleValue, Record
 
 MAX_REFERRALS = 8
+MAX_REMEMBERED = 100_000
+"""Prefix sites and delegations each kept by a walker; the oldest entry goes first."""
 
 
 class PeerUnavailable(Exception):
@@ -46,6 +56,8 @@ class PeerAnswer:
     code: int
     handle: str
     values: tuple[HandleValue, ...]
+    referral: str = ""
+    """In a referral (302, 303): the prefix record that delegates, ``0.NA/Q``."""
 
 
 class PeerClient(Protocol):
@@ -64,6 +76,28 @@ class _Early:
     def cancel(self) -> None:
         if not self.task.done():
             self.task.cancel()
+
+
+class _Remembered:
+    """Site lists by prefix, each until its expiry; at most ``limit`` of them, oldest out first."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED) -> None:
+        self._limit = limit
+        self._entries: dict[str, tuple[float, list[Site]]] = {}
+
+    def get(self, prefix: str, now: float) -> list[Site] | None:
+        entry = self._entries.get(prefix)
+        return entry[1] if entry is not None and entry[0] > now else None
+
+    def put(self, prefix: str, expires: float, sites: list[Site]) -> None:
+        entries = self._entries
+        entries.pop(prefix, None)
+        if len(entries) >= self._limit:
+            del entries[next(iter(entries))]
+        entries[prefix] = (expires, sites)
+
+    def forget(self, prefix: str) -> None:
+        self._entries.pop(prefix, None)
 
 
 def _retrieve(task: asyncio.Future[PeerAnswer]) -> None:
@@ -93,7 +127,10 @@ class Walker:
         self._policy = policy
         self._clock = clock
         self._early = early
-        self._sites: dict[str, tuple[float, list[Site]]] = {}
+        self._sites = _Remembered()
+        """Per prefix ``P``: the sites serving handles under ``P``."""
+        self._delegations = _Remembered()
+        """Per prefix ``Q``: the sites administering prefixes derived from ``Q``."""
         self.upstream_requests = 0
         self.early_used = 0
         """Early requests whose answer the walk used (each saved a link of the chain)."""
@@ -162,26 +199,92 @@ class Walker:
     ) -> tuple[Record, Site] | None:
         """The record ``0.NA/prefix`` and the site that answered it, or None if unknown.
 
-        With ``early_for``, each site a referral names is also sent the question for that
-        handle at once; the request is appended to ``early`` (the caller cancels it if unused).
+        The walk starts at the closest remembered delegation (unless ``fresh``), else at the
+        roots.  With ``early_for``, each site a delegation names is also sent the question for
+        that handle at once; the request is appended to ``early`` (the caller cancels it if
+        unused).
         """
-        handle = f"{PREFIX_HANDLE_PREFIX}/{prefix}"
-        sites = self._roots
+        handle = prefix_handle(prefix)
+        start = None if fresh else self._delegation(prefix)
+        if start is not None:
+            zone, sites = start
+            path.append(f"{prefix_handle(zone)} delegation cached")
+            self._ask_early(sites, early_for, early, fresh)
+            try:
+                return await self._follow(
+                    handle, prefix, zone, sites, fresh, path, early_for, early
+                )
+            except UpstreamUnavailable:
+                # The delegation may have moved: the top level knows.
+                self._delegations.forget(zone)
+        return await self._follow(handle, prefix, "", self._roots, fresh, path, early_for, early)
+
+    async def _follow(
+        self,
+        handle: str,
+        prefix: str,
+        zone: str,
+        sites: Sequence[Site],
+        fresh: bool,
+        path: list[str],
+        early_for: str | None,
+        early: list[_Early] | None,
+    ) -> tuple[Record, Site] | None:
+        """Ask ``sites`` for ``handle`` (the record of ``prefix``), following referrals.
+
+        ``zone`` is the prefix whose delegation named ``sites`` ("" for the roots): a site may
+        only delegate prefixes below the one it was delegated, and only such delegations are
+        remembered (as DNS resolvers keep only in-bailiwick referrals), so that no site can
+        take over prefixes it was never given.
+        """
         for _ in range(MAX_REFERRALS):
             answer, site = await self._ask(sites, handle, fresh, path)
             if answer.code == 1:
                 return Record(answer.handle, answer.values), site
             if answer.code in (Outcome.PREFIX_REFERRAL, Outcome.SERVICE_REFERRAL):
-                sites = sites_of(answer.values, derived=answer.code == Outcome.PREFIX_REFERRAL)
+                derived = answer.code == Outcome.PREFIX_REFERRAL
+                sites = sites_of(answer.values, derived=derived)
                 if not sites:
                     raise UpstreamUnavailable(f"referral for {handle} names no usable site")
-                if early_for is not None and early is not None and self._early:
-                    for request in early:
-                        request.cancel()
-                    early[:] = [self._send_early(sites, early_for, fresh)]
+                if derived:
+                    zone = self._remember_delegation(answer, prefix, zone, sites) or zone
+                self._ask_early(sites, early_for, early, fresh)
                 continue
             return None
         raise RecursionTooDeep(f"too many referrals resolving {handle}", handle=handle)
+
+    def _delegation(self, prefix: str) -> tuple[str, list[Site]] | None:
+        """The closest remembered delegation of a prefix ``prefix`` derives from."""
+        now = self._clock()
+        for parent in parent_prefixes(prefix)[1:]:
+            sites = self._delegations.get(parent, now)
+            if sites is not None:
+                return parent, sites
+        return None
+
+    def _remember_delegation(
+        self, answer: PeerAnswer, prefix: str, zone: str, sites: list[Site]
+    ) -> str | None:
+        """Remember the delegation a prefix referral states, if in bailiwick; its prefix."""
+        holder, _, delegated = fold(answer.referral).partition("/")
+        inside = not zone or delegated.startswith(zone + ".")
+        if holder != PREFIX_HANDLE_PREFIX or not inside or not prefix.startswith(delegated + "."):
+            return None
+        expires = self._policy.expiry(Record(answer.referral, answer.values), self._clock())
+        self._delegations.put(delegated, expires, sites)
+        return delegated
+
+    def _ask_early(
+        self,
+        sites: Sequence[Site],
+        early_for: str | None,
+        early: list[_Early] | None,
+        fresh: bool,
+    ) -> None:
+        if early_for is not None and early is not None and self._early:
+            for request in early:
+                request.cancel()
+            early[:] = [self._send_early(sites, early_for, fresh)]
 
     async def _sites_for(
         self,
@@ -196,10 +299,10 @@ class Walker:
         ``key`` and ``early``: see :meth:`_prefix_record`.
         """
         now = self._clock()
-        cached = self._sites.get(prefix)
-        if cached is not None and cached[0] > now and not fresh:
-            path.append(f"{PREFIX_HANDLE_PREFIX}/{prefix} cached")
-            return cached[1]
+        cached = None if fresh else self._sites.get(prefix, now)
+        if cached is not None:
+            path.append(f"{prefix_handle(prefix)} cached")
+            return cached
         found = await self._prefix_record(prefix, fresh, path, key, early)
         if found is None:
             sites: list[Site] = []
@@ -209,7 +312,7 @@ class Walker:
             # A prefix record without HS_SITE is served by the node that holds it.
             sites = sites_of(record.values) or [responder]
             expires = self._policy.expiry(record, now)
-        self._sites[prefix] = (expires, sites)
+        self._sites.put(prefix, expires, sites)
         return sites
 
     async def _handle(

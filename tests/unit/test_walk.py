@@ -66,7 +66,7 @@ def federation(peers: Peers, *, hosted_by: str = SECONDARY) -> None:
     """The top level refers 88.100.* to the secondary; 88.100.1 has one identifier, served by
     ``hosted_by`` (the secondary itself, or a node its prefix record names)."""
     referral = (site(SECONDARY, SECONDARY_2, type_=HS_SITE_PREFIX, index=2),)
-    peers.table[(TOP, "0.NA/88.100.1")] = PeerAnswer(303, "0.NA/88.100.1", referral)
+    peers.table[(TOP, "0.NA/88.100.1")] = PeerAnswer(303, "0.NA/88.100.1", referral, "0.NA/88.100")
     record = () if hosted_by == SECONDARY else (site(hosted_by),)
     for server in (SECONDARY, SECONDARY_2):
         peers.table[(server, "0.NA/88.100.1")] = PeerAnswer(1, "0.NA/88.100.1", record)
@@ -76,8 +76,15 @@ def federation(peers: Peers, *, hosted_by: str = SECONDARY) -> None:
         peers.table[(SECONDARY, "88.100.1/A")] = PeerAnswer(302, "88.100.1/A", record)
 
 
-def walker(peers: Peers, **kw: bool) -> Walker:
-    return Walker(peers, [Site((TOP,))], TtlPolicy(), Clock(), **kw)
+def walker(peers: Peers, clock: Clock | None = None, **kw: bool) -> Walker:
+    return Walker(peers, [Site((TOP,))], TtlPolicy(), clock or Clock(), **kw)
+
+
+def enterprise_prefix(peers: Peers, prefix: str, server: str = SECONDARY) -> str:
+    """Another enterprise prefix under 88.100, hosted by ``server``, with one identifier."""
+    peers.table[(server, f"0.NA/{prefix}")] = PeerAnswer(1, f"0.NA/{prefix}", ())
+    peers.table[(server, f"{prefix}/A")] = PeerAnswer(1, f"{prefix}/A", (url_value(prefix),))
+    return f"{prefix}/A"
 
 
 async def test_a_full_walk_asks_for_the_handle_alongside_the_prefix_record() -> None:
@@ -201,3 +208,144 @@ async def test_no_server_answering_is_upstream_unavailable() -> None:
     peers.table[(TOP, "0.NA/88.100.1")] = PeerUnavailable("down")
     with pytest.raises(UpstreamUnavailable):
         await walker(peers)("88.100.1/A", False)
+
+
+async def test_a_remembered_delegation_skips_the_top_level_for_a_new_prefix() -> None:
+    peers = Peers()
+    federation(peers)
+    handle = enterprise_prefix(peers, "88.100.2")
+    # The secondary answers 0.NA/88.100.2 only once it has also been asked for the handle.
+    peers.hold[(SECONDARY, "0.NA/88.100.2")] = (SECONDARY, handle)
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    peers.asked.clear()
+
+    answer = await walk(handle, False)
+
+    assert answer.record is not None and answer.record.values[0].data.value == "88.100.2"
+    assert sorted((url, asked) for url, asked, _ in peers.asked) == [
+        (SECONDARY, "0.NA/88.100.2"),
+        (SECONDARY, handle),
+    ]
+    assert answer.source == (
+        f"0.NA/88.100 delegation cached -> {SECONDARY} 0.NA/88.100.2:1 -> {SECONDARY} {handle}:1"
+    )
+
+
+async def test_a_delegation_is_remembered_for_its_ttl_only() -> None:
+    peers = Peers()
+    federation(peers)
+    clock = Clock()
+    walk = walker(peers, clock)
+    await walk("88.100.1/A", False)
+    clock.now += 86_400 + 1  # the referral's values carry the default TTL
+    handle = enterprise_prefix(peers, "88.100.3")
+    peers.table[(TOP, "0.NA/88.100.3")] = peers.table[(TOP, "0.NA/88.100.1")]
+    peers.asked.clear()
+
+    answer = await walk(handle, False)
+
+    assert answer.outcome is Outcome.FOUND
+    assert peers.asked[0] == (TOP, "0.NA/88.100.3", False)
+
+
+async def test_a_fresh_walk_ignores_remembered_delegations() -> None:
+    peers = Peers()
+    federation(peers)
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    handle = enterprise_prefix(peers, "88.100.4")
+    peers.table[(TOP, "0.NA/88.100.4")] = peers.table[(TOP, "0.NA/88.100.1")]
+    peers.asked.clear()
+
+    await walk(handle, True)
+
+    assert peers.asked[0] == (TOP, "0.NA/88.100.4", True)
+
+
+async def test_an_unreachable_delegation_is_forgotten_and_the_walk_restarts_at_the_top() -> None:
+    peers = Peers()
+    federation(peers)
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    # 88.100 moved to ENTERPRISE's node; the old servers are gone.
+    handle = enterprise_prefix(peers, "88.100.5", server=ENTERPRISE)
+    moved = (site(ENTERPRISE, type_=HS_SITE_PREFIX, index=2),)
+    peers.table[(TOP, "0.NA/88.100.5")] = PeerAnswer(303, "0.NA/88.100.5", moved, "0.NA/88.100")
+    for server in (SECONDARY, SECONDARY_2):
+        for asked in ("0.NA/88.100.5", handle):
+            peers.table[(server, asked)] = PeerUnavailable("down")
+    peers.asked.clear()
+
+    answer = await walk(handle, False)
+
+    assert answer.record is not None and answer.record.values[0].data.value == "88.100.5"
+    assert f"{SECONDARY_2} unreachable -> {TOP} 0.NA/88.100.5:303" in answer.source
+    peers.asked.clear()
+    await walk(enterprise_prefix(peers, "88.100.6", server=ENTERPRISE), False)
+    assert peers.asked[0][0] == ENTERPRISE, "the new delegation is the one remembered"
+
+
+@pytest.mark.parametrize(
+    ("stated", "why"),
+    [
+        ("0.NA/88", "a delegated site may not delegate above what it was given"),
+        ("0.NA/88.100", "nor what it was given itself"),
+        ("0.NA/88.101", "a referral only speaks for prefixes the question derives from"),
+        ("88.100/X", "only prefix records delegate"),
+    ],
+)
+async def test_out_of_bailiwick_delegations_are_not_remembered(stated: str, why: str) -> None:
+    peers = Peers()
+    federation(peers)
+    # The secondary, delegated 88.100, refers 0.NA/88.100.7 onward with a claim of its own.
+    rogue = (site(ENTERPRISE, type_=HS_SITE_PREFIX, index=2),)
+    handle = enterprise_prefix(peers, "88.100.7", server=ENTERPRISE)
+    peers.table[(SECONDARY, "0.NA/88.100.7")] = PeerAnswer(303, "0.NA/88.100.7", rogue, stated)
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    await walk(handle, False)
+    peers.asked.clear()
+
+    answer = await walk(enterprise_prefix(peers, "88.100.8"), False)
+    other = await walk("88.101.1/A", False)
+
+    assert answer.outcome is Outcome.FOUND, why
+    assert other.outcome is Outcome.NOT_FOUND, why
+    assert [url for url, _, _ in peers.asked] == [SECONDARY, SECONDARY, TOP], why
+
+
+async def test_a_delegation_below_the_one_followed_is_remembered() -> None:
+    peers = Peers()
+    federation(peers)
+    # The secondary delegates prefixes derived from 88.100.9 to the enterprise's node.
+    below = (site(ENTERPRISE, type_=HS_SITE_PREFIX, index=2),)
+    peers.table[(SECONDARY, "0.NA/88.100.9.1")] = PeerAnswer(
+        303, "0.NA/88.100.9.1", below, "0.NA/88.100.9"
+    )
+    first = enterprise_prefix(peers, "88.100.9.1", server=ENTERPRISE)
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    assert (await walk(first, False)).outcome is Outcome.FOUND
+    peers.asked.clear()
+
+    await walk(enterprise_prefix(peers, "88.100.9.2", server=ENTERPRISE), False)
+
+    assert peers.asked[0][0] == ENTERPRISE
+
+
+async def test_a_root_referral_speaks_only_for_prefixes_the_question_derives_from() -> None:
+    peers = Peers()
+    federation(peers)
+    referral = peers.table[(TOP, "0.NA/88.100.1")]
+    assert isinstance(referral, PeerAnswer)
+    peers.table[(TOP, "0.NA/88.100.1")] = PeerAnswer(
+        303, referral.handle, referral.values, "0.NA/88.101"
+    )
+    walk = walker(peers)
+    await walk("88.100.1/A", False)
+    peers.asked.clear()
+
+    await walk("88.101.1/A", False)
+
+    assert peers.asked[0] == (TOP, "0.NA/88.101.1", False)
