@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import registry.enterprise
 import registry.prefixes
 from nodes.federation import TopLevelClient
+from nodes.processes import free_ports, run_cli
 from registry import migrate
 from registry.enterprise import (
     Application,
@@ -58,7 +59,7 @@ from resolver.values import HS_SITE, Record, Ref
 
 # The node processes of the end-to-end suite, reused here for the real top level.
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))
-from nodeproc import NodeProcess, free_port, run_cli, start_node
+from nodeproc import NodeProcess, start_node
 
 HOLDER_SECRET = "holder-secret-88.100"
 OPERATOR_SECRET = "operator-secret-88.100"
@@ -508,8 +509,9 @@ async def test_a_failed_top_level_write_leaves_the_application_approvable(
     applied = await secondary.service.apply(prefix, "ACME", secret="enterprise-secret")
     wrong = tmp_path / "wrong-secret"
     wrong.write_text("not the holder secret\n", encoding="utf-8")
+    nobody = f"http://127.0.0.1:{free_ports(1)[0]}"
     attempts: list[tuple[EnterprisePrefixes, type[HandleError]]] = [
-        (secondary.with_top_level([f"http://127.0.0.1:{free_port()}"], wrong), UpstreamUnavailable),
+        (secondary.with_top_level([nobody], wrong), UpstreamUnavailable),
         (secondary.with_top_level([secondary.top_level.node.base_url], wrong), PeerRefused),
         (secondary.with_top_level([], wrong), ServerError),
         (secondary.with_top_level([secondary.top_level.node.base_url], None), ServerError),

@@ -33,11 +33,12 @@ from loadtests.plan import Inputs, Measured, inputs_from_reports, make_plan
 from loadtests.shapes import UNKNOWN_BASE, Population, code
 from loadtests.stats import Recorder, median, pct_key, percentile, rate, summarise_latencies
 from loadtests.suite import Figure, judge, table_rows
+from nodes.processes import run_cli
 from resolver.codecs.json_api import parse_values
 from resolver.identifiers import Handle, fold
 
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))
-from nodeproc import REPO, NodeProcess, run_cli, start_node
+from nodeproc import REPO, NodeProcess, start_node
 
 # --- synthetic identifiers ------------------------------------------------------------------
 

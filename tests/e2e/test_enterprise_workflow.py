@@ -22,7 +22,9 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-from nodeproc import REPO, NodeProcess, basic_auth, run_cli
+from nodeproc import REPO, NodeProcess, basic_auth
+
+from nodes.processes import run_cli
 
 HTTP_TIMEOUT = 10.0
 OPERATOR = "300:88.100/ADMIN"

@@ -29,8 +29,9 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-from nodeproc import REPO, NodeProcess, basic_auth, free_port, node_env, run_cli, start_node
+from nodeproc import REPO, NodeProcess, basic_auth, start_node
 
+from nodes.processes import free_ports, node_env, run_cli
 from resolver.sites import site_data
 
 T = TypeVar("T")
@@ -66,15 +67,6 @@ class Federation:
 
     def secret(self, name: str) -> str:
         return self.secrets[name].read_text(encoding="utf-8").strip()
-
-
-def _distinct_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def _parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
@@ -134,7 +126,7 @@ def fed(
         return node
 
     try:
-        ports = dict(zip(CITIES, _distinct_ports(len(CITIES)), strict=True))
+        ports = dict(zip(CITIES, free_ports(len(CITIES)), strict=True))
         urls = {city: f"http://127.0.0.1:{port}" for city, port in ports.items()}
         databases = {name: pg_factory() for name in (*CITIES, "88.100", "88.101", "88.100.7")}
         federation_secret = secrets["federation"].read_text(encoding="utf-8").strip()
@@ -522,10 +514,8 @@ def test_joining_with_the_wrong_secret_is_refused(fed: Federation, tmp_path: Pat
     wrong.write_text("not-the-secret\n", encoding="utf-8")
     env = node_env(
         tmp_path / "intruder",
-        free_port(),
-        database_url=None,
-        redis_url=None,
-        workers=1,
+        free_ports(1)[0],
+        name="e2e-intruder",
         extra={"IDIS_FEDERATION__TOP_LEVEL": json.dumps([beijing.base_url])},
     )
     for prefix, secret_file in (("88.100", wrong), ("88.100", fed.secrets["88.101"])):

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from nodeproc import PREFIX, NodeProcess, basic_auth, free_port
+from nodeproc import PREFIX, NodeProcess, basic_auth
+
+from nodes.processes import free_ports
 
 MAX_BODY = 256 * 1024
 """The nodes' IDIS_MAX_BODY_BYTES: small, yet room for a batch of 2000 small handles."""
@@ -1002,7 +1004,7 @@ def dead_redis_node(node_factory, pg_factory) -> Iterator[NodeProcess]:
     """Two workers configured with a Redis where nothing listens."""
     started = node_factory(
         database_url=pg_factory(),
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_url=f"redis://127.0.0.1:{free_ports(1)[0]}/0",
         workers=2,
     )
     yield started
