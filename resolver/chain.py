@@ -174,34 +174,42 @@ class StoreLookup:
         self._clock = clock
 
     async def __call__(self, key: str, fresh: bool) -> Answer:
-        record = await self._store.get(key)
+        holders = await self._holders(key)
+        if holders:
+            # One read for the handle and the prefix records that may delegate it.
+            found = await self._store.get_many([key, *(holder for holder, _ in holders)])
+            record = found.get(key)
+        else:
+            found, record = {}, await self._store.get(key)
         now = self._clock()
         if record is not None:
             return Answer(key, Outcome.FOUND, record, self._policy.expiry(record, now), "store")
-        referral = await self._delegation(key)
-        if referral is not None:
-            outcome, site_record = referral
-            return Answer(key, outcome, site_record, self._policy.expiry(site_record, now), "store")
-        outcome = Outcome.NOT_FOUND if await self._homes.serves(key) else Outcome.NOT_HOMED
-        return Answer(key, outcome, None, self._policy.expiry(None, now), "store")
-
-    async def _delegation(self, key: str) -> tuple[Outcome, Record] | None:
-        prefix, _, suffix = key.partition("/")
-        is_prefix_record = prefix == PREFIX_HANDLE_PREFIX
-        target = suffix if is_prefix_record else prefix
-        homed = await self._homes.keys()
-        for candidate in parent_prefixes(target):
-            if candidate in homed:
-                return None
-            exact = candidate == target
-            if exact and is_prefix_record:
-                continue  # the record itself is what was asked for, and it is not here
-            holder = await self._store.get(f"{PREFIX_HANDLE_PREFIX}/{candidate}")
+        for holder_key, exact in holders:
+            holder = found.get(holder_key)
             if holder is None:
                 continue
             wanted = (HS_SITE,) if exact else DERIVED_SITE_TYPES
             values = tuple(v for v in holder.values if v.type.upper() in wanted)
             if values:
                 outcome = Outcome.SERVICE_REFERRAL if exact else Outcome.PREFIX_REFERRAL
-                return outcome, Record(holder.handle, values, holder.version)
-        return None
+                site = Record(holder.handle, values, holder.version)
+                return Answer(key, outcome, site, self._policy.expiry(site, now), "store")
+        outcome = Outcome.NOT_FOUND if await self._homes.serves(key) else Outcome.NOT_HOMED
+        return Answer(key, outcome, None, self._policy.expiry(None, now), "store")
+
+    async def _holders(self, key: str) -> list[tuple[str, bool]]:
+        """The prefix records that may delegate ``key``, most specific first, each with whether
+        it names ``key``'s own prefix (its ``HS_SITE`` then serves ``key``) or an ancestor (its
+        ``HS_SITE.PREFIX`` administers derived prefixes); none below a prefix homed here."""
+        prefix, _, suffix = key.partition("/")
+        is_prefix_record = prefix == PREFIX_HANDLE_PREFIX
+        target = suffix if is_prefix_record else prefix
+        homed = await self._homes.keys()
+        holders = []
+        for candidate in parent_prefixes(target):
+            if candidate in homed:
+                break
+            exact = candidate == target
+            if not (exact and is_prefix_record):  # the record itself is what was asked for
+                holders.append((f"{PREFIX_HANDLE_PREFIX}/{candidate}", exact))
+        return holders

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+
+_T = TypeVar("_T")
 
 Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 
@@ -52,11 +54,18 @@ class ReadPool:
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         """``Connection.fetchrow`` on a connection of the pool (asyncpg prepares ``query`` once
         per connection and reuses the statement)."""
+        return await self._read(lambda conn: conn.fetchrow(query, *args))
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """``Connection.fetch``, like :meth:`fetchrow`."""
+        return await self._read(lambda conn: conn.fetch(query, *args))
+
+    async def _read(self, read: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
         retry = True
         while True:
             conn = await self._take()
             try:
-                row = await conn.fetchrow(query, *args)
+                result = await read(conn)
             except BaseException as error:
                 lost = conn.is_closed()
                 if not lost and isinstance(error, asyncpg.PostgresError):
@@ -69,7 +78,7 @@ class ReadPool:
                 retry = False  # lost before or during the read: once more, on another one
                 continue
             self._give(conn)
-            return row
+            return result
 
     async def close(self) -> None:
         """Fail waiting and later reads, and close every connection once its read has ended."""

@@ -39,6 +39,7 @@ _ASYNC_DRIVERS = {
 _CHUNK = 500
 
 _GET_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
+_GET_MANY_SQL = "SELECT key, handle, data, version FROM handles WHERE key = ANY($1::text[])"
 
 # Journaled transactions run one at a time (see SqlStore._serialize).  On PostgreSQL they hold
 # this transaction-scoped advisory lock ("idistxlg"); on SQLite they take the database's write
@@ -164,6 +165,9 @@ class SqlStore:
     async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
+        if self._read_pool is not None:
+            rows = await self._read_pool.fetch(_GET_MANY_SQL, list(keys))
+            return {row[0]: decode_record(row[1], row[2], row[3]) for row in rows}
         async with self._engine.connect() as conn:
             result = await conn.execute(sa.select(handles).where(handles.c.key.in_(keys)))
             return {row.key: _row_record(row) for row in result}
