@@ -60,7 +60,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,10 +74,10 @@ from urllib.parse import unquote, urlsplit
 from loadtests.client import Connection, get_request, watchdog
 from loadtests.loadgen import GeneratorMissing, WrkResult, find_wrk, run_wrk
 from loadtests.stats import percentile
+from nodes.processes import ServeProcess, free_ports, node_env, run_cli
 
 HOST = "127.0.0.1"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-IDIS = (sys.executable, "-m", "nodes.cli")
 NATIONAL = "88"
 SECONDARY = "88.100"
 PREFIX = "88.100.1"
@@ -319,20 +318,6 @@ async def _seed_top(dsn: str, industries: Sequence[str]) -> None:
 # --- processes -------------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (the probes are held together: all distinct)."""
-    probes: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probes.append(probe)
-            probe.bind((HOST, 0))
-        return [int(p.getsockname()[1]) for p in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def get(port: int, path: str) -> tuple[int, bytes, dict[str, str]]:
     """GET ``path`` on 127.0.0.1:``port``: status, body, headers (names in lower case)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT)
@@ -353,90 +338,21 @@ def set_affinity(pid: int, cpus: Sequence[int]) -> None:
                 os.sched_setaffinity(int(tid), cpus)
 
 
-@dataclass
-class Node:
-    """One ``idis serve`` process of the federation (in a session of its own)."""
-
-    name: str
-    port: int
-    home: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+class Node(ServeProcess):
+    """One ``idis serve`` process of the federation (see :mod:`nodes.processes`)."""
 
     @property
     def base(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.url
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def log(self) -> Path:
-        return self.home / "serve.log"
-
-    def log_tail(self, lines: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        assert self.process is not None
+        return self.process.pid
 
     def cli(self, *args: str) -> str:
         """``idis ARGS`` with this node's settings; its output (raises with it on failure)."""
-        done = subprocess.run(
-            [*IDIS, *args],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        if done.returncode != 0:
-            command = " ".join(args)
-            raise RuntimeError(f"{self.name}: idis {command} failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
-
-    def start(self) -> None:
-        """``idis serve``; returns once ``/healthz`` answers (raises with the log if not)."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [*IDIS, "serve"],
-                env=self.env,
-                cwd=self.home,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
-            with suppress(OSError, http.client.HTTPException):
-                if get(self.port, "/healthz")[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready in {READY_TIMEOUT:g}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM the node's process group, SIGKILL it if it outlives :data:`STOP_TIMEOUT`."""
-        proc = self.proc
-        if proc is None:
-            return
-        # The group id is the pid of the session leader this module started: nothing else.
-        if proc.poll() is None:
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_TIMEOUT)
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        return run_cli(self.env, *args, cwd=self.home, timeout=CLI_TIMEOUT)
 
     def counters(self) -> dict[str, int]:
         status, body, _ = get(self.port, "/api/stats")
@@ -481,21 +397,14 @@ class Federation:
     def _node(self, name: str, role: str, port: int, extra: dict[str, str]) -> Node:
         home = self.workdir / name
         home.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDIS_")}
-        python_path = env.get("PYTHONPATH")
-        root = str(Path(__file__).resolve().parent.parent)
-        env.update(
-            IDIS_DATA_DIR=str(home / "data"),
-            IDIS_HTTP=f"{HOST}:{port}",
-            IDIS_ROLE=role,
-            IDIS_NAME=f"benchrec{os.getpid()}-{name}",
-            IDIS_WORKERS="1",
-            IDIS_LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-            PYTHONPATH=root + (os.pathsep + python_path if python_path else ""),
-            **extra,
+        env = node_env(
+            home / "data",
+            port,
+            name=f"benchrec{os.getpid()}-{name}",
+            log_level="warning",
+            extra={"IDIS_ROLE": role, **extra},
         )
-        node = Node(name, port, home, env)
+        node = Node(name, env, home)
         self.nodes[name] = node
         return node
 
@@ -518,7 +427,7 @@ class Federation:
         )
         top.cli("prefix", "init", NATIONAL, "--secret-file", str(national))
         top.cli("prefix", "allocate", SECONDARY, "--secret-file", str(holder))
-        top.start()
+        top.start(READY_TIMEOUT)
 
         say(f"secondary node: idis federation join {SECONDARY}, prefix init {PREFIX}, serve")
         secondary_db = self.database("secondary")
@@ -545,13 +454,13 @@ class Federation:
         prefixes = [cold_prefix(n) for n in range(self.cold_prefixes)]
         prefixes += [f"{industry}.1" for industry in industries]
         self.seed_seconds = asyncio.run(_seed(secondary_db, self.rows, prefixes, self.seeded_at))
-        secondary.start()
+        secondary.start(READY_TIMEOUT)
 
         say("recursive node: serve, its root the top-level node")
         recursive = self._node(
             "recursive", "recursive", recursive_port, {"IDIS_FEDERATION__TOP_LEVEL": top_urls}
         )
-        recursive.start()
+        recursive.start(READY_TIMEOUT)
         say("a second recursive node, for comparison: early requests off")
         sequential = self._node(
             "recursive-seq",
@@ -559,11 +468,11 @@ class Federation:
             sequential_port,
             {"IDIS_FEDERATION__TOP_LEVEL": top_urls, "IDIS_FEDERATION__EARLY_REQUESTS": "false"},
         )
-        sequential.start()
+        sequential.start(READY_TIMEOUT)
 
     def close(self) -> None:
         for node in reversed(list(self.nodes.values())):
-            node.stop()
+            node.stop(STOP_TIMEOUT)
         while self.created:
             name = self.created.pop()
             with suppress(Exception):
