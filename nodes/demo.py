@@ -36,16 +36,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import json
-import os
 import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -63,6 +58,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from nodes.federation import basic_auth, site_values
+from nodes.processes import (
+    CliFailed,
+    PortTaken,
+    Process,
+    ServeProcess,
+    free_ports,
+    node_env,
+    run_cli,
+    signal_group,
+    stop_all,
+    wait_ready,
+)
 
 TOP_LEVEL_CITIES = ("Beijing", "Shanghai", "Guangzhou", "Wuhan", "Chongqing")
 NATIONAL_PREFIX = "88"
@@ -88,71 +95,19 @@ class StepFailed(Exception):
     """A step of the demo did not work; the message says what was expected and what happened."""
 
 
-class _PortTaken(Exception):
-    """A node could not bind the port picked for it (somebody took it in the meantime)."""
-
-
 # --- processes --------------------------------------------------------------------------------
 
 
-@dataclass
-class Member:
-    """One node of the demo federation: its identity, settings and (once started) process."""
+class Member(ServeProcess):
+    """One node of the demo federation: its name, role and settings, and (once started) its
+    ``idis serve`` process."""
 
-    name: str
-    role: str
-    port: int
-    home: Path
-    serves: str
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.home / "serve.log"
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def _pick_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports the OS picks, all free at the time of the call.
-
-    The probing sockets are held together, so the OS cannot hand out one port twice.
-    """
-    probes = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probes.append(probe)
-            probe.bind(("127.0.0.1", 0))
-        return [int(p.getsockname()[1]) for p in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def _source_root() -> str:
-    """The directory holding the ``nodes`` package, for children started elsewhere."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    # Each child leads a session of its own: its group id is its pid, so this reaches what the
-    # demo started and nothing else.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
+    def __init__(
+        self, name: str, role: str, serves: str, env: Mapping[str, str], home: Path
+    ) -> None:
+        super().__init__(name, env, home)
+        self.role = role
+        self.serves = serves
 
 
 class Cluster:
@@ -165,123 +120,56 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.members: dict[str, Member] = {}
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: list[Process] = []
         self._lock = threading.Lock()
-        self._runs = itertools.count(1)
         self._closed = False
         atexit.register(self.close)
 
     def add(self, name: str, role: str, port: int, serves: str, extra: Mapping[str, str]) -> Member:
         home = self.root / name
         home.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDIS_")}
-        python_path = env.get("PYTHONPATH")
-        env.update(
-            IDIS_DATA_DIR=str(home / "data"),
-            IDIS_HTTP=f"127.0.0.1:{port}",
-            IDIS_ROLE=role,
-            IDIS_NAME=name,
-            IDIS_LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-            PYTHONPATH=_source_root() + (os.pathsep + python_path if python_path else ""),
+        env = node_env(
+            home / "data", port, name=name, log_level="warning", extra={"IDIS_ROLE": role, **extra}
         )
-        env.update(extra)
-        member = Member(name, role, port, home, serves, env)
+        member = Member(name, role, serves, env, home)
         self.members[name] = member
         return member
 
-    def _spawn(self, args: Sequence[str], member: Member, output: Any) -> subprocess.Popen[bytes]:
+    def _started(self, child: Process) -> None:
         with self._lock:
-            if self._closed:
-                raise StepFailed("the demo is shutting down")
-            child = subprocess.Popen(
-                [sys.executable, "-m", "nodes.cli", *args],
-                env=member.env,
-                cwd=member.home,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
             self._children.append(child)
-            return child
+            if self._closed:  # started as the demo shuts down: it goes at once
+                signal_group(child, signal.SIGKILL)
 
     def cli(self, member: Member, *args: str) -> str:
         """Run ``idis ARGS`` with ``member``'s settings; its output. Raises :class:`StepFailed`
         with that output if it fails or takes longer than :data:`CLI_TIMEOUT`."""
-        with self._lock:
-            number = next(self._runs)
-        out_path = member.home / f"cli-{number}-{args[0]}.log"
-        with out_path.open("wb+") as out:
-            child = self._spawn(args, member, out)
-            try:
-                code = child.wait(CLI_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _signal_group(child, signal.SIGKILL)
-                child.wait()
-                code = None
-            out.seek(0)
-            text = out.read().decode("utf-8", errors="replace").strip()
-        if code != 0:
-            outcome = "timed out" if code is None else f"exited with {code}"
-            raise StepFailed(f"{member.name}: idis {' '.join(args)} {outcome}\n{text}")
-        return text
+        try:
+            return run_cli(
+                member.env, *args, cwd=member.home, timeout=CLI_TIMEOUT, started=self._started
+            )
+        except CliFailed as error:
+            raise StepFailed(f"{member.name}: {error}") from error
 
     def launch(self, member: Member) -> None:
-        """Start ``idis serve`` for ``member`` (readiness: :meth:`wait_ready`)."""
-        with member.log_path.open("ab") as log:
-            member.process = self._spawn(["serve"], member, log)
-
-    def wait_ready(self, members: Sequence[Member], timeout: float = READY_TIMEOUT) -> None:
-        """Return once every member answers ``GET /healthz``; raise :class:`StepFailed` (or
-        :class:`_PortTaken`) if one exits or is not ready within ``timeout`` seconds."""
-        pending = list(members)
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0) as client:
-            while pending:
-                for member in list(pending):
-                    if not member.alive():
-                        tail = member.log_tail()
-                        if "address already in use" in tail.lower():
-                            raise _PortTaken(f"{member.name}: port {member.port} was taken")
-                        raise StepFailed(f"{member.name} exited before answering:\n{tail}")
-                    try:
-                        if client.get(f"{member.url}/healthz").status_code == 200:
-                            pending.remove(member)
-                    except httpx.TransportError:
-                        pass
-                if pending and time.monotonic() > deadline:
-                    names = ", ".join(m.name for m in pending)
-                    raise StepFailed(f"not ready within {timeout:g}s: {names}")
-                if pending:
-                    time.sleep(0.1)
+        """Start ``idis serve`` for ``member`` (readiness: :func:`wait_ready`)."""
+        with self._lock:
+            if self._closed:
+                raise StepFailed("the demo is shutting down")
+            member.launch()
+            assert member.process is not None
+            self._children.append(member.process)
 
     def stop(self, member: Member) -> None:
         """Stop ``member``'s node (SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT`)."""
-        if member.process is not None:
-            _stop_all([member.process])
+        member.stop(STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop every process the demo started (nodes and command-line runs)."""
         with self._lock:
             self._closed = True
             children, self._children = self._children, []
-        _stop_all(children)
-
-
-def _stop_all(children: Sequence[subprocess.Popen[bytes]]) -> None:
-    live = [c for c in children if c.poll() is None]
-    for child in live:
-        _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for child in live:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(max(0.0, deadline - time.monotonic()))
-    for child in children:
-        # Whatever is left of the group (a worker, a straggler) goes too.
-        _signal_group(child, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(STOP_TIMEOUT)
+        stop_all(children, STOP_TIMEOUT)
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -303,7 +191,7 @@ class Steps:
         try:
             with self.console.status(title):
                 yield notes
-        except _PortTaken:
+        except PortTaken:
             raise
         except Exception as error:  # any failure fails the step; the demo then stops
             self.failed += 1
@@ -482,7 +370,7 @@ def _plan(demo: Demo) -> None:
     cluster = demo.cluster
     for name in (NATIONAL_PREFIX, "0.NA/88.100", "0.NA/88.101", *(e.prefix for e in ENTERPRISES)):
         demo.secret_file(name)
-    ports = iter(_pick_ports(len(TOP_LEVEL_CITIES) + 4))
+    ports = iter(free_ports(len(TOP_LEVEL_CITIES) + 4))
     top_ports = {city: next(ports) for city in TOP_LEVEL_CITIES}
     top_urls = [f"http://127.0.0.1:{p}" for p in top_ports.values()]
     federation_secret = secrets.token_urlsafe(24)
@@ -566,7 +454,7 @@ def _start_nodes(demo: Demo) -> None:
             [top(city) for city in TOP_LEVEL_CITIES]
             + [enterprise, lambda: cluster.launch(cluster.members["recursive"])]
         )
-        cluster.wait_ready([cluster.members[name] for name in first])
+        wait_ready([cluster.members[name] for name in first], READY_TIMEOUT)
         notes.append("idis prefix init 88 at each top-level node, then idis serve")
 
 
@@ -640,7 +528,7 @@ def _start_secondaries(demo: Demo) -> None:
         "start the secondary nodes: 88.100 joins at Beijing, 88.101 at Shanghai"
     ) as notes:
         _parallel([secondary(name) for name in names])
-        cluster.wait_ready([cluster.members[name] for name in names])
+        wait_ready([cluster.members[name] for name in names], READY_TIMEOUT)
         notes.append("idis federation join 88.100 --secret-file …: HS_SITE and HS_SITE.PREFIX")
 
     with demo.steps.step("every top-level node delegates 88.100 and 88.101 to them") as notes:
@@ -963,7 +851,7 @@ def _serve_until_interrupted(demo: Demo) -> None:
     beijing = demo.member("Beijing")
     with demo.steps.step("restart Beijing"):
         demo.cluster.launch(beijing)
-        demo.cluster.wait_ready([beijing])
+        wait_ready([beijing], READY_TIMEOUT)
     demo.serving = True
     demo.console.print(_node_table(demo))
     _how_to_query(demo)
@@ -1023,7 +911,7 @@ def run_demo(once: bool, console: Console | None = None) -> int:
                         f"[dim](files under {root})[/]"
                     )
                 _run_steps(demo, once)
-            except _PortTaken as taken:
+            except PortTaken as taken:
                 console.print(f"[yellow]{taken}; starting again on other ports[/]")
                 continue
             except StepFailed:
