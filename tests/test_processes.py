@@ -9,16 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodes.processes import (
-    CliFailed,
-    PortTaken,
-    Process,
-    ServeProcess,
-    free_ports,
-    node_env,
-    run_cli,
-    source_root,
-)
+from nodes import processes
+from nodes.processes import CliFailed, PortTaken, Process, ServeProcess
 
 
 def _group_gone(process: Process) -> bool:
@@ -30,7 +22,7 @@ def _group_gone(process: Process) -> bool:
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
-    ports = free_ports(5)
+    ports = processes.free_ports(5)
     assert len(set(ports)) == 5
     for port in ports:
         with socket.socket() as probe:
@@ -41,23 +33,25 @@ def test_node_env_drops_the_callers_idis_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("IDIS_DATABASE_URL", "postgresql://elsewhere/db")
-    env = node_env(tmp_path, 4242, name="n1", extra={"IDIS_ROLE": "recursive", "IDIS_WORKERS": "3"})
+    env = processes.node_env(
+        tmp_path, 4242, name="n1", extra={"IDIS_ROLE": "recursive", "IDIS_WORKERS": "3"}
+    )
     assert "IDIS_DATABASE_URL" not in env
     assert env["IDIS_HTTP"] == "127.0.0.1:4242"
     assert env["IDIS_NAME"] == "n1"
     assert env["IDIS_ROLE"] == "recursive"
     assert env["IDIS_WORKERS"] == "3"  # extra wins
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == source_root()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == processes.source_root()
 
 
 def test_run_cli_output_failure_and_timeout(tmp_path: Path) -> None:
-    env = node_env(tmp_path / "data", free_ports(1)[0], name="cli")
-    assert "usage: idis" in run_cli(env, "--help")
+    env = processes.node_env(tmp_path / "data", processes.free_ports(1)[0], name="cli")
+    assert "usage: idis" in processes.run_cli(env, "--help")
     with pytest.raises(CliFailed, match=r"(?s)idis nothing exited with 2\n.*invalid choice"):
-        run_cli(env, "nothing")
+        processes.run_cli(env, "nothing")
     started: list[Process] = []
     with pytest.raises(CliFailed, match=r"timed out after 0\.5s"):
-        run_cli(env, "serve", cwd=tmp_path, timeout=0.5, started=started.append)
+        processes.run_cli(env, "serve", cwd=tmp_path, timeout=0.5, started=started.append)
     assert started and _group_gone(started[0])
 
 
@@ -66,7 +60,7 @@ def test_a_taken_port_is_reported_or_replaced(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = int(holder.getsockname()[1])
-        env = node_env(tmp_path / "data", port, name="moved")
+        env = processes.node_env(tmp_path / "data", port, name="moved")
         node = ServeProcess("moved", env, tmp_path / "node")
         with pytest.raises(PortTaken, match=f"moved: port {port} was taken"):
             node.start(30.0)
