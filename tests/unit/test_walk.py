@@ -232,35 +232,24 @@ async def test_a_remembered_delegation_skips_the_top_level_for_a_new_prefix() ->
     )
 
 
-async def test_a_delegation_is_remembered_for_its_ttl_only() -> None:
+@pytest.mark.parametrize("why", ["expired", "fresh"])
+async def test_a_walk_starts_at_the_top_past_the_delegation_ttl_or_when_fresh(why: str) -> None:
     peers = Peers()
     federation(peers)
     clock = Clock()
     walk = walker(peers, clock)
     await walk("88.100.1/A", False)
-    clock.now += 86_400 + 1  # the referral's values carry the default TTL
+    if why == "expired":
+        clock.now += 86_400 + 1  # the referral's values carry the default TTL
     handle = enterprise_prefix(peers, "88.100.3")
     peers.table[(TOP, "0.NA/88.100.3")] = peers.table[(TOP, "0.NA/88.100.1")]
     peers.asked.clear()
+    fresh = why == "fresh"
 
-    answer = await walk(handle, False)
+    answer = await walk(handle, fresh)
 
     assert answer.outcome is Outcome.FOUND
-    assert peers.asked[0] == (TOP, "0.NA/88.100.3", False)
-
-
-async def test_a_fresh_walk_ignores_remembered_delegations() -> None:
-    peers = Peers()
-    federation(peers)
-    walk = walker(peers)
-    await walk("88.100.1/A", False)
-    handle = enterprise_prefix(peers, "88.100.4")
-    peers.table[(TOP, "0.NA/88.100.4")] = peers.table[(TOP, "0.NA/88.100.1")]
-    peers.asked.clear()
-
-    await walk(handle, True)
-
-    assert peers.asked[0] == (TOP, "0.NA/88.100.4", True)
+    assert peers.asked[0] == (TOP, "0.NA/88.100.3", fresh)
 
 
 async def test_an_unreachable_delegation_is_forgotten_and_the_walk_restarts_at_the_top() -> None:
