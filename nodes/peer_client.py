@@ -25,6 +25,9 @@ from resolver.codecs.json_api import parse_value
 from resolver.errors import HandleError
 from resolver.walk import PeerAnswer, PeerUnavailable
 
+MAX_PEERS = 1024
+"""Base URLs remembered (with their idle connections); site values name them, so a hostile
+upstream could name any number: past this many the oldest is dropped."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """An answer larger than this (2048 values of the largest kind fit) is not read to the end."""
 
@@ -118,15 +121,23 @@ class _Peer:
     """Where a base URL points, and its idle connections."""
 
     def __init__(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
+        try:
+            parts = urlsplit(base_url)
+            port = parts.port
+        except ValueError:  # a port out of range, a broken IPv6 literal
+            raise PeerUnavailable(f"{base_url}: not an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PeerUnavailable(f"{base_url}: not an http(s) URL")
         self.host = parts.hostname
         self.tls = parts.scheme == "https"
-        self.port = parts.port or (443 if self.tls else 80)
+        self.port = port or (443 if self.tls else 80)
         self.path = parts.path.rstrip("/")
         self.head = f"Host: {parts.netloc}\r\nAccept: application/json\r\n\r\n".encode()
         self.idle: list[_Connection] = []
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
 
 
 class HttpPeerClient:
@@ -147,7 +158,11 @@ class HttpPeerClient:
     async def query(self, base_url: str, handle: str, *, fresh: bool) -> PeerAnswer:
         peer = self._peers.get(base_url)
         if peer is None:
-            peer = self._peers[base_url] = _Peer(base_url)
+            peer = _Peer(base_url)
+            if len(self._peers) >= MAX_PEERS:
+                oldest = self._peers.pop(next(iter(self._peers)))
+                oldest.close()
+            self._peers[base_url] = peer
         target = f"{peer.path}/api/handles/{quote(handle, safe='/')}"
         request = b"GET %s%s HTTP/1.1\r\n%s" % (
             target.encode(),
@@ -203,8 +218,7 @@ class HttpPeerClient:
 
     async def close(self) -> None:
         for peer in self._peers.values():
-            while peer.idle:
-                peer.idle.pop().close()
+            peer.close()
 
 
 def _answer(base_url: str, handle: str, status: int, content: bytes) -> PeerAnswer:

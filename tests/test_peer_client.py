@@ -204,7 +204,10 @@ async def test_a_cancelled_query_does_not_leave_its_connection_for_reuse() -> No
     assert server.connections == 2, "the cancelled request's connection was not reused"
 
 
-def test_only_http_urls_are_peers() -> None:
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1:21", "http://127.0.0.1:99999", "http://[::1", "http://", "x"]
+)
+async def test_only_http_urls_are_peers(url: str) -> None:
     client = HttpPeerClient()
     with pytest.raises(PeerUnavailable):
-        asyncio.run(client.query("ftp://127.0.0.1:21", "0.NA/88", fresh=False))
+        await client.query(url, "0.NA/88", fresh=False)
