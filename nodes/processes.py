@@ -1,10 +1,11 @@
 """Start and stop ``idis serve`` processes, and run ``idis`` commands, on this machine.
 
-The one place that does it for ``idis demo``, the end-to-end tests and
-``loadtests.bench_recursive``.  Every child runs ``sys.executable -m nodes.cli`` in a session of
-its own, so its process group id is its pid: signalling that group reaches exactly what was
-started here (a node's workers included) and nothing else, and a Ctrl-C at the terminal
-reaches only the caller, which then stops its children itself.
+The one place that does it for ``idis demo``, the end-to-end tests and the benchmarks of
+``loadtests``.  Every child runs in a session of its own (``sys.executable -m nodes.cli``, or
+for a benchmark's reference server whatever a :class:`ServeProcess` subclass names in
+:meth:`~ServeProcess.command`), so its process group id is its pid: signalling that group
+reaches exactly what was started here (a node's workers included) and nothing else, and a Ctrl-C
+at the terminal reaches only the caller, which then stops its children itself.
 
 Contracts, in short:
 
@@ -14,8 +15,8 @@ Contracts, in short:
 - :func:`node_env` is the whole environment of a node: the caller's without its ``IDIS_``
   settings, plus the node's.
 - :class:`ServeProcess` is one ``idis serve``: launched with its output appended to
-  ``HOME/serve.log``, ready once it answers ``GET /healthz`` (and each worker started), stopped
-  with SIGTERM, then SIGKILL of its group.
+  ``HOME/serve.log``, pinned to given CPUs if asked (its workers too), ready once it answers
+  ``GET /healthz`` (and each worker started), stopped with SIGTERM, then SIGKILL of its group.
 - :func:`run_cli` runs one ``idis`` command to its end and kills its group if it overruns.
 """
 
@@ -110,17 +111,29 @@ def node_env(
     return env
 
 
+def _idis_command(*args: str) -> list[str]:
+    """``idis ARGS`` as this interpreter runs it."""
+    return [sys.executable, "-m", "nodes.cli", *args]
+
+
 def _spawn(
-    args: Sequence[str], env: Mapping[str, str], cwd: Path | None, stdout: int, stderr: int
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    stdout: int,
+    stderr: int,
+    cpus: Sequence[int] | None = None,
 ) -> Process:
     return subprocess.Popen(
-        [sys.executable, "-m", "nodes.cli", *args],
+        list(argv),
         env=dict(env),
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
+        # Set in the child before it runs anything: whatever it starts inherits the CPUs.
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
 
 
@@ -165,7 +178,7 @@ def run_cli(
     than ``timeout`` seconds (its group is then killed); on any other exception (Ctrl-C) the
     group is killed before it propagates.
     """
-    child = _spawn(args, env, cwd, subprocess.PIPE, subprocess.PIPE)
+    child = _spawn(_idis_command(*args), env, cwd, subprocess.PIPE, subprocess.PIPE)
     try:
         if started is not None:
             started(child)
@@ -189,12 +202,21 @@ def run_cli(
 class ServeProcess:
     """One ``idis serve`` node: its name, environment and home directory, and (once
     launched) its process.  It runs in ``home`` and appends its output to ``home/serve.log``;
-    its URL is ``http://`` + ``IDIS_HTTP``.  A stopped node may be launched again."""
+    its URL is ``http://`` + ``IDIS_HTTP``.  With ``cpus`` it (and every process it starts)
+    runs on those CPUs only.  A stopped node may be launched again."""
 
-    def __init__(self, name: str, env: Mapping[str, str], home: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        home: Path,
+        *,
+        cpus: Sequence[int] | None = None,
+    ) -> None:
         self.name = name
         self.env = dict(env)
         self.home = home
+        self.cpus = list(cpus) if cpus else None
         self.log_path = home / "serve.log"
         self.process: Process | None = None
         self._log_start = 0
@@ -211,12 +233,26 @@ class ServeProcess:
     def workers(self) -> int:
         return int(self.env.get("IDIS_WORKERS", "1"))
 
+    @property
+    def pid(self) -> int:
+        """The pid of the last launch, which is also its process group's id."""
+        assert self.process is not None, f"{self.name} was never launched"
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        """What :meth:`launch` runs: ``idis serve``.  A subclass may run a stand-in instead (a
+        benchmark's reference server) that serves ``GET /healthz`` at :attr:`url` and, at log
+        level info or debug, logs as uvicorn does (see :func:`wait_ready`)."""
+        return _idis_command("serve")
+
     def launch(self) -> None:
-        """Start ``idis serve`` and return at once (readiness: :func:`wait_ready`)."""
+        """Start :meth:`command` and return at once (readiness: :func:`wait_ready`)."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._log_start = log.tell()
-            self.process = _spawn(["serve"], self.env, self.home, log.fileno(), subprocess.STDOUT)
+            self.process = _spawn(
+                self.command(), self.env, self.home, log.fileno(), subprocess.STDOUT, self.cpus
+            )
 
     def start(self, timeout: float, *, attempts: int = 1) -> None:
         """:meth:`launch` and :func:`wait_ready`.  When the port was taken and attempts are

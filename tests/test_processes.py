@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,26 @@ def test_a_taken_port_is_reported_or_replaced(tmp_path: Path) -> None:
         assert node.stop() is not None
     assert node.process is not None and _group_gone(node.process)
     assert not node.alive()
+
+
+class _StandIn(ServeProcess):
+    """A stand-in server in place of ``idis serve``: files of ``home``, ``healthz`` among them."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"]
+
+
+def test_a_stand_in_runs_on_the_cpus_given(tmp_path: Path) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    home = tmp_path / "stand-in"
+    home.mkdir()
+    (home / "healthz").write_text("ok")
+    env = processes.node_env(tmp_path / "data", processes.free_ports(1)[0], name="stand-in")
+    server = _StandIn("stand-in", dict(env, IDIS_LOG_LEVEL="warning"), home, cpus=[cpu])
+    try:
+        server.start(30.0)
+        assert httpx.get(f"{server.url}/healthz", timeout=5).text == "ok"
+        assert os.sched_getaffinity(server.pid) == {cpu}
+    finally:
+        server.stop()
+    assert server.process is not None and _group_gone(server.process)
