@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,26 +44,30 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from loadtests.loadgen import (
     CONSTANT_BODY,
     Distinct,
     GeneratorMissing,
+    ReferenceServer,
     WrkResult,
     find_wrk,
     run_pg,
     run_wrk,
 )
+from nodes.processes import ServeProcess, free_ports, node_env, run_cli
 
 PREFIX = "88.100.1"
 SUFFIX_FORMAT = "SN%08d"
 HOST = "127.0.0.1"
-IDIS = (sys.executable, "-m", "nodes.cli")
+READY_TIMEOUT = 60.0
+"""Seconds a node or reference server gets to answer ``GET /healthz``."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 SAMPLE = 200
 """Identifiers checked byte for byte before the runs (never requested by wrk)."""
+S = TypeVar("S", bound=ServeProcess)
 CACHED_TARGET = 1.0
 UNCACHED_TARGET = 0.5
 
@@ -169,77 +172,47 @@ def index_scans(dsn: str) -> int:
 # --- processes -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def stop(self) -> None:
-        """SIGTERM the server's process group (it was started in a session of its own)."""
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start_server(
-    name: str,
-    cmd: Sequence[str],
-    port: int,
-    workdir: Path,
-    *,
-    env: dict[str, str] | None = None,
-    cpus: Sequence[int] | None = None,
-    ready_path: str = "/healthz",
-    timeout: float = 60.0,
-) -> Server:
-    log = workdir / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
-    server = Server(name, proc, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
-        with suppress(OSError, http.client.HTTPException):
-            status, _, _ = fetch(port, ready_path)
-            if status == 200:
-                return server
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(
-        f"{name} did not answer {ready_path} in {timeout:.0f}s:\n{server.log_tail()}"
+def node_settings(
+    dsn: str, data_dir: Path, port: int, *, workers: int = 1, redis: str | None = None
+) -> dict[str, str]:
+    """The environment of a benchmark node (:func:`nodes.processes.node_env`): its database,
+    not migrated on start, warnings only, Redis if given, named (as are its Redis keys) after
+    this process."""
+    extra = {"IDIS_DATABASE_URL": dsn, "IDIS_MIGRATE_ON_START": "false"}
+    if redis:
+        extra["IDIS_REDIS_URL"] = redis
+    return node_env(
+        data_dir,
+        port,
+        name=f"bench{os.getpid()}",
+        workers=workers,
+        log_level="warning",
+        extra=extra,
     )
+
+
+def bench_node(
+    name: str,
+    dsn: str,
+    data_dir: Path,
+    home: Path,
+    *,
+    workers: int = 1,
+    redis: str | None = None,
+    cpus: Sequence[int] | None = None,
+) -> ServeProcess:
+    """A benchmark node on a free port, on ``cpus`` if given, not started yet (see
+    :func:`start_listed`)."""
+    env = node_settings(dsn, data_dir, free_ports(1)[0], workers=workers, redis=redis)
+    return ServeProcess(name, env, home, cpus=cpus)
+
+
+def start_listed(server: S, servers: list[ServeProcess]) -> S:
+    """Add ``server`` (a node or a reference server) to ``servers``, where the caller stops
+    it, failed or not, then start it (on another port if its own was taken meanwhile)."""
+    servers.append(server)
+    server.start(READY_TIMEOUT, attempts=2)
+    return server
 
 
 def fetch(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> tuple:
@@ -370,22 +343,6 @@ def cpu_plan(workers: int, pin: bool) -> tuple[list[int] | None, list[int] | Non
     return server, generator
 
 
-def node_env(args: argparse.Namespace, database_url: str, data_dir: Path, port: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDIS_")}
-    env.update(
-        IDIS_DATABASE_URL=database_url,
-        IDIS_DATA_DIR=str(data_dir),
-        IDIS_HTTP=f"{HOST}:{port}",
-        IDIS_WORKERS=str(args.workers),
-        IDIS_LOG_LEVEL="warning",
-        IDIS_MIGRATE_ON_START="false",
-        IDIS_NAME=f"bench{os.getpid()}",
-    )
-    if args.redis:
-        env["IDIS_REDIS_URL"] = args.redis
-    return env
-
-
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -402,7 +359,7 @@ class Bench:
         self.dbname = f"idis_bench_{os.getpid()}_{secrets.token_hex(3)}"
         self.admin_dsn = where + "/postgres"
         self.dsn = f"{where}/{self.dbname}"
-        self.servers: list[Server] = []
+        self.servers: list[ServeProcess] = []
         self.seeded_at = int(time.time())
         self.report: dict[str, Any] = {
             "settings": {
@@ -466,13 +423,16 @@ class Bench:
         )
         return result
 
-    def start_constant(self, kind: str) -> Server:
+    def start_constant(self, kind: str) -> ReferenceServer:
         """One of the reference servers of :mod:`loadtests.loadgen`, pinned like the node."""
-        port = free_port()
-        cmd = [sys.executable, "-m", "loadtests.loadgen", kind, "--port", str(port)]
-        server = start_server(kind, cmd, port, self.workdir, cpus=self.server_cpus, ready_path="/")
-        self.servers.append(server)
-        return server
+        return start_listed(
+            ReferenceServer(kind, self.workdir / kind, self.server_cpus), self.servers
+        )
+
+    def stop(self, server: ServeProcess) -> None:
+        """Stop ``server`` now, and only once (a second stop would signal its group again)."""
+        server.stop()
+        self.servers.remove(server)
 
     def prepare(self) -> None:
         from registry.migrate import upgrade
@@ -484,16 +444,8 @@ class Bench:
         upgrade(self.dsn)
         secret_file = self.workdir / "secret"
         secret_file.write_text(secrets.token_urlsafe(24))
-        env = node_env(args, self.dsn, self.workdir / "data", free_port())
-        init = subprocess.run(
-            [*IDIS, "prefix", "init", PREFIX, "--secret-file", str(secret_file)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if init.returncode != 0:
-            raise RuntimeError(f"idis prefix init failed: {init.stderr or init.stdout}")
+        env = node_settings(self.dsn, self.workdir / "data", free_ports(1)[0])
+        run_cli(env, "prefix", "init", PREFIX, "--secret-file", str(secret_file), timeout=120)
         seconds = asyncio.run(_seed(self.dsn, args.rows, self.seeded_at))
         self.report["checks"]["seed_seconds"] = round(seconds, 1)
 
@@ -504,35 +456,36 @@ class Bench:
         const = self.start_constant("constant")
         figures["generator_ceiling"] = self.wrk(
             "generator ceiling",
-            const.base,
+            const.url,
             CONSTANT_BODY,
             distinct=Distinct("/api/handles/" + PREFIX + "/", SUFFIX_FORMAT, 0, 10**8),
-            groups={"server": [const.proc.pid]},
+            groups={"server": [const.pid]},
         ).as_dict()
-        const.stop()
+        self.stop(const)
         say("uvicorn (uvloop, httptools) with a minimal raw ASGI app: constant JSON")
         asgi = self.start_constant("asgi")
         figures["asgi_constant"] = self.wrk(
             "raw ASGI constant",
-            asgi.base + "/healthz",
+            asgi.url + "/healthz",
             CONSTANT_BODY,
-            groups={"server": [asgi.proc.pid]},
+            groups={"server": [asgi.pid]},
         ).as_dict()
-        asgi.stop()
+        self.stop(asgi)
 
-    def start_node(self) -> Server:
+    def start_node(self) -> ServeProcess:
         args = self.args
-        port = free_port()
-        say(f"node: python -m nodes.cli serve, {args.workers} worker(s) on {HOST}:{port}")
-        node = start_server(
+        node = bench_node(
             "node",
-            [*IDIS, "serve"],
-            port,
-            self.workdir,
-            env=node_env(args, self.dsn, self.workdir / "data", port),
+            self.dsn,
+            self.workdir / "data",
+            self.workdir / "node",
+            workers=args.workers,
+            redis=args.redis,
             cpus=self.server_cpus,
         )
-        self.servers.append(node)
+        say(f"node: python -m nodes.cli serve, {args.workers} worker(s) on {HOST}:{node.port}")
+        start_listed(node, self.servers)
+        port = node.port
         problems = check_samples(port, self.plan.sample, self.seeded_at)
         status, body, _ = fetch(port, "/api/handles/" + handle_text(args.rows + 1))
         if status != 404 or b'"responseCode":100' not in body:
@@ -542,14 +495,14 @@ class Bench:
             raise RuntimeError("responses are wrong before the runs:\n  " + "\n  ".join(problems))
         return node
 
-    def node_round(self, node: Server, n: int) -> dict[str, Any]:
+    def node_round(self, node: ServeProcess, n: int) -> dict[str, Any]:
         """Figures 1-4 once, in that order."""
         args, plan = self.args, self.plan
-        group = {"server": [node.proc.pid]}
+        group = {"server": [node.pid]}
         out: dict[str, Any] = {}
 
         # 1: the bare framework route.
-        bare = self.wrk("bare /healthz", node.base + "/healthz", CONSTANT_BODY, groups=group)
+        bare = self.wrk("bare /healthz", node.url + "/healthz", CONSTANT_BODY, groups=group)
         out["bare"] = bare.as_dict()
 
         # 2: one cached identifier (the store must not be read).
@@ -570,7 +523,7 @@ class Bench:
             count_scans()
 
         out["cached"] = self.wrk(
-            "cached", node.base + path, body, groups=group, between=cached_everywhere
+            "cached", node.url + path, body, groups=group, between=cached_everywhere
         ).as_dict()
         out["cached"]["store_reads"] = index_scans(self.dsn) - scans.pop()
 
@@ -579,7 +532,7 @@ class Bench:
         measure, warm = plan.measure[n], plan.warm[n]
         result = self.wrk(
             "uncached",
-            node.base,
+            node.url,
             b'{"responseCode":1,"handle":"' + PREFIX.encode() + b"/",
             groups=group,
             distinct=Distinct(api, SUFFIX_FORMAT, measure.start, len(measure)),
@@ -620,18 +573,18 @@ class Bench:
         )
         return out
 
-    def profiled_pass(self, node: Server, n: int, profile: Path) -> None:
+    def profiled_pass(self, node: ServeProcess, n: int, profile: Path) -> None:
         """Figures 1-3 again under py-spy: where the node's time goes (the rates are no figures)."""
         plan = self.plan
         api = "/api/handles/" + PREFIX + "/"
         path = "/api/handles/" + handle_text(plan.cached_id)
         measure, warm = plan.measure[n], plan.warm[n]
         runs: list[tuple[str, str, bytes, dict[str, Any]]] = [
-            ("bare", node.base + "/healthz", CONSTANT_BODY, {}),
-            ("cached", node.base + path, fetch(node.port, path)[1], {}),
+            ("bare", node.url + "/healthz", CONSTANT_BODY, {}),
+            ("cached", node.url + path, fetch(node.port, path)[1], {}),
             (
                 "uncached",
-                node.base,
+                node.url,
                 b'{"responseCode":1,"handle":"' + PREFIX.encode() + b"/",
                 {
                     "distinct": Distinct(api, SUFFIX_FORMAT, measure.start, len(measure)),
@@ -641,7 +594,7 @@ class Bench:
         ]
         for label, url, expected, kw in runs:
             out = profile / f"{label}.txt"
-            self.wrk(f"{label} (profiled)", url, expected, profile=(node.proc.pid, out), **kw)
+            self.wrk(f"{label} (profiled)", url, expected, profile=(node.pid, out), **kw)
             self.report.setdefault("profiles", {})[label] = profile_summary(out)
 
     def run(self) -> dict[str, Any]:

@@ -345,11 +345,6 @@ class Node(ServeProcess):
     def base(self) -> str:
         return self.url
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
     def cli(self, *args: str) -> str:
         """``idis ARGS`` with this node's settings; its output (raises with it on failure)."""
         return run_cli(self.env, *args, cwd=self.home, timeout=CLI_TIMEOUT)

@@ -16,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import random
 import signal
-import subprocess
-import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ import orjson
 
 from loadtests.client import Connection, RequestTimeout, get_request, parse_target, post_request
 from loadtests.client import watchdog as _watchdog
+from loadtests.loadgen import ReferenceServer
 from loadtests.mix import Mix, ResolveMix
 from loadtests.shapes import Population
 from loadtests.stats import CpuMeter, Recorder, rate, summarise_latencies
@@ -514,51 +514,6 @@ async def resolve(
 # --- the generator's ceiling ----------------------------------------------------------------
 
 
-def start_constant_server(port: int, cpus: Sequence[int] | None = None) -> subprocess.Popen[bytes]:
-    """``python -m loadtests.loadgen constant`` on 127.0.0.1:``port`` (a raw uvloop server
-    answering every request with constant bytes); returns once it accepts connections."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.loadgen", "constant", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-    )
-    deadline = time.monotonic() + 20
-    import socket
-
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"constant server exited with {proc.returncode}: {err}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return proc
-        time.sleep(0.05)
-    stop_process(proc)
-    raise RuntimeError("constant server did not start")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group this module started, SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def ceiling(
     port: int,
     *,
@@ -593,14 +548,16 @@ def measure_ceiling(
     *, concurrency: int = 32, duration: float = 3.0, cpus: Sequence[int] | None = None
 ) -> dict[str, Any]:
     """Start a constant server (on ``cpus``), measure :func:`ceiling` against it, stop it."""
-    port = free_port()
-    server = start_constant_server(port, cpus)
-    try:
-        return run(
-            lambda stop: ceiling(port, concurrency=concurrency, duration=duration, stop=stop)
-        )
-    finally:
-        stop_process(server)
+    with tempfile.TemporaryDirectory(prefix="idis-ceiling-") as home:
+        server = ReferenceServer("constant", Path(home), cpus)
+        try:
+            server.start(20.0, attempts=2)
+            port = server.port
+            return run(
+                lambda stop: ceiling(port, concurrency=concurrency, duration=duration, stop=stop)
+            )
+        finally:
+            server.stop()
 
 
 def random_seed() -> int:

@@ -35,7 +35,10 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from nodes.processes import ServeProcess, free_ports, node_env
 
 WRK_INSTALL_HINT = (
     "wrk is needed for the HTTP load: install it with `apt-get install -y wrk` "
@@ -412,6 +415,20 @@ def serve_constant(host: str, port: int, body: bytes = CONSTANT_BODY) -> None:
             await server.serve_forever()
 
     uvloop.run(main())
+
+
+class ReferenceServer(ServeProcess):
+    """``python -m loadtests.loadgen KIND`` (``constant`` or ``asgi``) on a free loopback port,
+    started, awaited (``GET /healthz``, which it answers as it answers every path) and stopped
+    as an ``idis serve`` node is, by :mod:`nodes.processes`; its output in ``home/serve.log``."""
+
+    def __init__(self, kind: str, home: Path, cpus: Sequence[int] | None = None) -> None:
+        # At level warning readiness is the answer alone: these servers log nothing.
+        env = node_env(home, free_ports(1)[0], name=kind, log_level="warning")
+        super().__init__(kind, env, home, cpus=cpus)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "loadtests.loadgen", self.name, "--port", str(self.port)]
 
 
 def serve_asgi(host: str, port: int, body: bytes = CONSTANT_BODY) -> None:

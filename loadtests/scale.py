@@ -34,7 +34,6 @@ from loadtests import bench_http
 from loadtests.mix import SequenceMix
 from loadtests.shapes import Population, api_path, write_jsonl
 from loadtests.suite import (
-    IDIS,
     LOCAL_HOSTS,
     buffer_reads,
     home_prefixes,
@@ -45,6 +44,7 @@ from loadtests.suite import (
     sql,
     storage_of,
 )
+from nodes.processes import ServeProcess
 
 CHUNK = 1_000_000
 """Identifiers per generated file (each imported on its own, then deleted)."""
@@ -90,7 +90,7 @@ def run_scale(
     server_cpus, gen_cpus = bench_http.cpu_plan(1, pin)
     population = Population()
     workdir = Path(tempfile.mkdtemp(prefix="idis-scale-"))
-    node: bench_http.Server | None = None
+    node: ServeProcess | None = None
     steps: list[dict[str, Any]] = []
     shared_buffers = "?"
     started = time.monotonic()
@@ -102,13 +102,10 @@ def run_scale(
         upgrade(dsn)
         shared_buffers = sql(dsn, "SHOW shared_buffers")[0][0]["shared_buffers"]
         home_prefixes(dsn, workdir / "data", population.prefixes, "scale-secret")
-        port = bench_http.free_port()
-        env = bench_http.node_env(
-            argparse.Namespace(workers=1, redis=None), dsn, workdir / "data", port
+        node = bench_http.bench_node(
+            "node", dsn, workdir / "data", workdir / "node", cpus=server_cpus
         )
-        node = bench_http.start_server(
-            "node", [*IDIS, "serve"], port, workdir, env=env, cpus=server_cpus
-        )
+        node.start(bench_http.READY_TIMEOUT, attempts=2)
         loaded = 0
         for size in sizes:
             say(f"[scale] loading identifiers {loaded:,} .. {size - 1:,}")
@@ -146,12 +143,12 @@ def run_scale(
             time.sleep(1.2)  # let the statistics of the load settle
             blocks = buffer_reads(dsn)
             probe = python_run(
-                node.base,
+                node.url,
                 SequenceMix(ids, lambda i: api_path(population.handle(i))),
                 concurrency=probe_concurrency,
                 duration=probe_seconds,
                 cpus=gen_cpus,
-                groups={"server": [node.proc.pid]},
+                groups={"server": [node.pid]},
             )
             found = probe["by_outcome"].get("found", {})
             errors = probe["requests"] - found.get("count", 0)

@@ -60,6 +60,7 @@ from loadtests.loadgen import (
     CONSTANT_BODY,
     Distinct,
     GeneratorMissing,
+    ReferenceServer,
     cpu_sample,
     cpu_usage,
     find_wrk,
@@ -69,12 +70,12 @@ from loadtests.loadgen import (
 from loadtests.mix import FixedMix, Mix, ResolveMix, SequenceMix
 from loadtests.shapes import Population
 from loadtests.stats import median
+from nodes.processes import ServeProcess
 
 HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-IDIS = (sys.executable, "-m", "nodes.cli")
 STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
 
 # (operator, bound, where the target comes from)
@@ -585,8 +586,8 @@ class Suite:
         self.server_cpus, self.gen_cpus = bench_http.cpu_plan(1, settings.pin)
         self.population = Population()
         self.secret = secrets.token_urlsafe(18)
-        self.servers: list[bench_http.Server] = []
-        self.node: bench_http.Server | None = None
+        self.servers: list[ServeProcess] = []
+        self.node: ServeProcess | None = None
         self.now = int(time.time())
         self.created = False
         self.wrk = self._has_wrk()
@@ -691,7 +692,7 @@ class Suite:
         # The base of scale10x's storage figure: only rows of bench_http's shape so far.
         self.raw["storage_seeded"] = storage_of(self.dsn)
 
-    def start_node(self) -> bench_http.Server:
+    def start_node(self) -> ServeProcess:
         node = self.launch_node(self.dsn, self.workdir / "data", "node")
         self.node = node
         port = node.port
@@ -700,14 +701,9 @@ class Suite:
             raise RuntimeError("wrong answers before the runs:\n  " + "\n  ".join(problems))
         return node
 
-    def start_constant(self) -> bench_http.Server:
-        port = bench_http.free_port()
-        cmd = [sys.executable, "-m", "loadtests.loadgen", "constant", "--port", str(port)]
-        server = bench_http.start_server(
-            "constant", cmd, port, self.workdir, cpus=self.server_cpus, ready_path="/"
-        )
-        self.servers.append(server)
-        return server
+    def start_constant(self) -> ReferenceServer:
+        server = ReferenceServer("constant", self.workdir / "constant", self.server_cpus)
+        return bench_http.start_listed(server, self.servers)
 
     # -- steps --
 
@@ -715,13 +711,13 @@ class Suite:
         """Both generators against a raw uvloop server writing constant bytes."""
         s = self.s
         const = self.start_constant()
-        group: dict[str, Sequence[int]] = {"server": [const.proc.pid]}
+        group: dict[str, Sequence[int]] = {"server": [const.pid]}
         api = "/api/handles/" + PREFIX + "/"
         wrk_rate = None
         if self.wrk:
             result = run_wrk(
                 "generator ceiling (wrk)",
-                const.base,
+                const.url,
                 CONSTANT_BODY,
                 concurrency=s.concurrency,
                 duration=max(1.0, s.duration),
@@ -787,7 +783,7 @@ class Suite:
         s, plan = self.s, self.plan
         self.ceilings()
         node = self.node or self.start_node()
-        group: dict[str, Sequence[int]] = {"server": [node.proc.pid]}
+        group: dict[str, Sequence[int]] = {"server": [node.pid]}
         path = "/api/handles/" + bench_http.handle_text(plan.cached_id)
         rounds: list[dict[str, Any]] = []
         for n in range(s.rounds):
@@ -795,7 +791,7 @@ class Suite:
             out: dict[str, Any] = {}
             out["bare"] = self.load.fixed(
                 "bare /healthz",
-                node.base,
+                node.url,
                 "/healthz",
                 CONSTANT_BODY,
                 duration=s.duration,
@@ -806,7 +802,7 @@ class Suite:
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
             out["cached"] = self.load.fixed(
-                "cached", node.base, path, body, duration=s.duration, warmup=s.warmup, groups=group
+                "cached", node.url, path, body, duration=s.duration, warmup=s.warmup, groups=group
             )
             if self.load.kind == "python":
                 # The Python generator checked status only: check the body once more here.
@@ -816,7 +812,7 @@ class Suite:
             measure, warm = plan.measure[n], plan.warm[n]
             out["uncached"] = self.load.distinct(
                 "uncached",
-                node.base,
+                node.url,
                 measure,
                 warm,
                 duration=s.duration,
@@ -929,7 +925,7 @@ class Suite:
         with pinned(self.gen_cpus):
             report = drive.run(
                 lambda stop: drive.register(
-                    node.base,
+                    node.url,
                     population,
                     credentials,
                     count=s.register_count,
@@ -942,7 +938,7 @@ class Suite:
         if report["stopped_by"] == "interrupt":
             raise KeyboardInterrupt
         report["cpu"] = own_cpu_apart(
-            cpu_usage(before, cpu_sample(), {"server": [node.proc.pid]}),
+            cpu_usage(before, cpu_sample(), {"server": [node.pid]}),
             report["generator"]["cpu_share"],
         )
         self.raw["register"] = {k: v for k, v in report.items() if not k.startswith("timeline")}
@@ -979,13 +975,13 @@ class Suite:
         count = s.register_count
         mix = ResolveMix(self.population, 0, count, zipf_s=1.1, unknown_share=0.05, seed=11)
         report = python_run(
-            node.base,
+            node.url,
             mix,
             concurrency=s.concurrency,
             duration=s.duration,
             warmup=max(0.5, s.warmup),
             cpus=self.gen_cpus,
-            groups={"server": [node.proc.pid]},
+            groups={"server": [node.pid]},
         )
         self.raw["mix"] = {k: v for k, v in report.items() if not k.startswith("timeline")}
         bare = next((f.value for f in self.figures if f.key == "bare"), None)
@@ -1038,20 +1034,18 @@ class Suite:
             detail={**measured, "node_table": node_table},
         )
 
-    def probe(
-        self, node: bench_http.Server, dsn: str, ids: Sequence[int], label: str
-    ) -> dict[str, Any]:
+    def probe(self, node: ServeProcess, dsn: str, ids: Sequence[int], label: str) -> dict[str, Any]:
         """Uncached lookups of ``ids`` (in the order given) at low concurrency: latency, and
         PostgreSQL's block counters per lookup (approximate: backends report them lazily)."""
         api = "/api/handles/" + PREFIX + "/"
         blocks = buffer_reads(dsn)
         report = python_run(
-            node.base,
+            node.url,
             SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
             concurrency=self.s.probe_concurrency,
             duration=self.s.probe_seconds,
             cpus=self.gen_cpus,
-            groups={"server": [node.proc.pid]},
+            groups={"server": [node.pid]},
         )
         out = _from_python(label, report)
         out["found"] = report["by_outcome"].get("found", {})
@@ -1059,14 +1053,11 @@ class Suite:
         out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(dsn), report["requests"])
         return out
 
-    def launch_node(self, dsn: str, data_dir: Path, name: str) -> bench_http.Server:
-        port = bench_http.free_port()
-        env = bench_http.node_env(argparse.Namespace(workers=1, redis=None), dsn, data_dir, port)
-        node = bench_http.start_server(
-            name, [*IDIS, "serve"], port, self.workdir, env=env, cpus=self.server_cpus
+    def launch_node(self, dsn: str, data_dir: Path, name: str) -> ServeProcess:
+        node = bench_http.bench_node(
+            name, dsn, data_dir, self.workdir / name, cpus=self.server_cpus
         )
-        self.servers.append(node)
-        return node
+        return bench_http.start_listed(node, self.servers)
 
     def scale10x(self) -> None:
         """Uncached lookup latency on the base database beside a second database holding 10x
@@ -1079,8 +1070,8 @@ class Suite:
             self.start_node()
         big_db = self.dbname + "_10x"
         big_dsn = self.dsn.rsplit("/", 1)[0] + "/" + big_db
-        big_node: bench_http.Server | None = None
-        base_node: bench_http.Server | None = None
+        big_node: ServeProcess | None = None
+        base_node: ServeProcess | None = None
         asyncio.run(bench_http._create_database(self.admin_dsn, big_db))
         try:
             started = time.monotonic()
