@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -530,49 +531,58 @@ def _spellings(rnd: random.Random, record: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + rnd.choice([b"", b"\n", b"\r\n", b"  "])
 
 
-def test_jsonl_lines_store_what_parse_values_would() -> None:
-    """Lines through RecordParser.line (msgspec's typed decoding when installed) against
-    orjson and the general parser, lines of every spelling and record of every shape."""
-    rnd = random.Random(2027)
-    fast = RecordParser([PREFIX], NOW)
-    slow = RecordParser([PREFIX], NOW)
-    # Learns the prefix and the plain types the random values use.
-    warm = [url_value(1, "u")] + [
-        {"index": i, "type": t, "data": "x"}
-        for i, t in enumerate(["DESC", "EMAIL", "名称", "HS_ALIAS", "url.x"], 2)
-    ]
-    # (The first record of a prefix takes the general path, the next ones learn the types.)
-    for first in ("88.100.1/first", "88.100.1/second"):
-        assert _line_outcome(fast, line(first, *warm)) != "rejected"
-        assert _line_outcome(slow, line(first, *warm)) != "rejected"
-    assert fast._decode is not None or msgspec is None
-    typed = 0
-    handles = [
-        "88.100.1/{n}",
-        "88.100.1/Ü{n}",
-        "88.100.1/ {n}",
-        "88.100.1/a\tb{n}",
-        "77.1/{n}",
-        "88.100.1/{n}/x",
-        "0.NA/88.100.1.{n}",
-        "88.100.1",
-        "88.100.1/{n}x",
-        "88.100.1/{n}",
-    ]
-    for n in range(5000):
+_WARM = [url_value(1, "u")] + [
+    {"index": i, "type": t, "data": "x"}
+    for i, t in enumerate(["DESC", "EMAIL", "名称", "HS_ALIAS", "url.x"], 2)
+]
+"""Values of the prefix and the plain types the random lines use."""
+_HANDLES = [
+    "88.100.1/{n}",
+    "88.100.1/Ü{n}",
+    "88.100.1/ {n}",
+    "88.100.1/a\tb{n}",
+    "77.1/{n}",
+    "88.100.1/{n}/x",
+    "0.NA/88.100.1.{n}",
+    "88.100.1",
+    "88.100.1/{n}x",
+    "88.100.1/{n}",
+]
+
+
+def _random_lines(rnd: random.Random, count: int, handles: int) -> Iterator[bytes]:
+    """JSONL lines of every spelling and record of every shape, ``handles`` of them at most
+    under one handle each (so some handles come twice)."""
+    for n in range(count):
         values: object = [_random_value(rnd, True) for _ in range(rnd.randint(0, 5))]
         if n % 3:
             values.insert(rnd.randint(0, len(values)), _almost_plain_value(rnd))
         values = sorted(values, key=lambda v: str(v.get("index")).zfill(12)) if n % 5 else values
         if n % 89 == 0:
             values = rnd.choice([[], {}, "x", None, {"values": values}])
-        text = rnd.choice(handles).format(n=n % 4000)  # some handles come twice
+        text = rnd.choice(_HANDLES).format(n=n % handles)
         if n % 7 == 0:  # the longest handle, and one character more
-            text = f"88.100.1/{n:04d}" + "x" * rnd.choice([2035, 2036])
+            text = f"88.100.1/{n % handles:04d}" + "x" * rnd.choice([2035, 2036])
         record: dict[str, Any] = {"handle": text, "values": values}
         raw = _spellings(rnd, record) if n % 2 else orjson.dumps(record)
         if n % 250 == 0:
             raw = rnd.choice([b"", b"   ", b"[1, 2]", b"null", b'{"handle": "88.100.1/v"}'])
+        yield raw
+
+
+def test_jsonl_lines_store_what_parse_values_would() -> None:
+    """Lines through RecordParser.line (msgspec's typed decoding when installed) against
+    orjson and the general parser, lines of every spelling and record of every shape."""
+    rnd = random.Random(2027)
+    fast = RecordParser([PREFIX], NOW)
+    slow = RecordParser([PREFIX], NOW)
+    # (The first record of a prefix takes the general path, the next ones learn the types.)
+    for first in ("88.100.1/first", "88.100.1/second"):
+        assert _line_outcome(fast, line(first, *_WARM)) != "rejected"
+        assert _line_outcome(slow, line(first, *_WARM)) != "rejected"
+    assert fast._decode is not None or msgspec is None
+    typed = 0
+    for raw in _random_lines(rnd, 5000, 4000):
         if fast._decode is not None:
             try:
                 fast._decode(raw)
@@ -581,6 +591,31 @@ def test_jsonl_lines_store_what_parse_values_would() -> None:
                 pass
         assert _line_outcome(fast, raw) == _reference_outcome(slow, raw), raw
     assert msgspec is None or typed > 1000
+
+
+def test_blocks_of_lines_store_what_lines_one_by_one_would() -> None:
+    """RecordParser.lines, which checks runs of typed records at once: each line's outcome as
+    RecordParser.line gives it, a handle's later lines rejected whether in the same block as
+    its first or not."""
+    rnd = random.Random(2028)
+    lines = [line("88.100.1/first", *_WARM), *_random_lines(rnd, 6000, 1500)]
+    one = RecordParser([PREFIX], NOW)
+    expected = [_line_outcome(one, raw) for raw in lines]
+    blocks = RecordParser([PREFIX], NOW)
+    got: list[bytes | str] = []
+    while len(got) < len(lines):
+        block = lines[len(got) : len(got) + rnd.choice([1, 2, 64, 300])]
+        rows, errors = blocks.lines(block)
+        rejected = {position for position, _ in errors}
+        made = iter(rows)
+        for position, raw in enumerate(block):
+            if position in rejected:
+                got.append("rejected")
+            else:
+                got.append(next(made)[2] if raw.strip() else "blank")
+        assert next(made, None) is None
+    assert got == expected
+    assert expected.count("rejected") > 1000 and len(set(expected)) > 2000
 
 
 def test_fast_path_checks_handles_as_handle_parse_does() -> None:
