@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -147,6 +148,8 @@ def stop_all(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) -> lis
     """Stop ``processes`` together: SIGTERM to each group, up to ``timeout`` seconds for all
     to exit, then SIGKILL to each group (whatever is left of it: a worker, a straggler), each
     reaped.  Returns those that were still running ``timeout`` seconds after SIGTERM."""
+    # A group swept once is never signalled again: once empty, its number may be reused.
+    processes = [p for p in processes if p not in _SWEPT]
     live = [p for p in processes if p.poll() is None]
     for process in live:
         signal_group(process, signal.SIGTERM)
@@ -161,7 +164,12 @@ def stop_all(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) -> lis
         signal_group(process, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
+        _SWEPT.add(process)
     return ignored
+
+
+_SWEPT: weakref.WeakSet[Process] = weakref.WeakSet()
+"""Processes whose group :func:`stop_all` has killed."""
 
 
 def run_cli(
