@@ -271,15 +271,16 @@ class RecordParser:
         stores them (their keys are still added to :attr:`secret_keys`)."""
 
     def line(self, line: bytes | str) -> Row | None:
-        """The row of one JSONL line (None if it is blank), or an exception as :meth:`row`."""
+        """The row of one JSONL line (None if it is blank), or :class:`Rejected` saying why its
+        record is bad."""
         rows, errors = self.lines([line])
         if errors:
-            raise errors[0][1]
+            raise Rejected(errors[0][1])
         return rows[0] if rows else None
 
-    def lines(self, lines: Sequence[bytes | str]) -> tuple[list[Row], list[tuple[int, Exception]]]:
+    def lines(self, lines: Sequence[bytes | str]) -> tuple[list[Row], list[tuple[int, str]]]:
         """The rows of the good records of some JSONL lines, in line order, and ``(position in
-        lines, exception as raised by row)`` for each bad record; blank lines have neither.
+        lines, reason)`` for each bad record; blank lines have neither.
 
         The same outcome as :meth:`line` on each line in turn, at less cost a line: the hot
         loop of an import.  With msgspec, lines of plain values of known types are decoded into
@@ -292,7 +293,8 @@ class RecordParser:
         decode = self._decode
         records = _decode_each(decode, lines) if decode is not None else [None] * len(lines)
         rows: list[Row] = []
-        errors: list[tuple[int, Exception]] = []
+        # Reasons rather than exceptions: an exception's traceback would keep the block alive.
+        errors: list[tuple[int, str]] = []
         # The run of typed records being read: its first position, handles and stored forms.
         start = 0
         texts: list[str] = []
@@ -340,7 +342,7 @@ class RecordParser:
             try:
                 row = self.any_line(lines[position])
             except _BAD_RECORD as error:
-                errors.append((position, error))
+                errors.append((position, _reason(error)))
             else:
                 if row is not None:
                     rows.append(row)
@@ -355,7 +357,7 @@ class RecordParser:
         texts: list[str],
         forms: list[bytes],
         rows: list[Row],
-        errors: list[tuple[int, Exception]],
+        errors: list[tuple[int, str]],
     ) -> None:
         """Add to ``rows`` those of ``lines[start:]``, whose handles are ``texts`` and whose
         stored forms are ``forms``, once their handles are checked (adding to ``errors`` as
@@ -383,7 +385,7 @@ class RecordParser:
                 else:
                     row = self.any_line(lines[position])  # which says what is wrong, if anything
             except _BAD_RECORD as error:
-                errors.append((position, error))
+                errors.append((position, _reason(error)))
             else:
                 if row is not None:
                     rows.append(row)
@@ -856,8 +858,8 @@ class _Reader:
             rows, errors = self.parser.lines(block)
             first = self.line + 1
             self.line += len(block)
-            for position, error in errors:
-                self.reject(first + position, _reason(error))
+            for position, reason in errors:
+                self.reject(first + position, reason)
             self.records = self.line
             if (first - 1) // PROGRESS_LINES != self.line // PROGRESS_LINES:
                 self.on_progress()
