@@ -413,6 +413,32 @@ def test_recursive_node_walks_to_hosted_and_self_hosted_prefixes(fed: Federation
         assert url_of(again) == url_of(response)
 
 
+def test_a_new_prefix_of_a_known_industry_is_walked_from_its_secondary(fed: Federation) -> None:
+    """Once a walk met 88.100's delegation (the top level's 303 referral), walks under other
+    enterprise prefixes of 88.100 start at its secondary node: the top level is not asked."""
+    handles = []
+    for number in (41, 42):
+        prefix = f"88.100.{number}"
+        secret = fed.workdir / f"secret-{prefix}"
+        secret.write_text(f"e2e-{uuid.uuid4().hex}\n", encoding="utf-8")
+        fed.secrets[prefix] = secret
+        run_cli(fed.secondary_a.env, "prefix", "init", prefix, "--secret-file", str(secret))
+        handle = unique(prefix, "delegated")
+        register(fed.secondary_a, handle, f"https://{prefix}.example/", admin(fed, prefix))
+        handles.append(handle)
+    secondary = {fed.secondary_a.base_url, fed.secondary_b.base_url}
+
+    first = get(fed.recursive, handles[0])  # meets the delegation, unless a test before did
+    second = get(fed.recursive, handles[1])
+
+    assert url_of(first) == "https://88.100.41.example/"
+    assert url_of(second) == "https://88.100.42.example/"
+    path = hops(second)
+    assert path[0] == "0.NA/88.100 delegation cached", path
+    assert {step.split(" ")[0] for step in path[1:]} <= secondary, path
+    assert path[-1].endswith(f"{handles[1].upper()}:1"), path
+
+
 def test_unknown_identifiers_are_not_found_through_the_recursive_node(fed: Federation) -> None:
     response = get(fed.recursive, unique("88.100.1", "missing"))
     assert (response.status_code, response.json()["responseCode"]) == (404, 100)
