@@ -22,9 +22,10 @@ nothing the second time.
 PostgreSQL loads through COPY, chunk by chunk (each chunk commits on its own); a chunk that
 meets existing rows falls back to COPY into a temporary staging table and one
 ``INSERT ... ON CONFLICT DO UPDATE``.  The COPY parses records as it sends them, so the server
-stores rows while the next ones are parsed.  The rows of a chunk read from a JSONL file are
-not kept meanwhile: should the chunk meet existing rows, its lines are read again.  SQLite,
-the embedded default, upserts each chunk in one transaction.
+stores rows while the next ones are parsed, and while the database finishes a chunk the next
+chunk's first records are parsed.  The rows of a chunk read from a JSONL file are not kept
+meanwhile: should the chunk meet existing rows, its lines are read again.  SQLite, the
+embedded default, upserts each chunk in one transaction.
 
 The parser has fast paths for the common shape of values (string data, integer index and
 ttl, no references, types seen before), which build the stored rows directly: with msgspec
@@ -302,6 +303,7 @@ class RecordParser:
         admin_rows = self._admin_rows
         now = self.now
         dumps = orjson.dumps
+        admin_index = ADMIN_INDEX  # a local, cheaper than a global to read for each value
         for position, record in enumerate(records):
             if record is not None:
                 # The checks of row() for a handle under a prefix validated before, but those
@@ -318,8 +320,8 @@ class RecordParser:
                         index = value.index
                         if index <= last:
                             break  # out of order, or twice: _fast_rows or parse_values sees to it
-                        if index >= ADMIN_INDEX and last < ADMIN_INDEX:
-                            if index == ADMIN_INDEX:
+                        if index >= admin_index and last < admin_index:
+                            if index == admin_index:
                                 break  # the default HS_ADMIN goes elsewhere: _fast_rows
                             append(admin)
                         data = value.data
@@ -328,7 +330,7 @@ class RecordParser:
                         append((index, value.type, "string", data, value.ttl, now))
                         last = index
                     else:
-                        if last < ADMIN_INDEX:
+                        if last < admin_index:
                             append(admin)
                         texts.append(text)
                         forms.append(dumps(stored))
@@ -750,6 +752,20 @@ def _lines_between(fd: int, start: int, end: int) -> Iterator[bytes]:
         yield rest
 
 
+@dataclass
+class _Span:
+    """The lines of a JSONL file read for one chunk, to be read again (:meth:`_Reader.replay`)."""
+
+    start: int
+    """Where the first line starts in the file."""
+    line: int
+    """The number of the line before the first."""
+    end: int | None = None
+    """Where the lines end, once they are all read."""
+    rejected: set[int] = field(default_factory=set)
+    """The numbers of the lines whose records were rejected."""
+
+
 class _Reader:
     """The rows of the good records of some lines; bad records are counted and reported.
 
@@ -774,50 +790,57 @@ class _Reader:
         least)."""
         self.line = 0
         """JSONL lines read so far."""
-        # Reading JSONL lines again (see replay): the file, where its reader stands, and since
-        # the mark, where the lines started and which of them were rejected.
+        # Reading JSONL lines again (see replay): the file, where its reader stands, and the
+        # span the lines read now belong to.
         self._fd: int | None = None
         self._tell: Callable[[], int] | None = None
-        self._mark = (0, 0)
-        self._rejected: set[int] = set()
+        self._span: _Span | None = None
 
     @property
     def replayable(self) -> bool:
-        """True if the lines :meth:`jsonl` read since :meth:`mark` can be read again."""
+        """True if the lines :meth:`jsonl` reads can be read again (:meth:`start_span`)."""
         return self._fd is not None
 
     def replay_from(self, fd: int, tell: Callable[[], int]) -> None:
         """Let :meth:`replay` read lines again from the regular file ``fd``, whose lines
-        :meth:`jsonl` is given by a reader standing at ``tell()``."""
+        :meth:`jsonl` is given by a reader standing at ``tell()``.
+
+        The rows :meth:`jsonl` returns then have their plaintext secrets hashed, as a COPY of
+        new records stores them; :meth:`replay` returns them as parsed.
+        """
         self._fd, self._tell = fd, tell
+        self.parser.hash_secrets = True
 
-    def mark(self) -> None:
-        """Remember where :meth:`jsonl` stands, between two rows."""
+    def start_span(self) -> _Span:
+        """The span of the lines :meth:`jsonl` reads from now on (until the next span)."""
         assert self._tell is not None
-        self._mark = (self._tell(), self.line)
-        self._rejected = set()
+        self._span = _Span(self._tell(), self.line)
+        return self._span
 
-    def replay(self) -> list[Row]:
-        """The rows of the lines read since :meth:`mark`, parsed again: without their
-        rejections (neither reported again nor read again) and with plaintext secrets.
+    def end_span(self, span: _Span) -> None:
+        """End ``span`` where :meth:`jsonl` stands: its lines are all read."""
+        assert self._tell is not None
+        span.end = self._tell()
+
+    def replay(self, span: _Span) -> list[Row]:
+        """The rows of the lines of ``span`` read so far, parsed again, without their
+        rejections (neither reported again nor read again).
 
         So that a chunk need not keep its rows in case it must be merged: keeping them cost
         about 1 µs a row (some 30% of an import's work), as 30 MB of fresh memory a chunk went
         back to the system and was faulted in again.
         """
         assert self._fd is not None and self._tell is not None
-        start, line = self._mark
-        end = self._tell()
+        end = self._tell() if span.end is None else span.end
         parser = self.parser
         rows: list[Row] = []
         numbered = (
             (number, text)
-            for number, text in enumerate(_lines_between(self._fd, start, end), line + 1)
-            if number not in self._rejected
+            for number, text in enumerate(_lines_between(self._fd, span.start, end), span.line + 1)
+            if number not in span.rejected
         )
         # The keys of these rows are remembered already; among them, none twice.
         seen, parser._seen = parser._seen, set()
-        hashing, parser.hash_secrets = parser.hash_secrets, False
         try:
             while block := list(islice(numbered, BLOCK_LINES)):
                 good, errors = parser.lines([text for _, text in block])
@@ -828,7 +851,7 @@ class _Reader:
                     )
                 rows.extend(good)
         finally:
-            parser._seen, parser.hash_secrets = seen, hashing
+            parser._seen = seen
         return rows
 
     def reject(self, line: int, reason: str) -> None:
@@ -836,20 +859,18 @@ class _Reader:
         report.rejected += 1
         if len(report.errors) < MAX_KEPT_ERRORS:
             report.errors.append((line, reason))
-        if self._fd is not None:
-            self._rejected.add(line)
+        if self._span is not None:
+            self._span.rejected.add(line)
         if self.on_reject is not None:
             self.on_reject(line, reason)
 
-    def jsonl(self, lines: Iterator[bytes | str], size: int) -> Iterator[Row]:
-        """The rows of the good records of the next of ``lines``, ``size`` rows at most.
+    def jsonl(self, lines: Iterator[bytes | str], size: int) -> Iterator[list[Row]]:
+        """The rows of the good records of the next of ``lines``, ``size`` rows at most, in
+        blocks (a block's lines are parsed together).
 
         Lines are read no further than those rows need, so that the next call goes on from
-        there and :meth:`mark` stands between the two.
+        there and a span can start between the two.
         """
-        return chain.from_iterable(self._jsonl_blocks(lines, size))
-
-    def _jsonl_blocks(self, lines: Iterator[bytes | str], size: int) -> Iterator[list[Row]]:
         while size > 0:
             # A line makes one row at most: no more lines than rows still wanted.
             block = list(islice(lines, min(BLOCK_LINES, size)))
@@ -902,35 +923,73 @@ class _Reader:
 
 
 class Chunk:
-    """The rows of ``rows``, written in one transaction (``rows`` reads records of ``reader``'s
-    as it goes).
+    """The rows of ``blocks`` (lists of rows, which read records of ``reader``'s as they are
+    asked for), written in one transaction.
 
-    The rows are read once, by :meth:`for_copy` or :meth:`collect`.  A COPY that meets existing
-    records is redone as a merge, which needs the rows it read again: the reader reads their
-    lines again if it can (a JSONL file), else the rows are kept as they pass (:attr:`kept`).
+    The rows are read once, by :meth:`for_copy` or :meth:`collect`; before that, the first
+    blocks may be read ahead (:meth:`read_ahead`).  A COPY that meets existing records is
+    redone as a merge, which needs the rows it read again: the reader reads their lines again
+    if it can (a JSONL file), else the rows are kept as they pass (:attr:`kept`).
     """
 
-    def __init__(self, rows: Iterator[Row], reader: _Reader) -> None:
-        self._source = rows
+    def __init__(self, blocks: Iterator[list[Row]], reader: _Reader) -> None:
+        self._blocks = blocks
+        self._ahead: list[list[Row]] = []
+        self._failed: Exception | None = None
         self._reader = reader
+        self._span = reader.start_span() if reader.replayable else None
         self.secret_keys = reader.parser.secret_keys
         """Keys whose rows hold plaintext secrets (:attr:`RecordParser.secret_keys`)."""
         self.kept: list[Row] = []
         self.count = 0
         """The rows written (set by the writer)."""
-        if reader.replayable:
-            reader.mark()
+        self.all_read = asyncio.Event()
+        """Set once every row is read: the writer then only waits for the database."""
+
+    def read_ahead(self) -> bool:
+        """Read the next block of rows, before the rows are asked for; False if there is none.
+
+        An error reading it is raised when the rows are asked for, where it would have been
+        without reading ahead.
+        """
+        if self._failed is not None:
+            return False
+        try:
+            block = next(self._blocks, None)
+        except Exception as error:  # raised again by _each_block
+            self._failed = error
+            return False
+        if block is None:
+            self._read_all()
+            return False
+        self._ahead.append(block)
+        return True
+
+    def _rows(self) -> Iterator[Row]:
+        return chain.from_iterable(self._each_block())
+
+    def _each_block(self) -> Iterator[list[Row]]:
+        ahead, self._ahead = self._ahead, []
+        yield from ahead
+        if self._failed is not None:
+            raise self._failed
+        yield from self._blocks
+        self._read_all()
+
+    def _read_all(self) -> None:
+        if self._span is not None and self._span.end is None:
+            self._reader.end_span(self._span)
+        self.all_read.set()
 
     def for_copy(self) -> Iterable[Row]:
         """The rows as new records: plaintext secrets hashed."""
-        if self._reader.replayable:
-            self._reader.parser.hash_secrets = True
-            return self._source
+        if self._span is not None:
+            return self._rows()  # hashed by the parser already (_Reader.replay_from)
         return self._keeping()
 
     def _keeping(self) -> Iterator[Row]:
         kept, secret_keys = self.kept, self.secret_keys
-        for row in self._source:
+        for row in self._rows():
             kept.append(row)
             if secret_keys and row[0] in secret_keys:
                 row = settle([row], secret_keys, {})[0]
@@ -938,13 +997,27 @@ class Chunk:
 
     def collect(self) -> list[Row]:
         """All the rows, as parsed (after :meth:`for_copy`: all it did not yield yet too)."""
-        reader = self._reader
-        if reader.replayable:
-            reader.parser.hash_secrets = False
-            self.kept = reader.replay()
-        self.kept.extend(self._source)
+        if self._span is None:
+            self.kept.extend(self._rows())
+        else:
+            parser = self._reader.parser
+            parser.hash_secrets = False
+            try:
+                # Blocks read ahead are read again, with the rest of the lines read so far.
+                self._ahead = []
+                self.kept = self._reader.replay(self._span)
+                self.kept.extend(self._rows())
+            finally:
+                parser.hash_secrets = True
         self.count = len(self.kept)
         return self.kept
+
+
+def _in_blocks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    """The next ``size`` of ``rows`` at most, in blocks of :data:`BLOCK_LINES`."""
+    some = islice(rows, size)
+    while block := list(islice(some, BLOCK_LINES)):
+        yield block
 
 
 @dataclass(frozen=True, slots=True)
@@ -1226,6 +1299,33 @@ async def _connect(url: str) -> _Writer:
 # --- the import --------------------------------------------------------------------------
 
 
+async def _write(
+    writer: _Writer, chunk: Chunk, following: Callable[[], Chunk]
+) -> tuple[int, Chunk]:
+    """``writer.write(chunk)``, and the chunk after it, whose first rows are read meanwhile.
+
+    Once the chunk's rows are all read, the writer only waits for the database (to store the
+    last rows sent, to commit, to merge): rows read then cost no time.
+    """
+    writing = asyncio.ensure_future(writer.write(chunk))
+    read = asyncio.ensure_future(chunk.all_read.wait())
+    try:
+        await asyncio.wait((writing, read), return_when=asyncio.FIRST_COMPLETED)
+        after = following()
+        # One block at a time, so that the writer sees the database's answer soon after it
+        # comes.
+        while not writing.done() and after.read_ahead():
+            await asyncio.sleep(0)
+    except BaseException:
+        # Interrupted: as if the write had been, and it ends before the connection closes.
+        writing.cancel()
+        await asyncio.wait((writing,))
+        raise
+    finally:
+        read.cancel()
+    return await writing, after
+
+
 async def import_records(
     url: str,
     source: str | os.PathLike[str] | Iterable[bytes | str],
@@ -1263,20 +1363,23 @@ async def import_records(
                     on_progress(counter.count if counter else 0, reader.records)
 
             reader = _Reader(parser, report, on_reject, progress)
-            take: Callable[[int], Iterator[Row]]  # the rows of the next chunk, at most so many
+            take: Callable[[int], Iterator[list[Row]]]  # the next chunk's rows, so many at most
             if kind == "jsonl":
                 if counter is not None and counter.fd is not None:
                     reader.replay_from(counter.fd, cast(io.BufferedReader, lines).tell)
                 take = partial(reader.jsonl, iter(lines))
             else:
-                take = partial(islice, reader.csv(cast(Iterable[str], lines)))  # decoded already
+                take = partial(_in_blocks, reader.csv(cast(Iterable[str], lines)))  # decoded
+            chunk = Chunk(take(chunk_rows), reader)
             while True:
-                chunk = Chunk(take(chunk_rows), reader)
-                unchanged = await writer.write(chunk)
+                unchanged, following = await _write(
+                    writer, chunk, lambda: Chunk(take(chunk_rows), reader)
+                )
                 if not chunk.count:
                     break
                 report.loaded += chunk.count
                 report.unchanged += unchanged
+                chunk = following
             progress()
         except ImportFailed as error:
             error.report = report

@@ -245,6 +245,19 @@ async def test_csv_header_must_be_known(sqlite_url: str) -> None:
         await run(sqlite_url, ["id,url\n", "1,2\n"], fmt="csv")
 
 
+async def test_unreadable_csv_stops_the_import_after_the_chunks_before(db: str) -> None:
+    """The next chunk's rows are read while the database writes a chunk: an unreadable line
+    among them stops the import once that chunk is written, as it would without reading
+    ahead, and the chunks written before stay loaded and counted."""
+    lines = ["handle,index,type,data\n"]
+    lines += [f"88.100.1/u{i},1,URL,https://e.com/{i}\n" for i in range(3)]
+    lines += ["88.100.1/bad\rx,1,URL,x\n", "88.100.1/u9,1,URL,x\n"]
+    with pytest.raises(ImportFailed, match="unreadable CSV") as failed:
+        await run(db, lines, fmt="csv", chunk_rows=2)
+    assert failed.value.report.loaded == 2
+    assert sorted(await records(db)) == ["88.100.1/U0", "88.100.1/U1"]
+
+
 # --- bad records ---------------------------------------------------------------------------
 
 
