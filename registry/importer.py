@@ -112,6 +112,7 @@ _CACHE_LIMIT = 100_000
 _MAX_CSV_FIELD = 16 * 2**20
 _PERMISSIONS = {format(bits, "04b"): bits for bits in range(16)} | {"*": 0xF}
 _index = itemgetter(0)
+_key = itemgetter(0)
 _DUPLICATE = "the handle appears earlier in the file"
 _StoredRow: TypeAlias = tuple[Any, ...]
 """A value in the stored form (see :mod:`resolver.codecs.stored`), which orjson writes as an
@@ -267,9 +268,6 @@ class RecordParser:
         self.secret_keys: set[str] = set()
         """Keys of the rows returned whose data still hold plaintext HS_SECKEY secrets: they are
         hashed when written (see :func:`settle`).  Rare, so kept for the whole import."""
-        self.hash_secrets = False
-        """Return rows with their plaintext secrets already hashed, as a COPY of new records
-        stores them (their keys are still added to :attr:`secret_keys`)."""
 
     def line(self, line: bytes | str) -> Row | None:
         """The row of one JSONL line (None if it is blank), or :class:`Rejected` saying why its
@@ -380,6 +378,7 @@ class RecordParser:
                 rows.extend(zip(keys, texts, forms, strict=True))
                 return
         for position, (text, form) in enumerate(zip(texts, forms, strict=True), start):
+            row: Row | None
             try:
                 if text.isascii() and text.isprintable():
                     row = (text.upper(), text, form)
@@ -633,8 +632,6 @@ class RecordParser:
         data = encode_values(sorted(values, key=lambda v: v.index))
         if any(_plain_secret(v) for v in values):
             self.secret_keys.add(key)
-            if self.hash_secrets:
-                data = _settle_data(data, None)
         return key, text, data
 
     def _check_lives_here(self, handle: Handle) -> None:
@@ -803,13 +800,8 @@ class _Reader:
 
     def replay_from(self, fd: int, tell: Callable[[], int]) -> None:
         """Let :meth:`replay` read lines again from the regular file ``fd``, whose lines
-        :meth:`jsonl` is given by a reader standing at ``tell()``.
-
-        The rows :meth:`jsonl` returns then have their plaintext secrets hashed, as a COPY of
-        new records stores them; :meth:`replay` returns them as parsed.
-        """
+        :meth:`jsonl` is given by a reader standing at ``tell()``."""
         self._fd, self._tell = fd, tell
-        self.parser.hash_secrets = True
 
     def start_span(self) -> _Span:
         """The span of the lines :meth:`jsonl` reads from now on (until the next span)."""
@@ -936,6 +928,7 @@ class Chunk:
         self._blocks = blocks
         self._ahead: list[list[Row]] = []
         self._failed: Exception | None = None
+        self._sent = False  # by a COPY, without keeping them
         self._reader = reader
         self._span = reader.start_span() if reader.replayable else None
         self.secret_keys = reader.parser.secret_keys
@@ -973,7 +966,9 @@ class Chunk:
         yield from ahead
         if self._failed is not None:
             raise self._failed
-        yield from self._blocks
+        # Not "yield from": closing this generator, left half read, would close the blocks.
+        for block in self._blocks:  # noqa: UP028
+            yield block
         self._read_all()
 
     def _read_all(self) -> None:
@@ -982,33 +977,32 @@ class Chunk:
         self.all_read.set()
 
     def for_copy(self) -> Iterable[Row]:
-        """The rows as new records: plaintext secrets hashed."""
-        if self._span is not None:
-            return self._rows()  # hashed by the parser already (_Reader.replay_from)
-        return self._keeping()
+        """The rows as new records: plaintext secrets hashed.
 
-    def _keeping(self) -> Iterator[Row]:
-        kept, secret_keys = self.kept, self.secret_keys
-        for row in self._rows():
-            kept.append(row)
-            if secret_keys and row[0] in secret_keys:
-                row = settle([row], secret_keys, {})[0]
-            yield row
+        They are kept for :meth:`collect` only if their lines cannot be read again.
+        """
+        blocks = self._each_block()
+        if self._span is None:
+            blocks = map(self._keep, blocks)
+        else:
+            self._sent = True
+        return chain.from_iterable(map(self._hash_secrets, blocks))
+
+    def _keep(self, block: list[Row]) -> list[Row]:
+        self.kept.extend(block)
+        return block
+
+    def _hash_secrets(self, block: list[Row]) -> list[Row]:
+        secret_keys = self.secret_keys
+        if secret_keys and not secret_keys.isdisjoint(map(_key, block)):
+            return settle(block, secret_keys, {})
+        return block
 
     def collect(self) -> list[Row]:
         """All the rows, as parsed (after :meth:`for_copy`: all it did not yield yet too)."""
-        if self._span is None:
-            self.kept.extend(self._rows())
-        else:
-            parser = self._reader.parser
-            parser.hash_secrets = False
-            try:
-                # Blocks read ahead are read again, with the rest of the lines read so far.
-                self._ahead = []
-                self.kept = self._reader.replay(self._span)
-                self.kept.extend(self._rows())
-            finally:
-                parser.hash_secrets = True
+        if self._span is not None and self._sent:
+            self.kept = self._reader.replay(self._span)  # sent by the COPY, not kept
+        self.kept.extend(self._rows())
         self.count = len(self.kept)
         return self.kept
 
