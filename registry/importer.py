@@ -92,10 +92,11 @@ Row: TypeAlias = tuple[str, str, bytes]
 FORMATS = ("jsonl", "csv")
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 CHUNK_ROWS = 50_000
-"""Rows per COPY and per transaction: large enough that the commit and the server's catching up
-at the end of each COPY cost little (about 2% of an import, against 6% at 20,000), small enough
+"""Rows per COPY and per transaction: large enough that what each costs the server (its start,
+catching up at its end, the commit; the next chunk is parsed meanwhile) is little, small enough
 that the rows kept in case the chunk must be merged (from CSV or standard input; a JSONL file
-is read again instead) cost little memory (about 30 MB)."""
+is read again instead), and those of the next chunk read meanwhile, cost little memory (about
+30 MB a chunk)."""
 PROGRESS_LINES = 1_000
 """Lines read between two progress reports."""
 BLOCK_LINES = 128
