@@ -1214,6 +1214,7 @@ class _SqliteWriter:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
+        self._writing: asyncio.Future[int] | None = None
 
     @classmethod
     async def connect(cls, path: str) -> _SqliteWriter:
@@ -1245,7 +1246,14 @@ class _SqliteWriter:
     async def write(self, chunk: Chunk) -> int:
         """Store the chunk in one transaction; the number of rows that were already stored."""
         kept = chunk.collect()
-        return await asyncio.to_thread(self._write, kept, chunk.secret_keys) if kept else 0
+        if not kept:
+            return 0
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self._write, kept, chunk.secret_keys)
+        )
+        # Shielded: a cancelled import (Ctrl-C) cannot stop the thread, and :meth:`close` must
+        # know when it is done.
+        return await asyncio.shield(self._writing)
 
     def _write(self, kept: list[Row], secret_keys: set[str]) -> int:
         conn = self._conn
@@ -1262,6 +1270,13 @@ class _SqliteWriter:
         return len(kept) - len(rows)
 
     async def close(self) -> None:
+        """Close the connection once a write still running in its thread has ended (its chunk
+        then is committed or rolled back whole): closing it under the thread would crash the
+        interpreter."""
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
+            if not self._writing.cancelled():
+                self._writing.exception()  # retrieved: the caller saw its own cancellation
         await asyncio.to_thread(self._conn.close)
 
 

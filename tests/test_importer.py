@@ -8,6 +8,8 @@ import os
 import random
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ except ImportError:  # pragma: no cover
     msgspec = None
 
 from nodes.generation_board import GenerationBoard
+from registry import importer
 from registry.importer import (
     ImportFailed,
     ImportReport,
@@ -151,6 +154,39 @@ async def test_chunks_of_pg_import_load_everything(pg_url: str) -> None:
     got = await records(pg_url)
     assert sorted(got) == sorted(f"88.100.1/N{i}" for i in range(10))
     assert {r.version for r in got.values()} == {1}
+
+
+async def test_a_cancelled_sqlite_import_closes_only_after_its_write_ends(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a chunk's write: the thread writing cannot be stopped, so the database
+    is closed after it (the chunk committed whole), not under it (which crashes Python)."""
+    await _home(sqlite_url)
+    started, outcomes = threading.Event(), []
+    write = importer._SqliteWriter._write
+
+    def slow_write(self: Any, *args: Any) -> int:
+        started.set()
+        time.sleep(0.3)  # the import is cancelled meanwhile
+        try:
+            done = write(self, *args)
+        except Exception as error:
+            outcomes.append(error)
+            raise
+        outcomes.append(done)
+        return done
+
+    monkeypatch.setattr(importer._SqliteWriter, "_write", slow_write)
+    lines = [line(f"88.100.1/c{i}", url_value(1, f"https://e.com/{i}")) for i in range(50)]
+    task = asyncio.ensure_future(run(sqlite_url, lines, chunk_rows=20))
+    assert await asyncio.to_thread(started.wait, 5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert outcomes == [0], "the write went on to its commit on an open connection"
+    got = await records(sqlite_url)
+    assert sorted(got) == sorted(f"88.100.1/C{i}" for i in range(20)), "one chunk, whole"
 
 
 async def test_jsonl_file_chunks_meeting_existing_records_are_read_again(
