@@ -205,6 +205,8 @@ class StoreLookup:
         is_prefix_record = prefix == PREFIX_HANDLE_PREFIX
         target = suffix if is_prefix_record else prefix
         homed = await self._homes.keys()
+        if target in homed and not is_prefix_record:
+            return []  # a handle under a prefix homed here: the lookup path of most requests
         holders = []
         for candidate in parent_prefixes(target):
             if candidate in homed:
