@@ -47,6 +47,7 @@ from registry.prefixes import (
     site_values,
 )
 from registry.secrets import generate_secret, hash_secret
+from registry.service import MAX_ATTEMPTS
 from resolver.errors import (
     HandleAlreadyExists,
     HandleNotFound,
@@ -82,7 +83,6 @@ MAX_TEXT = 200
 MAX_REASON = 2000
 MAX_SECRET = 1024
 MAX_LIST = 10_000
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)

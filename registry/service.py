@@ -52,6 +52,7 @@ from resolver.values import (
 )
 
 MAX_ATTEMPTS = 5
+"""Tries of an optimistic write (read, then put at that version) before answering busy."""
 MAX_PAGE_SIZE = 10_000
 MAX_BATCH = 2000
 
