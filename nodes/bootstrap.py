@@ -67,6 +67,7 @@ class Node:
             "walks": self.coalescer.walks,
             "upstream_requests": self.walker.upstream_requests if self.walker else 0,
             "early_used": self.walker.early_used if self.walker else 0,
+            "early_settled": self.walker.early_settled if self.walker else 0,
             "early_dropped": self.walker.early_dropped if self.walker else 0,
         }
 

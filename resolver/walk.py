@@ -16,20 +16,24 @@ top, which may know a newer one.  A fresh walk (``auth=true``) uses neither reme
 nor delegations.
 
 A walk is a chain of requests each waiting for the one before, so its latency is their sum.
-One link is taken out: when a prefix referral (or a remembered delegation) names the site
-administering ``P``'s parent, the question for ``P/S`` goes to that site together with the
-question for ``0.NA/P`` (an early request).  Enterprise prefixes are usually hosted by that very
-site, which then answered both at once; if ``0.NA/P`` names another site the early answer is
-dropped and the walk goes on as it would have.  It asks nothing a walk would not ask, except
-in that last case.
+It is shortened by asking ahead, as a DNS resolver asks each server the whole question: when a
+prefix referral (or a remembered delegation) names the site administering ``P``'s parent, that
+site is asked for ``P/S`` first.  It holds ``0.NA/P``, so it knows where ``P`` is served: when
+it answers for ``P/S`` itself (found, not found under a prefix homed there, or a service
+referral carrying ``0.NA/P``'s ``HS_SITE``), that answer stands, and ``P``'s sites are
+remembered from it (the site that answered, or the sites of the referral) for the TTL of the
+referral that named the site, as a DNS resolver keeps the name servers a referral gave.  So a
+fully cold walk asks the top level for ``0.NA/P`` and the secondary for ``P/S``, and nothing
+more.  Any other answer (not homed, a further prefix referral, no answer) leaves the walk to
+``0.NA/P`` as if nothing had been asked ahead, except that its answer is not asked again and a
+server that did not answer is not asked again in the same walk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from resolver.answers import Answer, Outcome, TtlPolicy
@@ -65,17 +69,44 @@ class PeerClient(Protocol):
         """Resolve ``handle`` at the node at ``base_url``; raise :class:`PeerUnavailable`."""
 
 
+SPEAKS_FOR_PREFIX = (Outcome.FOUND, Outcome.NOT_FOUND, 200, Outcome.SERVICE_REFERRAL)
+"""Answers for ``P/S`` from the site holding ``0.NA/P`` that settle a walk without that record:
+found (200: found, without values of the requested types), not found (a site says so only for a
+prefix homed there), or a service referral to ``P``'s sites (``0.NA/P``'s ``HS_SITE``)."""
+
+
 @dataclass(slots=True)
-class _Early:
-    """A request for a handle sent before the walk knows that ``url`` serves its prefix."""
+class _Ahead:
+    """A walk's question for its handle, asked ahead (see the module docstring), and what it
+    learnt that the rest of the walk uses."""
 
-    url: str
     handle: str
-    task: asyncio.Future[PeerAnswer]
+    url: str = ""
+    answer: PeerAnswer | None = None
+    """The answer of ``url``, which did not settle the walk."""
+    down: set[str] = field(default_factory=set)
+    """Servers that did not answer; the walk does not ask them again."""
 
-    def cancel(self) -> None:
-        if not self.task.done():
-            self.task.cancel()
+    def take(self, url: str, handle: str) -> PeerAnswer | None:
+        """The answer to asking ``url`` for ``handle``, if it was asked ahead."""
+        if self.answer is None or url != self.url or handle != self.handle:
+            return None
+        answer, self.answer = self.answer, None
+        return answer
+
+
+class _Settled(Exception):
+    """The site asked ahead spoke for the handle: the prefix record's lookup ends there.
+
+    ``sites`` serve the handle's prefix until ``expires``: the site that answered, or for a
+    service referral the sites it names.
+    """
+
+    def __init__(self, answer: PeerAnswer, sites: list[Site], expires: float) -> None:
+        super().__init__(answer.handle)
+        self.answer = answer
+        self.sites = sites
+        self.expires = expires
 
 
 class _Remembered:
@@ -85,9 +116,10 @@ class _Remembered:
         self._limit = limit
         self._entries: dict[str, tuple[float, list[Site]]] = {}
 
-    def get(self, prefix: str, now: float) -> list[Site] | None:
+    def get(self, prefix: str, now: float) -> tuple[float, list[Site]] | None:
+        """The sites of ``prefix`` with their expiry, if remembered and not expired."""
         entry = self._entries.get(prefix)
-        return entry[1] if entry is not None and entry[0] > now else None
+        return entry if entry is not None and entry[0] > now else None
 
     def put(self, prefix: str, expires: float, sites: list[Site]) -> None:
         entries = self._entries
@@ -100,17 +132,11 @@ class _Remembered:
         self._entries.pop(prefix, None)
 
 
-def _retrieve(task: asyncio.Future[PeerAnswer]) -> None:
-    # An early request nobody awaits must not log "exception was never retrieved".
-    if not task.cancelled():
-        task.exception()
-
-
 class Walker:
     """The end of a recursive chain (see the module docstring).
 
-    ``early`` (default on) sends the question for a handle to the site a prefix referral
-    names alongside the question for the prefix record.
+    ``early`` (default on) asks ahead: the question for a handle goes first to the site a
+    prefix referral names as administering its prefix's parent.
     """
 
     def __init__(
@@ -133,9 +159,11 @@ class Walker:
         """Per prefix ``Q``: the sites administering prefixes derived from ``Q``."""
         self.upstream_requests = 0
         self.early_used = 0
-        """Early requests whose answer the walk used (each saved a link of the chain)."""
+        """Answers asked ahead that the walk used (each saved at least one request)."""
+        self.early_settled = 0
+        """Walks the answer asked ahead settled without the prefix record."""
         self.early_dropped = 0
-        """Early requests sent to a site that turned out not to serve the prefix."""
+        """Answers asked ahead from a site that turned out not to serve the prefix."""
 
     async def __call__(self, key: str, fresh: bool) -> Answer:
         path: list[str] = []
@@ -144,16 +172,39 @@ class Walker:
             found = await self._prefix_record(suffix, fresh, path)
             record = found[0] if found else None
         else:
-            early: list[_Early] = []
-            try:
-                sites = await self._sites_for(prefix, fresh, path, key, early)
-                record = await self._handle(key, sites, fresh, path, early) if sites else None
-            finally:
-                for request in early:
-                    request.cancel()
+            remembered = None if fresh else self._sites.get(prefix, self._clock())
+            if remembered is not None:
+                path.append(f"{prefix_handle(prefix)} cached")
+                record = await self._handle(key, remembered[1], fresh, path)
+            else:
+                record = await self._walk(key, prefix, fresh, path)
         outcome = Outcome.FOUND if record is not None else Outcome.NOT_FOUND
         expires = self._policy.expiry(record, self._clock())
         return Answer(key, outcome, record, expires, " -> ".join(path))
+
+    async def _walk(self, key: str, prefix: str, fresh: bool, path: list[str]) -> Record | None:
+        """``key``'s record, its prefix's sites looked up (asking ahead) and remembered."""
+        ahead = _Ahead(key) if self._early else None
+        try:
+            found = await self._prefix_record(prefix, fresh, path, ahead)
+        except _Settled as settled:
+            self.early_settled += 1
+            self._sites.put(prefix, settled.expires, settled.sites)
+            answer = settled.answer
+            if answer.code == Outcome.SERVICE_REFERRAL:
+                return await self._handle(key, settled.sites, fresh, path)
+            return Record(answer.handle, answer.values) if answer.code in (1, 200) else None
+        now = self._clock()
+        if found is None:
+            self._sites.put(prefix, now + self._policy.negative_ttl, [])
+            return None
+        record, responder = found
+        # A prefix record without HS_SITE is served by the node that holds it.
+        sites = sites_of(record.values) or [responder]
+        self._sites.put(prefix, self._policy.expiry(record, now), sites)
+        if ahead is not None and ahead.answer is not None and ahead.url != sites[0].urls[0]:
+            self.early_dropped += 1
+        return await self._handle(key, sites, fresh, path, ahead)
 
     async def _ask(
         self,
@@ -161,63 +212,49 @@ class Walker:
         handle: str,
         fresh: bool,
         path: list[str],
-        early: _Early | None = None,
+        ahead: _Ahead | None = None,
     ) -> tuple[PeerAnswer, Site]:
-        """The first answer of the servers of ``sites``, tried in order; ``early`` is the
-        request already sent to the first of them."""
+        """The first answer of the servers of ``sites``, tried in order; what was asked
+        ``ahead`` is not asked again, and servers it found down are passed over."""
         for site in sites:
             for url in site.urls:
-                try:
-                    if early is not None and url == early.url:
-                        task, early = early.task, None
-                        answer = await task
-                        self.early_used += 1
-                    else:
+                answer = ahead.take(url, handle) if ahead is not None else None
+                if answer is not None:
+                    self.early_used += 1
+                elif ahead is not None and url in ahead.down:
+                    continue
+                else:
+                    try:
                         self.upstream_requests += 1
                         answer = await self._client.query(url, handle, fresh=fresh)
-                except PeerUnavailable:
-                    path.append(f"{url} unreachable")
-                    continue
+                    except PeerUnavailable:
+                        path.append(f"{url} unreachable")
+                        continue
                 path.append(f"{url} {handle}:{answer.code}")
                 return answer, site
         raise UpstreamUnavailable("no server of the responsible sites answered", handle=handle)
 
-    def _send_early(self, sites: Sequence[Site], handle: str, fresh: bool) -> _Early:
-        url = sites[0].urls[0]
-        self.upstream_requests += 1
-        task = asyncio.ensure_future(self._client.query(url, handle, fresh=fresh))
-        task.add_done_callback(_retrieve)
-        return _Early(url, handle, task)
-
     async def _prefix_record(
-        self,
-        prefix: str,
-        fresh: bool,
-        path: list[str],
-        early_for: str | None = None,
-        early: list[_Early] | None = None,
+        self, prefix: str, fresh: bool, path: list[str], ahead: _Ahead | None = None
     ) -> tuple[Record, Site] | None:
         """The record ``0.NA/prefix`` and the site that answered it, or None if unknown.
 
         The walk starts at the closest remembered delegation (unless ``fresh``), else at the
-        roots.  With ``early_for``, each site a delegation names is also sent the question for
-        that handle at once; the request is appended to ``early`` (the caller cancels it if
-        unused).
+        roots.  Each site a delegation names is first asked ``ahead`` (if given), whose answer
+        may end the lookup with :class:`_Settled`.
         """
         handle = prefix_handle(prefix)
         start = None if fresh else self._delegation(prefix)
         if start is not None:
-            zone, sites = start
+            zone, expires, sites = start
             path.append(f"{prefix_handle(zone)} delegation cached")
-            self._ask_early(sites, early_for, early, fresh)
             try:
-                return await self._follow(
-                    handle, prefix, zone, sites, fresh, path, early_for, early
-                )
+                await self._ask_ahead(sites, expires, fresh, path, ahead)
+                return await self._follow(handle, prefix, zone, sites, fresh, path, ahead)
             except UpstreamUnavailable:
                 # The delegation may have moved: the top level knows.
                 self._delegations.forget(zone)
-        return await self._follow(handle, prefix, "", self._roots, fresh, path, early_for, early)
+        return await self._follow(handle, prefix, "", self._roots, fresh, path, ahead)
 
     async def _follow(
         self,
@@ -227,8 +264,7 @@ class Walker:
         sites: Sequence[Site],
         fresh: bool,
         path: list[str],
-        early_for: str | None,
-        early: list[_Early] | None,
+        ahead: _Ahead | None,
     ) -> tuple[Record, Site] | None:
         """Ask ``sites`` for ``handle`` (the record of ``prefix``), following referrals.
 
@@ -238,7 +274,7 @@ class Walker:
         take over prefixes it was never given.
         """
         for _ in range(MAX_REFERRALS):
-            answer, site = await self._ask(sites, handle, fresh, path)
+            answer, site = await self._ask(sites, handle, fresh, path, ahead)
             if answer.code == 1:
                 return Record(answer.handle, answer.values), site
             if answer.code in (Outcome.PREFIX_REFERRAL, Outcome.SERVICE_REFERRAL):
@@ -248,18 +284,54 @@ class Walker:
                     raise UpstreamUnavailable(f"referral for {handle} names no usable site")
                 if derived:
                     zone = self._remember_delegation(answer, prefix, zone, sites) or zone
-                self._ask_early(sites, early_for, early, fresh)
+                expires = self._policy.expiry(Record(handle, answer.values), self._clock())
+                await self._ask_ahead(sites, expires, fresh, path, ahead)
                 continue
             return None
         raise RecursionTooDeep(f"too many referrals resolving {handle}", handle=handle)
 
-    def _delegation(self, prefix: str) -> tuple[str, list[Site]] | None:
-        """The closest remembered delegation of a prefix ``prefix`` derives from."""
+    async def _ask_ahead(
+        self,
+        sites: Sequence[Site],
+        expires: float,
+        fresh: bool,
+        path: list[str],
+        ahead: _Ahead | None,
+    ) -> None:
+        """Ask the first server of ``sites`` (named until ``expires`` by a referral for the
+        handle's prefix) for the handle ``ahead`` is for; raise :class:`_Settled` if it speaks
+        for the prefix, else keep its answer for the rest of the walk."""
+        if ahead is None:
+            return
+        url = sites[0].urls[0]
+        try:
+            self.upstream_requests += 1
+            answer = await self._client.query(url, ahead.handle, fresh=fresh)
+        except PeerUnavailable:
+            path.append(f"{url} unreachable")
+            ahead.down.add(url)
+            return
+        if answer.code not in SPEAKS_FOR_PREFIX:
+            ahead.url, ahead.answer = url, answer
+            return
+        path.append(f"{url} {ahead.handle}:{answer.code}")
+        self.early_used += 1
+        if answer.code != Outcome.SERVICE_REFERRAL:
+            raise _Settled(answer, [sites[0]], expires)
+        served_by = sites_of(answer.values)
+        if not served_by:
+            raise UpstreamUnavailable(f"referral for {ahead.handle} names no usable site")
+        referral = Record(answer.handle, answer.values)
+        raise _Settled(answer, served_by, self._policy.expiry(referral, self._clock()))
+
+    def _delegation(self, prefix: str) -> tuple[str, float, list[Site]] | None:
+        """The closest remembered delegation of a prefix ``prefix`` derives from, with its
+        expiry."""
         now = self._clock()
         for parent in parent_prefixes(prefix)[1:]:
-            sites = self._delegations.get(parent, now)
-            if sites is not None:
-                return parent, sites
+            entry = self._delegations.get(parent, now)
+            if entry is not None:
+                return parent, *entry
         return None
 
     def _remember_delegation(
@@ -274,65 +346,18 @@ class Walker:
         self._delegations.put(delegated, expires, sites)
         return delegated
 
-    def _ask_early(
-        self,
-        sites: Sequence[Site],
-        early_for: str | None,
-        early: list[_Early] | None,
-        fresh: bool,
-    ) -> None:
-        if early_for is not None and early is not None and self._early:
-            for request in early:
-                request.cancel()
-            early[:] = [self._send_early(sites, early_for, fresh)]
-
-    async def _sites_for(
-        self,
-        prefix: str,
-        fresh: bool,
-        path: list[str],
-        key: str | None = None,
-        early: list[_Early] | None = None,
-    ) -> list[Site]:
-        """The sites serving handles under ``prefix`` (empty if the prefix is unknown).
-
-        ``key`` and ``early``: see :meth:`_prefix_record`.
-        """
-        now = self._clock()
-        cached = None if fresh else self._sites.get(prefix, now)
-        if cached is not None:
-            path.append(f"{prefix_handle(prefix)} cached")
-            return cached
-        found = await self._prefix_record(prefix, fresh, path, key, early)
-        if found is None:
-            sites: list[Site] = []
-            expires = now + self._policy.negative_ttl
-        else:
-            record, responder = found
-            # A prefix record without HS_SITE is served by the node that holds it.
-            sites = sites_of(record.values) or [responder]
-            expires = self._policy.expiry(record, now)
-        self._sites.put(prefix, expires, sites)
-        return sites
-
     async def _handle(
         self,
         key: str,
         sites: Sequence[Site],
         fresh: bool,
         path: list[str],
-        early: Sequence[_Early] = (),
+        ahead: _Ahead | None = None,
     ) -> Record | None:
-        # The early request stands for the first request of this loop if it went where that
-        # one would go first; otherwise it asked a site that does not serve the prefix.
-        first = next((e for e in early if e.handle == key and e.url == sites[0].urls[0]), None)
-        if early and first is None:
-            self.early_dropped += 1
-            for request in early:
-                request.cancel()
+        """``key``'s record from ``sites``, following service referrals; what was asked
+        ``ahead`` is not asked again."""
         for _ in range(MAX_REFERRALS):
-            answer, _site = await self._ask(sites, key, fresh, path, first)
-            first = None
+            answer, _site = await self._ask(sites, key, fresh, path, ahead)
             if answer.code in (1, 200):
                 return Record(answer.handle, answer.values)
             if answer.code == Outcome.SERVICE_REFERRAL:

@@ -34,29 +34,20 @@ class Clock:
 
 
 class Peers:
-    """Answers from a table keyed by (server, handle); not-found for anything else.
-
-    ``hold`` makes the answer to a (server, handle) wait until another (server, handle) has
-    been asked: a walk that asks them one after the other stops there (and times out).
-    """
+    """Answers from a table keyed by (server, handle); for anything else, what a node holding
+    nothing about it answers."""
 
     def __init__(self) -> None:
         self.table: dict[tuple[str, str], PeerAnswer | Exception] = {}
         self.asked: list[tuple[str, str, bool]] = []
-        self.hold: dict[tuple[str, str], tuple[str, str]] = {}
-        self._seen: dict[tuple[str, str], asyncio.Event] = {}
-
-    def seen(self, key: tuple[str, str]) -> asyncio.Event:
-        return self._seen.setdefault(key, asyncio.Event())
 
     async def query(self, base_url: str, handle: str, *, fresh: bool) -> PeerAnswer:
         self.asked.append((base_url, handle, fresh))
-        self.seen((base_url, handle)).set()
         await asyncio.sleep(0)
-        wait_for = self.hold.get((base_url, handle))
-        if wait_for is not None:
-            await asyncio.wait_for(self.seen(wait_for).wait(), timeout=1.0)
-        answer = self.table.get((base_url, handle), PeerAnswer(100, handle, ()))
+        # A prefix record not found (the node would administer it), a handle under a prefix
+        # not homed there.
+        unknown = 100 if handle.startswith("0.NA/") else 301
+        answer = self.table.get((base_url, handle), PeerAnswer(unknown, handle, ()))
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -87,26 +78,87 @@ def enterprise_prefix(peers: Peers, prefix: str, server: str = SECONDARY) -> str
     return f"{prefix}/A"
 
 
-async def test_a_full_walk_asks_for_the_handle_alongside_the_prefix_record() -> None:
+async def test_a_full_walk_asks_the_top_for_the_prefix_and_its_administrator_for_the_handle() -> (
+    None
+):
     peers = Peers()
     federation(peers)
-    # The secondary answers 0.NA/88.100.1 only once it has also been asked for the handle.
-    peers.hold[(SECONDARY, "0.NA/88.100.1")] = (SECONDARY, "88.100.1/A")
+    peers.table[(SECONDARY, "88.100.1/B")] = PeerAnswer(1, "88.100.1/B", (url_value("b"),))
     walk = walker(peers)
 
     answer = await walk("88.100.1/A", False)
 
     assert answer.outcome is Outcome.FOUND
     assert answer.record is not None and answer.record.values[0].data.value.endswith("/a")
+    # The secondary holds 0.NA/88.100.1: its answer for the handle stands without the record.
+    assert answer.source == f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 88.100.1/A:1"
     assert [(url, handle) for url, handle, _ in peers.asked] == [
         (TOP, "0.NA/88.100.1"),
-        (SECONDARY, "0.NA/88.100.1"),
         (SECONDARY, "88.100.1/A"),
     ]
+    assert (walk.upstream_requests, walk.early_used, walk.early_settled) == (2, 1, 1)
+    # The site that answered is remembered as 88.100.1's.
+    peers.asked.clear()
+    again = await walk("88.100.1/B", False)
+    assert again.source == f"0.NA/88.100.1 cached -> {SECONDARY} 88.100.1/B:1"
+    assert peers.asked == [(SECONDARY, "88.100.1/B", False)]
+
+
+async def test_an_early_service_referral_is_followed_without_waiting_for_the_record() -> None:
+    peers = Peers()
+    federation(peers, hosted_by=ENTERPRISE)
+    walk = walker(peers)
+
+    answer = await walk("88.100.1/A", False)
+
+    assert answer.outcome is Outcome.FOUND
     assert answer.source == (
-        f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 0.NA/88.100.1:1 -> {SECONDARY} 88.100.1/A:1"
+        f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 88.100.1/A:302 -> {ENTERPRISE} 88.100.1/A:1"
     )
-    assert (walk.upstream_requests, walk.early_used, walk.early_dropped) == (3, 1, 0)
+    assert walk.early_settled == 1
+    assert (SECONDARY, "0.NA/88.100.1", False) not in peers.asked
+    # The sites the referral named are remembered as 88.100.1's.
+    peers.asked.clear()
+    await walk("88.100.1/A", True)
+    assert [url for url, _, _ in peers.asked] == [TOP, SECONDARY, ENTERPRISE]
+    peers.asked.clear()
+    await walk("88.100.1/A", False)
+    assert [url for url, _, _ in peers.asked] == [ENTERPRISE]
+
+
+@pytest.mark.parametrize("code", [Outcome.NOT_HOMED, Outcome.PREFIX_REFERRAL])
+async def test_an_early_answer_not_speaking_for_the_prefix_waits_for_its_record(code: int) -> None:
+    peers = Peers()
+    federation(peers, hosted_by=ENTERPRISE)
+    peers.table[(SECONDARY, "88.100.1/A")] = PeerAnswer(code, "88.100.1/A", ())
+    walk = walker(peers)
+
+    answer = await walk("88.100.1/A", False)
+
+    assert answer.outcome is Outcome.FOUND
+    assert answer.source == (
+        f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 0.NA/88.100.1:1 -> {ENTERPRISE} 88.100.1/A:1"
+    )
+    assert [(url, handle) for url, handle, _ in peers.asked] == [
+        (TOP, "0.NA/88.100.1"),
+        (SECONDARY, "88.100.1/A"),
+        (SECONDARY, "0.NA/88.100.1"),
+        (ENTERPRISE, "88.100.1/A"),
+    ]
+    assert (walk.early_used, walk.early_settled, walk.early_dropped) == (0, 0, 1)
+
+
+async def test_an_early_not_found_under_a_prefix_homed_at_the_site_stands() -> None:
+    peers = Peers()
+    federation(peers)
+    peers.table[(SECONDARY, "88.100.1/NONE")] = PeerAnswer(100, "88.100.1/NONE", ())
+    walk = walker(peers)
+
+    answer = await walk("88.100.1/NONE", False)
+
+    assert answer.outcome is Outcome.NOT_FOUND
+    assert answer.source == f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 88.100.1/NONE:100"
+    assert walk.early_settled == 1
 
 
 async def test_without_early_requests_the_walk_asks_one_after_the_other() -> None:
@@ -125,19 +177,6 @@ async def test_without_early_requests_the_walk_asks_one_after_the_other() -> Non
     assert (walk.upstream_requests, walk.early_used) == (3, 0)
 
 
-async def test_the_early_answer_is_dropped_when_the_prefix_is_served_elsewhere() -> None:
-    peers = Peers()
-    federation(peers, hosted_by=ENTERPRISE)
-    walk = walker(peers)
-
-    answer = await walk("88.100.1/A", False)
-
-    assert answer.outcome is Outcome.FOUND
-    assert answer.source.endswith(f"{SECONDARY} 0.NA/88.100.1:1 -> {ENTERPRISE} 88.100.1/A:1")
-    assert (ENTERPRISE, "88.100.1/A", False) in peers.asked
-    assert (walk.early_used, walk.early_dropped) == (0, 1)
-
-
 async def test_a_failed_early_request_moves_on_to_the_next_server_of_the_site() -> None:
     peers = Peers()
     federation(peers)
@@ -148,9 +187,14 @@ async def test_a_failed_early_request_moves_on_to_the_next_server_of_the_site() 
     answer = await walk("88.100.1/A", False)
 
     assert answer.record is not None and answer.record.values[0].data.value == "b"
-    # The early request counts as the attempt at the first server: it is not asked again.
+    # The early request counts as the attempt at the first server: it is not asked again,
+    # neither for the handle nor for the prefix record.
     assert peers.asked.count((SECONDARY, "88.100.1/A", False)) == 1
-    assert f"{SECONDARY} unreachable -> {SECONDARY_2} 88.100.1/A:1" in answer.source
+    assert (SECONDARY, "0.NA/88.100.1", False) not in peers.asked
+    assert answer.source == (
+        f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} unreachable"
+        f" -> {SECONDARY_2} 0.NA/88.100.1:1 -> {SECONDARY_2} 88.100.1/A:1"
+    )
 
 
 async def test_a_remembered_site_is_asked_directly_without_early_requests() -> None:
@@ -177,28 +221,46 @@ async def test_a_fresh_walk_asks_every_step_fresh_including_the_early_request() 
 
     await walk("88.100.1/A", True)
 
-    assert [fresh for _, _, fresh in peers.asked] == [True, True, True]
-    assert len(peers.asked) == 3
+    assert peers.asked == [(TOP, "0.NA/88.100.1", True), (SECONDARY, "88.100.1/A", True)]
 
 
-async def test_an_unknown_prefix_cancels_the_early_request() -> None:
+async def test_an_unknown_prefix_is_not_found() -> None:
     peers = Peers()
     federation(peers)
-    del peers.table[(SECONDARY, "0.NA/88.100.1")]
-    never = asyncio.Event()
+    del peers.table[(SECONDARY, "0.NA/88.100.1")], peers.table[(SECONDARY, "88.100.1/A")]
+    walk = walker(peers)
+
+    answer = await walk("88.100.1/A", False)
+
+    assert answer.outcome is Outcome.NOT_FOUND
+    assert answer.source == f"{TOP} 0.NA/88.100.1:303 -> {SECONDARY} 0.NA/88.100.1:100"
+    assert [(url, handle) for url, handle, _ in peers.asked] == [
+        (TOP, "0.NA/88.100.1"),
+        (SECONDARY, "88.100.1/A"),
+        (SECONDARY, "0.NA/88.100.1"),
+    ]
+
+
+async def test_a_cancelled_walk_leaves_no_request_behind() -> None:
+    peers = Peers()
+    federation(peers)
+    asked, never = asyncio.Event(), asyncio.Event()
 
     async def slow(base_url: str, handle: str, *, fresh: bool) -> PeerAnswer:
         if handle == "88.100.1/A":
+            asked.set()
             await never.wait()  # only a cancellation ends this
         return await Peers.query(peers, base_url, handle, fresh=fresh)
 
     peers.query = slow  # type: ignore[method-assign]
-    walk = walker(peers)
+    walk = asyncio.ensure_future(walker(peers)("88.100.1/A", False))
+    await asyncio.wait_for(asked.wait(), timeout=1.0)
 
-    answer = await asyncio.wait_for(walk("88.100.1/A", False), timeout=1.0)
+    walk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await walk
     await asyncio.sleep(0)
 
-    assert answer.outcome is Outcome.NOT_FOUND
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert pending == []
 
@@ -214,8 +276,6 @@ async def test_a_remembered_delegation_skips_the_top_level_for_a_new_prefix() ->
     peers = Peers()
     federation(peers)
     handle = enterprise_prefix(peers, "88.100.2")
-    # The secondary answers 0.NA/88.100.2 only once it has also been asked for the handle.
-    peers.hold[(SECONDARY, "0.NA/88.100.2")] = (SECONDARY, handle)
     walk = walker(peers)
     await walk("88.100.1/A", False)
     peers.asked.clear()
@@ -223,13 +283,8 @@ async def test_a_remembered_delegation_skips_the_top_level_for_a_new_prefix() ->
     answer = await walk(handle, False)
 
     assert answer.record is not None and answer.record.values[0].data.value == "88.100.2"
-    assert sorted((url, asked) for url, asked, _ in peers.asked) == [
-        (SECONDARY, "0.NA/88.100.2"),
-        (SECONDARY, handle),
-    ]
-    assert answer.source == (
-        f"0.NA/88.100 delegation cached -> {SECONDARY} 0.NA/88.100.2:1 -> {SECONDARY} {handle}:1"
-    )
+    assert peers.asked == [(SECONDARY, handle, False)]
+    assert answer.source == f"0.NA/88.100 delegation cached -> {SECONDARY} {handle}:1"
 
 
 @pytest.mark.parametrize("why", ["expired", "fresh"])
@@ -301,7 +356,7 @@ async def test_out_of_bailiwick_delegations_are_not_remembered(stated: str, why:
 
     assert answer.outcome is Outcome.FOUND, why
     assert other.outcome is Outcome.NOT_FOUND, why
-    assert [url for url, _, _ in peers.asked] == [SECONDARY, SECONDARY, TOP], why
+    assert [url for url, _, _ in peers.asked] == [SECONDARY, TOP], why
 
 
 async def test_a_delegation_below_the_one_followed_is_remembered() -> None:
@@ -313,6 +368,7 @@ async def test_a_delegation_below_the_one_followed_is_remembered() -> None:
         303, "0.NA/88.100.9.1", below, "0.NA/88.100.9"
     )
     first = enterprise_prefix(peers, "88.100.9.1", server=ENTERPRISE)
+    peers.table[(SECONDARY, first)] = PeerAnswer(303, first, below, "0.NA/88.100.9")
     walk = walker(peers)
     await walk("88.100.1/A", False)
     assert (await walk(first, False)).outcome is Outcome.FOUND
