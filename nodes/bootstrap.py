@@ -34,6 +34,7 @@ from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
 from resolver.homes import Homes
 from resolver.ports import Generations, RecordStore, SharedCache
+from resolver.prefix_records import PrefixRecords
 from resolver.sites import Site
 from resolver.values import Record
 from resolver.walk import StaleLayer, Walker
@@ -125,7 +126,12 @@ def build_node(settings: Settings) -> Node:
         layers.append(StaleLayer(federation.stale_ttl))
         terminal = walker
     else:
-        terminal = chain.StoreLookup(store, homes, policy)
+        # The prefix registry's holders keep it in memory (resolver/prefix_records.py).
+        limit = settings.cache.prefix_records
+        prefixes = None
+        if settings.role in JOURNALING_ROLES and limit:
+            prefixes = PrefixRecords(store, generations, limit)
+        terminal = chain.StoreLookup(store, homes, policy, prefixes=prefixes)
     resolve = chain.build(layers, terminal)
     invalidator = Invalidator(generations, shared)
 

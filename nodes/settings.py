@@ -39,6 +39,12 @@ class CacheSettings(BaseModel):
     max_ttl: float = Field(86400.0, gt=0, description="cap on how long any answer is reused")
     negative_ttl: float = Field(5.0, ge=0, description="how long a not-found is remembered")
     redis_timeout: float = Field(0.1, gt=0, description="seconds before Redis counts as down")
+    prefix_records: int = Field(
+        100_000,
+        ge=0,
+        description="a top-level or DR node's prefix records kept in each worker's memory; "
+        "with more, all are read from the database (see resolver/prefix_records.py)",
+    )
 
 
 class Peer(BaseModel):
@@ -58,8 +64,8 @@ class FederationSettings(BaseModel):
     upstream_timeout: float = Field(1.0, gt=0, description="seconds before a peer counts down")
     early_requests: bool = Field(
         True,
-        description="on a prefix referral, ask the referred site for the handle at once, "
-        "alongside the prefix record (see resolver/walk.py)",
+        description="on a prefix referral, ask the referred site for the handle first, "
+        "before the prefix record (see resolver/walk.py)",
     )
     # Enterprise prefix allocation (registry/enterprise.py): approving writes 0.NA/PREFIX at the
     # top level as the holder 300:0.NA/PARENT of this node's prefix, with this secret.

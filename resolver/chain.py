@@ -20,6 +20,7 @@ from resolver.codecs.stored import decode_record, stored_form
 from resolver.homes import Homes
 from resolver.identifiers import PREFIX_HANDLE_PREFIX, parent_prefixes
 from resolver.ports import Generations, RecordStore, SharedCache
+from resolver.prefix_records import PrefixRecords
 from resolver.sites import DERIVED_SITE_TYPES
 from resolver.values import HS_SITE, Record
 
@@ -159,6 +160,9 @@ class StoreLookup:
     of ``0.NA/Q`` for prefixes derived from ``Q``: 303); not-found when it lives here; else
     not-homed.  The search goes from the most specific prefix up and stops at the first prefix
     homed here, below which this node is authoritative.
+
+    With ``prefixes`` (the node's prefix records in memory), a question about a prefix record
+    is answered without a read while that copy is current.
     """
 
     def __init__(
@@ -167,17 +171,23 @@ class StoreLookup:
         homes: Homes,
         policy: TtlPolicy,
         clock: Callable[[], float] = time.time,
+        prefixes: PrefixRecords | None = None,
     ) -> None:
         self._store = store
         self._homes = homes
         self._policy = policy
         self._clock = clock
+        self._prefixes = prefixes
 
     async def __call__(self, key: str, fresh: bool) -> Answer:
         holders = await self._holders(key)
-        if holders:
+        keys = [key, *(holder for holder, _ in holders)]
+        found = None if self._prefixes is None else self._prefixes.get_many(keys)
+        if found is not None:
+            record = found.get(key)
+        elif holders:
             # One read for the handle and the prefix records that may delegate it.
-            found = await self._store.get_many([key, *(holder for holder, _ in holders)])
+            found = await self._store.get_many(keys)
             record = found.get(key)
         else:
             found, record = {}, await self._store.get(key)

@@ -197,6 +197,20 @@ async def test_list_handles_pages_in_key_order(store: RecordStore) -> None:
     assert await store.list_handles("88.100.3", 0, 10) == (0, [])
 
 
+async def test_records_under_a_prefix_by_key_up_to_a_limit(store: RecordStore) -> None:
+    under = ["0.NA/88.100", "0.na/88.101", "0.NA/88.100.1", "0.NA/88"]
+    await put(store, *under, "0.NA", "0.NA0/X", "0.N/A", "88.100/0.NA/X")
+
+    records = await store.records_under("0.NA", 10)
+
+    assert list(records) == sorted(fold(h) for h in under)
+    assert {r.handle for r in records.values()} == set(under)
+    assert all(r.version == 1 for r in records.values())
+    assert list(await store.records_under("0.NA", 2)) == sorted(fold(h) for h in under)[:2]
+    assert await store.records_under("0.NA", 0) == {}
+    assert await store.records_under("88.999", 10) == {}
+
+
 async def test_list_handles_by_folded_prefix(store: RecordStore) -> None:
     await put(store, "88.100.Abc/x", "88.100.aBC/Y", "88.100.abcd/z")
     assert await store.list_handles(fold("88.100.abc"), 0, 10) == (
