@@ -45,9 +45,11 @@ class MemoryStore:
         keys = sorted(k for k in self._records if k.startswith(start))
         return len(keys), [self._records[k].handle for k in keys[offset : offset + limit]]
 
-    async def records_under(self, prefix_key: str, limit: int) -> dict[str, Record]:
+    async def records_under(
+        self, prefix_key: str, limit: int, after: str = ""
+    ) -> dict[str, Record]:
         start = prefix_key + "/"
-        keys = sorted(k for k in self._records if k.startswith(start))[:limit]
+        keys = sorted(k for k in self._records if k.startswith(start) and k > after)[:limit]
         return {k: self._records[k] for k in keys}
 
     async def homed_prefixes(self) -> list[str]:

@@ -35,8 +35,11 @@ class RecordStore(Protocol):
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         """Count and one page (by key order) of the display texts of handles under a prefix."""
 
-    async def records_under(self, prefix_key: str, limit: int) -> dict[str, Record]:
-        """The records of handles under a prefix, by key; at most ``limit`` of them."""
+    async def records_under(
+        self, prefix_key: str, limit: int, after: str = ""
+    ) -> dict[str, Record]:
+        """The records of handles under a prefix with keys after ``after``, in key order; at
+        most ``limit`` of them (a page: the next one starts after its last key)."""
 
     async def homed_prefixes(self) -> list[str]: ...
 

@@ -14,6 +14,11 @@ worker, for replicated writes too).  The copy is trusted while the generation of
 again while a new copy loads in the background.  Writes of other handles rarely share the
 sentinel's generation; when one does, it only costs a reload.  A node holding more than
 ``limit`` prefix records keeps none and reads them from the store, as without this copy.
+
+A load reads the records a page at a time, so that the node goes on serving between pages (from
+the store), and a new load starts no sooner than :data:`RELOAD_SPACING` times the last load's
+duration after it: a burst of prefix writes costs the store reads it would have cost without
+the copy, not a copy's reading and decoding per write.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ SENTINEL = PREFIX_HANDLE_PREFIX
 """The key whose generation tells whether a prefix record may have been written."""
 
 _UNDER = PREFIX_HANDLE_PREFIX + "/"
+PAGE = 1000
+"""Records read and decoded at a time while loading: a few tens of milliseconds."""
+RELOAD_SPACING = 10.0
+"""A load starts no sooner than this many times the previous one's duration after its end."""
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +79,26 @@ class PrefixRecords:
         return {key: records[key] for key in keys if key in records}
 
     async def load(self) -> None:
-        """Read every prefix record; keep them if there are at most ``limit``."""
+        """Read every prefix record, a page at a time; keep them if there are at most
+        ``limit``."""
+        started = self._clock()
         generation = self._generations.current(SENTINEL)  # noted before reading
-        records = await self._store.records_under(PREFIX_HANDLE_PREFIX, self._limit + 1)
-        if len(records) > self._limit:
-            log.info("more than %d prefix records: they are read from the store", self._limit)
-            self._records = None
-        else:
-            self._records = records
+        records: dict[str, Record] | None = {}
+        after = ""
+        while records is not None:
+            page = await self._store.records_under(PREFIX_HANDLE_PREFIX, PAGE, after)
+            records.update(page)
+            if len(records) > self._limit:
+                log.info("more than %d prefix records: they are read from the store", self._limit)
+                records = None
+            elif len(page) < PAGE:
+                break
+            else:
+                after = next(reversed(page))
+        self._records = records
         self._generation = generation
+        ended = self._clock()
+        self._retry_at = ended + RELOAD_SPACING * (ended - started)
 
     def _load_soon(self) -> None:
         if self._loading is not None or self._clock() < self._retry_at:

@@ -206,7 +206,10 @@ async def test_records_under_a_prefix_by_key_up_to_a_limit(store: RecordStore) -
     assert list(records) == sorted(fold(h) for h in under)
     assert {r.handle for r in records.values()} == set(under)
     assert all(r.version == 1 for r in records.values())
-    assert list(await store.records_under("0.NA", 2)) == sorted(fold(h) for h in under)[:2]
+    in_order = sorted(fold(h) for h in under)
+    assert list(await store.records_under("0.NA", 2)) == in_order[:2]
+    assert list(await store.records_under("0.NA", 2, after=in_order[1])) == in_order[2:]
+    assert list(await store.records_under("0.NA", 10, after=in_order[3])) == []
     assert await store.records_under("0.NA", 0) == {}
     assert await store.records_under("88.999", 10) == {}
 

@@ -238,9 +238,16 @@ class SqlStore:
             )
             return total, list((await conn.execute(page)).scalars())
 
-    async def records_under(self, prefix_key: str, limit: int) -> dict[str, Record]:
-        """The records of handles under a prefix, by key (the range of :meth:`list_handles`)."""
-        under = sa.and_(handles.c.key >= prefix_key + "/", handles.c.key < prefix_key + "0")
+    async def records_under(
+        self, prefix_key: str, limit: int, after: str = ""
+    ) -> dict[str, Record]:
+        """A page of the records of handles under a prefix, by key (the range of
+        :meth:`list_handles`, from after ``after``)."""
+        under = sa.and_(
+            handles.c.key >= prefix_key + "/",
+            handles.c.key < prefix_key + "0",
+            handles.c.key > after,
+        )
         query = sa.select(handles).where(under).order_by(handles.c.key).limit(limit)
         async with self._engine.connect() as conn:
             return {row.key: _row_record(row) for row in await conn.execute(query)}

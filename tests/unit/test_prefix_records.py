@@ -10,7 +10,7 @@ from resolver.answers import Outcome, TtlPolicy
 from resolver.chain import StoreLookup
 from resolver.homes import Homes
 from resolver.memory import LocalGenerations, MemoryStore
-from resolver.prefix_records import SENTINEL, PrefixRecords
+from resolver.prefix_records import PAGE, SENTINEL, PrefixRecords
 from resolver.sites import HS_SITE_PREFIX, site_data
 from resolver.values import Data, HandleValue, Record
 
@@ -18,8 +18,8 @@ SECONDARY = "http://secondary:8000"
 
 
 class CountingStore(MemoryStore):
-    """Counts the reads a lookup makes; ``failing`` makes the bulk read fail, and the bulk read
-    waits for ``gate`` when set."""
+    """Counts the reads a lookup makes and the loads (first pages) and pages of bulk reads;
+    ``failing`` makes the bulk read fail, and it waits for ``gate`` when set."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -27,6 +27,11 @@ class CountingStore(MemoryStore):
         self.loads = 0
         self.failing = False
         self.gate: asyncio.Event | None = None
+        self.pages = 0
+        self.now = 100.0
+        """The clock of the copies made by :func:`copy_of`: each page read takes
+        ``page_seconds``."""
+        self.page_seconds = 0.0
 
     async def get(self, key: str) -> Record | None:
         self.reads += 1
@@ -36,13 +41,17 @@ class CountingStore(MemoryStore):
         self.reads += 1
         return await super().get_many(keys)
 
-    async def records_under(self, prefix_key: str, limit: int) -> dict[str, Record]:
-        self.loads += 1
+    async def records_under(
+        self, prefix_key: str, limit: int, after: str = ""
+    ) -> dict[str, Record]:
+        self.pages += 1
+        self.loads += not after
         if self.gate is not None:
             await self.gate.wait()
         if self.failing:
             raise OSError("database down")
-        return await super().records_under(prefix_key, limit)
+        self.now += self.page_seconds
+        return await super().records_under(prefix_key, limit, after)
 
 
 def delegation(prefix: str) -> Record:
@@ -59,6 +68,10 @@ async def registry(*prefixes: str) -> tuple[CountingStore, LocalGenerations]:
     return store, LocalGenerations()
 
 
+def copy_of(store: CountingStore, generations: LocalGenerations, limit: int) -> PrefixRecords:
+    return PrefixRecords(store, generations, limit, clock=lambda: store.now)
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -66,7 +79,7 @@ async def settle() -> None:
 
 async def test_the_copy_loads_on_first_use_and_then_answers_alone() -> None:
     store, generations = await registry("88.100", "88.101")
-    copy = PrefixRecords(store, generations, limit=10)
+    copy = copy_of(store, generations, limit=10)
 
     assert copy.get_many(["0.NA/88.100"]) is None  # not loaded yet: the store answers
     await settle()
@@ -79,7 +92,7 @@ async def test_the_copy_loads_on_first_use_and_then_answers_alone() -> None:
 
 async def test_a_bumped_sentinel_makes_the_copy_reload_before_it_answers_again() -> None:
     store, generations = await registry("88.100")
-    copy = PrefixRecords(store, generations, limit=10)
+    copy = copy_of(store, generations, limit=10)
     copy.get_many(["0.NA/88.100"])
     await settle()
     assert await store.put("0.NA/88.102", delegation("88.102"), None)
@@ -95,7 +108,7 @@ async def test_a_bumped_sentinel_makes_the_copy_reload_before_it_answers_again()
 
 async def test_a_write_during_the_load_is_not_missed() -> None:
     store, generations = await registry("88.100")
-    copy = PrefixRecords(store, generations, limit=10)
+    copy = copy_of(store, generations, limit=10)
     store.gate = asyncio.Event()
     copy.get_many(["0.NA/88.100"])
     await settle()  # the load noted the sentinel's generation and is reading
@@ -111,7 +124,7 @@ async def test_a_write_during_the_load_is_not_missed() -> None:
 
 async def test_too_many_prefix_records_are_left_to_the_store() -> None:
     store, generations = await registry("88.100", "88.101", "88.102")
-    copy = PrefixRecords(store, generations, limit=2)
+    copy = copy_of(store, generations, limit=2)
     copy.get_many(["0.NA/88.100"])
     await settle()
 
@@ -122,7 +135,7 @@ async def test_too_many_prefix_records_are_left_to_the_store() -> None:
 
 async def test_only_prefix_records_are_answered() -> None:
     store, generations = await registry("88.100")
-    copy = PrefixRecords(store, generations, limit=10)
+    copy = copy_of(store, generations, limit=10)
     copy.get_many(["0.NA/88.100"])
     await settle()
 
@@ -131,8 +144,7 @@ async def test_only_prefix_records_are_answered() -> None:
 
 async def test_a_failed_load_is_retried_after_a_while() -> None:
     store, generations = await registry("88.100")
-    now = [100.0]
-    copy = PrefixRecords(store, generations, limit=10, clock=lambda: now[0], retry_after=1.0)
+    copy = PrefixRecords(store, generations, 10, clock=lambda: store.now, retry_after=1.0)
     store.failing = True
     copy.get_many(["0.NA/88.100"])
     await settle()
@@ -141,7 +153,7 @@ async def test_a_failed_load_is_retried_after_a_while() -> None:
     assert copy.get_many(["0.NA/88.100"]) is None
     await settle()
     assert store.loads == 1, "not before retry_after"
-    now[0] += 1.0
+    store.now += 1.0
     copy.get_many(["0.NA/88.100"])
     await settle()
     assert copy.get_many(["0.NA/88.100"]) is not None
@@ -150,7 +162,7 @@ async def test_a_failed_load_is_retried_after_a_while() -> None:
 async def test_the_store_lookup_refers_from_the_copy_without_a_read() -> None:
     store, generations = await registry("88.100")
     homes = Homes(store, generations)
-    copy = PrefixRecords(store, generations, limit=10)
+    copy = copy_of(store, generations, limit=10)
     lookup = StoreLookup(store, homes, TtlPolicy(), prefixes=copy)
     await lookup("0.NA/88.100.1", False)  # starts the load
     await settle()
@@ -168,3 +180,24 @@ async def test_the_store_lookup_refers_from_the_copy_without_a_read() -> None:
     # A handle that is not a prefix record is read from the store.
     await lookup("88/ADMIN", False)
     assert store.reads == 1
+
+
+async def test_a_large_registry_loads_by_pages_and_reloads_no_sooner_than_ten_loads_later() -> None:
+    store, generations = await registry(*(f"88.{n}" for n in range(100, 100 + PAGE + 5)))
+    store.page_seconds = 0.5
+    copy = copy_of(store, generations, limit=PAGE * 2)
+    copy.get_many(["0.NA/88.100"])
+    await settle()
+    found = copy.get_many(["0.NA/88.100", f"0.NA/88.{100 + PAGE + 4}"])
+    assert found is not None and len(found) == 2
+    assert store.pages == 2  # the load took 1 s
+
+    generations.bump_all()
+    copy.get_many(["0.NA/88.100"])
+    await settle()
+    assert store.loads == 1, "a new load waits 10 times the last one's duration"
+    store.now += 10.0
+    copy.get_many(["0.NA/88.100"])
+    await settle()
+    assert store.loads == 2
+    assert copy.get_many(["0.NA/88.100"]) is not None
