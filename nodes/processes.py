@@ -9,7 +9,8 @@ at the terminal reaches only the caller, which then stops its children itself.
 
 Contracts, in short:
 
-- :func:`free_ports` picks loopback ports free at the time of the call; a port can still be
+- :func:`free_ports` picks loopback ports free at the time of the call, outside the ephemeral
+  range; a port can still be
   taken before the node binds it, which :func:`wait_ready` reports as :class:`PortTaken`
   (:meth:`ServeProcess.start` then moves the node to another port, when asked to retry).
 - :func:`node_env` is the whole environment of a node: the caller's without its ``IDIS_``
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -62,19 +64,40 @@ class CliFailed(RuntimeError):
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback TCP ports nobody listens on at the time of the call.
 
-    The probing sockets are held together, so the OS cannot hand out one port twice.  Another
-    process may still take a port before the node binds it (see :class:`PortTaken`).
+    They are taken below the kernel's ephemeral range when it leaves room (else wherever the
+    kernel binds port 0): there no outgoing connection is ever given one, so a node stopped and
+    started again finds its port free, and a client retrying a stopped node's port cannot
+    connect to itself on it (TCP self-connect, which an ephemeral port allows).  The probing
+    sockets are held together, so no port comes twice.  Another process may still take a port
+    before the node binds it (see :class:`PortTaken`).
     """
+    candidates = random.sample(_LISTEN_PORTS, min(len(_LISTEN_PORTS), 20 * count))
     probes: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(probes) < count:
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe.bind((HOST, candidates.pop() if candidates else 0))
+            except OSError:
+                probe.close()
+                continue
             probes.append(probe)
-            probe.bind((HOST, 0))
         return [int(p.getsockname()[1]) for p in probes]
     finally:
         for probe in probes:
             probe.close()
+
+
+def _below_ephemeral(span: int = 10_000) -> range:
+    """Up to ``span`` ports just below the ephemeral range (empty if it is unknown)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(max(10_000, low - span), low)
+
+
+_LISTEN_PORTS = _below_ephemeral()
 
 
 def source_root() -> str:

@@ -30,6 +30,15 @@ def test_free_ports_are_distinct_and_bindable() -> None:
             probe.bind(("127.0.0.1", port))
 
 
+def test_free_ports_are_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert low > 11_000, "this machine's ephemeral range leaves no room below it"
+
+    ports = processes.free_ports(20)
+
+    assert all(10_000 <= port < low for port in ports), ports
+
+
 def test_node_env_drops_the_callers_idis_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from nodes.processes import free_ports
 from nodes.redis_cache import RedisCache
 from resolver.memory import MemorySharedCache
 from resolver.ports import SharedCache
@@ -128,12 +129,6 @@ async def test_redis_keys_live_under_the_prefix() -> None:
         await theirs.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _within(seconds: float, call: Awaitable[T]) -> T:
     """``call``'s result, failing the test if it takes longer than ``seconds``."""
     started = time.monotonic()
@@ -145,7 +140,7 @@ async def _within(seconds: float, call: Awaitable[T]) -> T:
 async def test_redis_down_answers_none_quickly_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = RedisCache(f"redis://127.0.0.1:{_free_port()}/0", prefix="idis-test:")
+    cache = RedisCache(f"redis://127.0.0.1:{free_ports(1)[0]}/0", prefix="idis-test:")
     caplog.set_level(logging.INFO, logger="nodes.redis_cache")
     try:
         for _ in range(20):
@@ -161,7 +156,7 @@ class RedisServer:
     """A throwaway ``redis-server`` on a loopback port, without persistence."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self._workdir = workdir
         self._proc: subprocess.Popen[bytes] | None = None
 

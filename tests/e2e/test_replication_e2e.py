@@ -9,7 +9,6 @@ its peers' logs.  The members run in this test's process (``idis serve`` gains t
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from nodes.http.replication_api import replication_router
+from nodes.processes import free_ports
 from nodes.replication import Replicator, build_replicator, replicating
 from nodes.settings import Settings
 from registry import migrate
@@ -37,12 +37,6 @@ ADMIN = HandleValue(100, "HS_ADMIN", Data("admin", AdminRef("0.NA/88", 200, 0b01
 
 def record(handle: str, url: str) -> Record:
     return Record(handle, (ADMIN, HandleValue(1, "URL", Data("string", url))))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def eventually(
@@ -63,7 +57,7 @@ class Member:
 
     name: str
     url: str
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=lambda: free_ports(1)[0])
     store: SqlStore | None = None
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
