@@ -162,7 +162,7 @@ class StoreLookup:
     homed here, below which this node is authoritative.
 
     With ``prefixes`` (the node's prefix records in memory), a question about a prefix record
-    is answered without a read while that copy is current.
+    is answered without a read while that copy is current, unless ``fresh``.
     """
 
     def __init__(
@@ -182,7 +182,8 @@ class StoreLookup:
     async def __call__(self, key: str, fresh: bool) -> Answer:
         holders = await self._holders(key)
         keys = [key, *(holder for holder, _ in holders)]
-        found = None if self._prefixes is None else self._prefixes.get_many(keys)
+        # auth=true reads the store itself, as it bypasses every cache.
+        found = None if self._prefixes is None or fresh else self._prefixes.get_many(keys)
         if found is not None:
             record = found.get(key)
         elif holders:

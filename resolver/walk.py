@@ -301,9 +301,9 @@ class Walker:
         """Ask the first server of ``sites`` (named until ``expires`` by a referral for the
         handle's prefix) for the handle ``ahead`` is for; raise :class:`_Settled` if it speaks
         for the prefix, else keep its answer for the rest of the walk."""
-        if ahead is None:
-            return
         url = sites[0].urls[0]
+        if ahead is None or url in ahead.down:
+            return
         try:
             self.upstream_requests += 1
             answer = await self._client.query(url, ahead.handle, fresh=fresh)

@@ -177,9 +177,12 @@ async def test_the_store_lookup_refers_from_the_copy_without_a_read() -> None:
     assert own.outcome is Outcome.FOUND
     assert unknown.outcome is Outcome.NOT_FOUND
     assert store.reads == 0
-    # A handle that is not a prefix record is read from the store.
+    # A handle that is not a prefix record is read from the store, and so is everything asked
+    # with auth=true.
     await lookup("88/ADMIN", False)
     assert store.reads == 1
+    assert (await lookup("0.NA/88.100.7", True)).outcome is Outcome.PREFIX_REFERRAL
+    assert store.reads == 2
 
 
 async def test_a_large_registry_loads_by_pages_and_reloads_no_sooner_than_ten_loads_later() -> None:
