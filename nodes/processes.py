@@ -9,10 +9,10 @@ at the terminal reaches only the caller, which then stops its children itself.
 
 Contracts, in short:
 
-- :func:`free_ports` picks loopback ports free at the time of the call, outside the ephemeral
-  range; a port can still be
-  taken before the node binds it, which :func:`wait_ready` reports as :class:`PortTaken`
-  (:meth:`ServeProcess.start` then moves the node to another port, when asked to retry).
+- :func:`free_ports` picks loopback ports free at the time of the call, below the ephemeral
+  range; a port can still be taken before the node binds it, which :func:`wait_ready` reports
+  as :class:`PortTaken` (:meth:`ServeProcess.start` then moves the node to another port, when
+  asked to retry).
 - :func:`node_env` is the whole environment of a node: the caller's without its ``IDIS_``
   settings, plus the node's.
 - :class:`ServeProcess` is one ``idis serve``: launched with its output appended to
