@@ -181,14 +181,14 @@ class StoreLookup:
 
     async def __call__(self, key: str, fresh: bool) -> Answer:
         holders = await self._holders(key)
-        keys = [key, *(holder for holder, _ in holders)]
-        # auth=true reads the store itself, as it bypasses every cache.
-        found = None if self._prefixes is None or fresh else self._prefixes.get_many(keys)
+        found = None
+        if self._prefixes is not None and not fresh:  # auth=true bypasses every cache
+            found = self._prefixes.get_many([key, *(holder for holder, _ in holders)])
         if found is not None:
             record = found.get(key)
         elif holders:
             # One read for the handle and the prefix records that may delegate it.
-            found = await self._store.get_many(keys)
+            found = await self._store.get_many([key, *(holder for holder, _ in holders)])
             record = found.get(key)
         else:
             found, record = {}, await self._store.get(key)
