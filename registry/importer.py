@@ -29,10 +29,11 @@ embedded default, upserts each chunk in one transaction.
 
 The parser has fast paths for the common shape of values (string data, integer index and
 ttl, no references, types seen before), which build the stored rows directly: with msgspec
-installed, JSONL lines of that shape are decoded straight into typed records; otherwise, and
-for CSV, from the dicts orjson makes.  Every other record goes through
-:func:`resolver.codecs.json_api.parse_values`.  All must produce identical bytes, which
-``tests/test_importer.py`` checks.
+installed, JSONL lines of that shape are decoded straight into typed records, whose stored
+data :func:`registry.plain_forms.plain_forms` writes (compiled, where idis was installed
+with a C compiler at hand); otherwise, and for CSV, from the dicts orjson makes.  Every other
+record goes through :func:`resolver.codecs.json_api.parse_values`.  All must produce
+identical bytes, which ``tests/test_importer.py`` and ``tests/test_plain_forms.py`` check.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
+from registry.plain_forms import plain_forms
 from registry.secrets import hash_secret, is_hashed, verify_secret
 from registry.service import default_admin
 from resolver.codecs.json_api import parse_value, parse_values
@@ -259,8 +261,10 @@ class RecordParser:
         self._homed = frozenset(fold(p) for p in homed)
         self._seen: set[int] = set()
         # Per prefix text, the stored-form default HS_ADMIN row (index 100) of handles under it;
-        # present only for homed, valid prefixes, so a hit also stands for those checks.
+        # present only for homed, valid prefixes, so a hit also stands for those checks.  The
+        # same rows as JSON, for plain_forms.
         self._admin_rows: dict[str, _StoredRow] = {}
+        self._admin_forms: dict[str, bytes] = {}
         self._plain_types: set[str] = set()
         """The types parse_values keeps as they are (see _plain_type)."""
         self._decode = _plain_decoder(())
@@ -284,71 +288,40 @@ class RecordParser:
 
         The same outcome as :meth:`line` on each line in turn, at less cost a line: the hot
         loop of an import.  With msgspec, lines of plain values of known types are decoded into
-        typed records (:func:`_plain_decoder`) and their rows built from those; the handle
-        checks, the keys and the search for duplicates are then done for a run of such lines
-        at once.  Any other line, and any record of them that meets something unusual (values
-        out of order, a new prefix), goes through :meth:`any_line`, which learns the types and
-        prefixes it meets (for the next lines given).
+        typed records (:func:`_plain_decoder`) and their stored data written from those
+        (:func:`registry.plain_forms.plain_forms`); the rest of the handle checks, the keys and
+        the search for duplicates are then done for a run of such lines at once.  Any other
+        line, and any record of them that meets something unusual (values out of order, a new
+        prefix), goes through :meth:`any_line`, which learns the types and prefixes it meets
+        (for the next lines given).
         """
         decode = self._decode
         records = _decode_each(decode, lines) if decode is not None else [None] * len(lines)
         rows: list[Row] = []
         # Reasons rather than exceptions: an exception's traceback would keep the block alive.
         errors: list[tuple[int, str]] = []
-        # The run of typed records being read: its first position, handles and stored forms.
-        start = 0
-        texts: list[str] = []
-        forms: list[bytes] = []
-        admin_rows = self._admin_rows
-        now = self.now
-        dumps = orjson.dumps
-        admin_index = ADMIN_INDEX  # a local, cheaper than a global to read for each value
-        for position, record in enumerate(records):
-            if record is not None:
-                # The checks of row() for a handle under a prefix validated before, but those
-                # of its characters (see _add_run).  The decoder checked its length and the
-                # number of values.
-                text: str = record.handle
-                prefix, _, suffix = text.partition("/")
-                admin = admin_rows.get(prefix)
-                if admin is not None and suffix:
-                    stored: list[_StoredRow] = []
-                    append = stored.append
-                    last = 0
-                    for value in record.values:
-                        index = value.index
-                        if index <= last:
-                            break  # out of order, or twice: _fast_rows or parse_values sees to it
-                        if index >= admin_index and last < admin_index:
-                            if index == admin_index:
-                                break  # the default HS_ADMIN goes elsewhere: _fast_rows
-                            append(admin)
-                        data = value.data
-                        if type(data) is not str:
-                            data = data.value
-                        append((index, value.type, "string", data, value.ttl, now))
-                        last = index
-                    else:
-                        if last < admin_index:
-                            append(admin)
-                        texts.append(text)
-                        forms.append(dumps(stored))
-                        continue
-            # The general path, once the run before this line is done, so that of two records
-            # of one handle the later one is the one rejected.
+        position, end = 0, len(records)
+        while position < end:
+            # The run of plain records from here: under a prefix validated before (the
+            # decoder checked the handle's length and the number of values; _add_run checks
+            # the handle's characters).  Then the general path for the record that ends it,
+            # once the run is done, so that of two records of one handle the later one is the
+            # one rejected.
+            texts: list[str] = []
+            forms: list[bytes] = []
+            stop = plain_forms(records, position, self._admin_forms, self.now, texts, forms)
             if texts:
-                self._add_run(lines, start, texts, forms, rows, errors)
-                texts, forms = [], []
-            start = position + 1
+                self._add_run(lines, position, texts, forms, rows, errors)
+            if stop == end:
+                break
             try:
-                row = self.any_line(lines[position])
+                row = self.any_line(lines[stop])
             except _BAD_RECORD as error:
-                errors.append((position, _reason(error)))
+                errors.append((stop, _reason(error)))
             else:
                 if row is not None:
                     rows.append(row)
-        if texts:
-            self._add_run(lines, start, texts, forms, rows, errors)
+            position = stop + 1
         return rows, errors
 
     def _add_run(
@@ -629,7 +602,9 @@ class RecordParser:
         self._remember(key)
         if not handle.is_prefix_record and len(self._admin_rows) < _CACHE_LIMIT:
             admin = default_admin(handle, (), self.now)
-            self._admin_rows[handle.prefix] = tuple(orjson.loads(encode_values((admin,)))[0])
+            form = encode_values((admin,))[1:-1]  # the row, out of its list
+            self._admin_rows[handle.prefix] = tuple(orjson.loads(form))
+            self._admin_forms[handle.prefix] = form
         data = encode_values(sorted(values, key=lambda v: v.index))
         if any(_plain_secret(v) for v in values):
             self.secret_keys.add(key)

@@ -31,6 +31,7 @@ from registry.importer import (
     Rejected,
     import_records,
 )
+from registry.plain_forms import python_plain_forms
 from registry.secrets import is_hashed, verify_secret
 from registry.stores import SqlStore
 from resolver.codecs.stored import decode_values
@@ -619,6 +620,14 @@ def _random_lines(rnd: random.Random, count: int, handles: int) -> Iterator[byte
         yield raw
 
 
+@pytest.fixture(params=["compiled", "python"])
+def plain_forms(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import's hot loop compiled (as installed), then in Python."""
+    if request.param == "python":
+        monkeypatch.setattr(importer, "plain_forms", python_plain_forms)
+
+
+@pytest.mark.usefixtures("plain_forms")
 def test_jsonl_lines_store_what_parse_values_would() -> None:
     """Lines through RecordParser.line (msgspec's typed decoding when installed) against
     orjson and the general parser, lines of every spelling and record of every shape."""
@@ -642,6 +651,7 @@ def test_jsonl_lines_store_what_parse_values_would() -> None:
     assert msgspec is None or typed > 1000
 
 
+@pytest.mark.usefixtures("plain_forms")
 def test_blocks_of_lines_store_what_lines_one_by_one_would() -> None:
     """RecordParser.lines, which checks runs of typed records at once: each line's outcome as
     RecordParser.line gives it, a handle's later lines rejected whether in the same block as
