@@ -41,13 +41,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import csv
+import gc
 import io
 import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, islice, pairwise
@@ -1284,6 +1285,23 @@ async def _connect(url: str) -> _Writer:
 # --- the import --------------------------------------------------------------------------
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile (as it was after).
+
+    An import makes millions of short-lived containers, and no cycles but a few of asyncio's
+    a chunk: the collector's passes over the rows of a chunk, which found nothing to free,
+    took some 5% of an import's time (a 200k-row import: 78 of them, 0.06 s of 1.1 s).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def _write(
     writer: _Writer, chunk: Chunk, following: Callable[[], Chunk]
 ) -> tuple[int, Chunk]:
@@ -1338,6 +1356,7 @@ async def import_records(
     report = ImportReport()
     kind = _format(source, fmt)
     with ExitStack() as stack:
+        stack.enter_context(_cyclic_gc_paused())
         lines, counter = _open_source(source, kind, stack)
         writer = await _connect(url)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
@@ -142,6 +143,22 @@ async def test_jsonl_applies_the_rules_of_a_creation(db: str) -> None:
     # A derived prefix record is administered by its parent's administrators.
     derived = got["0.NA/88.100.1.7"].values
     assert derived[-1].data == Data("admin", AdminRef("0.NA/88.100.1", 200, 2047))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_cyclic_gc_is_paused_during_an_import_only(sqlite_url: str, enabled: bool) -> None:
+    await _home(sqlite_url)
+    during: list[bool] = []
+    lines = [line(f"88.100.1/g{i}", url_value(1, "u")) for i in range(2 * importer.PROGRESS_LINES)]
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        report = await run(sqlite_url, lines, on_progress=lambda *_: during.append(gc.isenabled()))
+        assert report.loaded == len(lines)
+        assert during and not any(during)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 async def test_chunks_of_pg_import_load_everything(pg_url: str) -> None:
