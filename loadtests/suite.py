@@ -115,7 +115,7 @@ class Settings:
     probe_seconds: float = 5.0
     probe_concurrency: int = 4
     import_rows: int = 200_000
-    import_repeat: int = 3
+    import_repeat: int = 5
     recursive: dict[str, Any] = field(default_factory=dict)
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
     generator: str = "auto"
@@ -1173,6 +1173,7 @@ class Suite:
         args = argparse.Namespace(
             rows=s.import_rows,
             repeat=s.import_repeat,
+            warmup=1,
             database_url=self.admin_dsn,
             cli=False,
             profile=None,
