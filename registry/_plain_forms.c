@@ -100,7 +100,10 @@ static int put(Buffer *buffer, const char *bytes, Py_ssize_t size) {
 static int put_int(Buffer *buffer, long long number) {
     char digits[24];
     int at = sizeof digits;
-    unsigned long long rest = number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
+    unsigned long long rest = (unsigned long long)number;
+    if (number < 0) {
+        rest = 0ULL - rest;  /* the magnitude, LLONG_MIN's too */
+    }
     do {
         digits[--at] = (char)('0' + rest % 10);
         rest /= 10;
