@@ -33,29 +33,34 @@ static Field f_handle = {.text = "handle"}, f_values = {.text = "values"},
 /* object.<field>, a new reference (NULL with an exception set if there is none). */
 static PyObject *get(PyObject *object, Field *field) {
     PyTypeObject *type = Py_TYPE(object);
+    PyMemberDef *member = field->member;
     if (type != field->type || type->tp_version_tag != field->version
         || !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
-        field->member = NULL;
-        Py_INCREF(type);
-        Py_XSETREF(field->type, type);
-        /* The version tag, assigned on a type's first attribute lookup, is read after one. */
+        /* Looking the name up can run Python code, and so let another thread use the field:
+         * what is found stays local until it is stored whole, with no Python code between. */
+        member = NULL;
         PyObject *descriptor = PyObject_GetAttr((PyObject *)type, field->name);
-        field->version = type->tp_version_tag;
+        /* The version tag, assigned on a type's first attribute lookup, is read after one. */
+        unsigned int version = type->tp_version_tag;
         if (descriptor == NULL) {
             PyErr_Clear();  /* read by name: PyObject_GetAttr says what is wrong */
-        } else {
-            /* A member of the object's class, which wins over an instance's __dict__. */
-            if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
-                && type->tp_getattro == PyObject_GenericGetAttr
-                && PyType_IsSubtype(type, ((PyDescrObject *)descriptor)->d_type)) {
-                field->member = ((PyMemberDescrObject *)descriptor)->d_member;
-            }
-            /* The type holds the descriptor, and the member it points to, while it lives. */
-            Py_DECREF(descriptor);
+        } else if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
+                   && type->tp_getattro == PyObject_GenericGetAttr
+                   && PyType_IsSubtype(type, ((PyDescrObject *)descriptor)->d_type)) {
+            /* A member of the object's class, which wins over an instance's __dict__; it
+             * points into the type, which the object keeps alive. */
+            member = ((PyMemberDescrObject *)descriptor)->d_member;
         }
+        PyTypeObject *old = field->type;
+        Py_INCREF(type);
+        field->type = type;
+        field->version = version;
+        field->member = member;
+        Py_XDECREF(descriptor);
+        Py_XDECREF(old);
     }
-    if (field->member != NULL) {
-        return PyMember_GetOne((const char *)object, field->member);
+    if (member != NULL) {
+        return PyMember_GetOne((const char *)object, member);
     }
     return PyObject_GetAttr(object, field->name);
 }

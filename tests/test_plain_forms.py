@@ -161,6 +161,30 @@ def test_a_class_changed_after_it_was_read() -> None:
     assert b'"changed"' in again[2][0]
 
 
+class _Reentrant(type):
+    """Looking a field up on such a class runs Python code: here another call of the function,
+    in the middle of one (as another thread could make)."""
+
+    def __getattr__(cls, name: str) -> Any:
+        assert compiled_plain_forms is not None
+        nested = SimpleNamespace(handle="88.100.1/n", values=[_Slotted(1, "URL", "nested", 2)])
+        compiled_plain_forms([nested], 0, ADMIN_FORMS, NOW, [], [])
+        raise AttributeError(name)
+
+
+class _InstanceFields(metaclass=_Reentrant):
+    def __init__(self, index: int, type: str, data: str, ttl: int) -> None:
+        self.index, self.type, self.data, self.ttl = index, type, data, ttl
+
+
+def test_a_call_in_the_middle_of_a_call() -> None:
+    """Fields looked up while another call reads other classes' fields: each call reads its
+    own objects' fields, never at the other's places."""
+    record = SimpleNamespace(handle="88.100.1/a", values=[_InstanceFields(3, "URL", "outer", 9)])
+    _both([record])
+    assert b'[3,"URL","string","outer",9,' in _run(compiled_plain_forms, [record])[2][0]
+
+
 _HOSTILE: list[Any] = [
     SimpleNamespace(handle=7, values=[]),
     SimpleNamespace(handle="88.100.1/a", values=(SimpleNamespace(),)),
