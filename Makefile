@@ -5,6 +5,7 @@ PYTHON ?= python3
 
 test:
 	$(PYTHON) -m pip install -q -e '.[test]'
+	scripts/test-deps.sh
 	scripts/services.sh
 	$(PYTHON) -m pytest -q
 
