@@ -174,12 +174,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(once=args.once)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("idis")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="idis",
         description="Industrial Internet identifier resolution (Handle System compatible).",
     )
-    commands = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--version", action="version", version=f"idis {_version()}")
+    # Not required: `idis` alone prints this help (main) rather than a usage error.
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run a node")
     serve.add_argument(
@@ -238,7 +249,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        top.print_help()
+        return 0
     try:
         code: int = args.run(args)
     except SettingsError as error:
