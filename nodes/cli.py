@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path

@@ -69,7 +69,7 @@ def site_data(
         )
     return {
         "version": 1,
-        "protocolVersion": "2.10",
+        "protocolVersion": "2.11",
         "serialNumber": 1,
         "primarySite": True,
         "multiPrimary": False,

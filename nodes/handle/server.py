@@ -115,6 +115,7 @@ class TcpDoor(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
+        self._task: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,7 +176,7 @@ class TcpDoor(asyncio.Protocol):
                 continue
             self._busy = True
             self._transport.pause_reading()
-            asyncio.ensure_future(self._slow(request))
+            self._task = asyncio.ensure_future(self._slow(request))
             return
 
     async def _slow(self, request: wire.Request) -> None:
@@ -286,7 +287,7 @@ class NativeDoors:
 def _is_native(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == MIME
+            return bool(value.split(b";", 1)[0].strip().lower() == MIME)
     return False
 
 

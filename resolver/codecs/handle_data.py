@@ -145,7 +145,7 @@ def encode_site(site: Mapping[str, Any]) -> bytes:
     """The binary site record of a site in Handle.Net's JSON form (what REST's ``site`` format
     holds): ``version``, ``protocolVersion`` ("2.10"), ``serialNumber``, ``primarySite``,
     ``multiPrimary``, ``hashOption``, ``hashFilter``, ``attributes``, ``servers``."""
-    major, _, minor = str(site.get("protocolVersion") or "2.10").partition(".")
+    major, _, minor = str(site.get("protocolVersion") or "2.11").partition(".")
     mask = (PRIMARY_SITE if site.get("primarySite", True) else 0) | (
         MULTI_PRIMARY if site.get("multiPrimary") else 0
     )
@@ -154,7 +154,7 @@ def encode_site(site: Mapping[str, Any]) -> bytes:
             ">HBBHBB",
             _int_field(site.get("version"), 1) & 0xFFFF,
             _int_field(major, 2) & 0xFF,
-            _int_field(minor, 10) & 0xFF,
+            _int_field(minor, 11) & 0xFF,
             _int_field(site.get("serialNumber"), 1) & 0xFFFF,
             mask,
             _int_field(site.get("hashOption"), HASH_BY_ALL) & 0xFF,

@@ -113,6 +113,12 @@ RC_NEED_RSAKEY_FOR_SESSIONEXCHANGE = 503
 RC_INVALID_SESSIONSETUP_REQUEST = 504
 RC_SESSION_MESSAGE_REJECTED = 505
 
+HANDLE_FIRST = frozenset(
+    {OC_GET_SITE_INFO, *range(OC_CREATE_HANDLE, OC_LIST_HANDLES + 1), OC_HOME_NA, OC_UNHOME_NA}
+    | {OC_LOGIN_ID_SYSTEM}
+)
+"""opCodes whose body starts with the handle the request is about (get site info's is "/")."""
+
 ERROR_CODES = frozenset(
     {2, 3, 4, 5, 6, 7, 100, 101, 102, 200, 201, 202, 300, 301}
     | set(range(400, 407))
@@ -299,8 +305,7 @@ def decode_request(envelope: Envelope, message: bytes) -> Request:
             auth_bytes = body.blob()
         if body.left:
             raise ProtocolError("unexpected bytes after the resolution request")
-    elif body.left >= 4 and op_code != OC_RESPONSE_TO_CHALLENGE:
-        # Most requests start with the handle they are about (get site info's is "/").
+    elif op_code in HANDLE_FIRST and body.left >= 4:
         handle = body.blob(MAX_HANDLE_BYTES)
     return Request(
         envelope,
