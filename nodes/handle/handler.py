@@ -27,7 +27,13 @@ from resolver import render
 from resolver.answers import Answer, Outcome
 from resolver.codecs import handle_wire as wire
 from resolver.codecs.handle_data import encode_site, encode_value
-from resolver.errors import HandleError, InvalidHandle, OperationNotSupported, ProtocolError
+from resolver.errors import (
+    HandleError,
+    InvalidHandle,
+    OperationNotSupported,
+    ProtocolError,
+    UpstreamUnavailable,
+)
 from resolver.identifiers import Handle, prefix_handle
 
 log = logging.getLogger(__name__)
@@ -168,8 +174,14 @@ class NativeHandler:
         key = handle.key
         generation = node.generations.current(key)
         answer: Answer = await node.resolve(key, fresh)
-        if answer.outcome.is_referral and follow and node.walker is not None:
-            answer = await node.walker(key, fresh)
+        if answer.outcome.is_referral and follow and node.walker and not handle.is_prefix_record:
+            # RECU (which stock clients always set) on a node allowing recursion: resolve for
+            # the client.  A prefix record is the global service's own answer (clients follow
+            # its referrals themselves), and a walk that finds no server leaves the referral.
+            try:
+                answer = await node.walker(key, fresh)
+            except UpstreamUnavailable:
+                follow = False  # what is cached below is the referral
         code, body = self._render(text, answer, request)
         tail = wire.unsigned_tail(body)
         if not fresh and answer.expires > self._clock():
