@@ -27,6 +27,7 @@ from resolver.errors import ProtocolError
 from resolver.values import AdminRef, Data, HandleValue, Ref
 
 _INT = struct.Struct(">i")
+_UINT = struct.Struct(">I")
 _VALUE_HEAD = struct.Struct(">IIBIB")
 
 PROTOCOLS = {"UDP": 0, "TCP": 1, "HTTP": 2, "HTTPS": 3}
@@ -43,7 +44,7 @@ MULTI_PRIMARY = 0x40
 
 def encode_value(value: HandleValue) -> bytes:
     """One value in the protocol's encoding."""
-    refs = b"".join(string(r.handle.encode()) + _INT.pack(r.index) for r in value.references)
+    refs = b"".join(string(r.handle.encode()) + _UINT.pack(r.index) for r in value.references)
     return b"".join(
         (
             _VALUE_HEAD.pack(
@@ -73,12 +74,12 @@ def encode_data(data: Data) -> bytes:
         return (
             struct.pack(">H", payload.permissions & 0xFFFF)
             + string(payload.handle.encode())
-            + _INT.pack(payload.index)
+            + _UINT.pack(payload.index)
         )
     if data.format == "vlist":
         refs = tuple(payload)
         return _INT.pack(len(refs)) + b"".join(
-            string(r.handle.encode()) + _INT.pack(r.index) for r in refs
+            string(r.handle.encode()) + _UINT.pack(r.index) for r in refs
         )
     if data.format == "site":
         return encode_site(payload) if isinstance(payload, Mapping) else b""
@@ -134,11 +135,13 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-def _int_field(raw: Any, default: int) -> int:
+def _int_field(raw: Any, default: int, mask: int = 0xFFFFFFFF) -> int:
+    """An integer field of a site given as JSON, cut to its width (a stored site is whatever
+    a client wrote; it must still encode)."""
     try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return default
+        return int(raw) & mask
+    except (TypeError, ValueError, OverflowError):
+        return default & mask
 
 
 def encode_site(site: Mapping[str, Any]) -> bytes:
@@ -152,35 +155,40 @@ def encode_site(site: Mapping[str, Any]) -> bytes:
     out = [
         struct.pack(
             ">HBBHBB",
-            _int_field(site.get("version"), 1) & 0xFFFF,
-            _int_field(major, 2) & 0xFF,
-            _int_field(minor, 11) & 0xFF,
-            _int_field(site.get("serialNumber"), 1) & 0xFFFF,
+            _int_field(site.get("version"), 1, 0xFFFF),
+            _int_field(major, 2, 0xFF),
+            _int_field(minor, 11, 0xFF),
+            _int_field(site.get("serialNumber"), 1, 0xFFFF),
             mask,
-            _int_field(site.get("hashOption"), HASH_BY_ALL) & 0xFF,
+            _int_field(site.get("hashOption"), HASH_BY_ALL, 0xFF),
         ),
         string(str(site.get("hashFilter") or "").encode()),
     ]
-    attributes = [a for a in site.get("attributes") or () if isinstance(a, Mapping)]
+    attributes = _mappings(site.get("attributes"))
     out.append(_INT.pack(len(attributes)))
     for attribute in attributes:
         out.append(string(str(attribute.get("name", "")).encode()))
         out.append(string(str(attribute.get("value", "")).encode()))
-    servers = [s for s in site.get("servers") or () if isinstance(s, Mapping)]
+    servers = _mappings(site.get("servers"))
     out.append(_INT.pack(len(servers)))
     for number, server in enumerate(servers, start=1):
-        out.append(_INT.pack(_int_field(server.get("serverId"), number)))
+        out.append(_UINT.pack(_int_field(server.get("serverId"), number)))
         out.append(_address(str(server.get("address") or "")))
         out.append(string(_server_key(server.get("publicKey"))))
-        interfaces = [i for i in server.get("interfaces") or () if isinstance(i, Mapping)]
+        interfaces = _mappings(server.get("interfaces"))
         out.append(_INT.pack(len(interfaces)))
         for interface in interfaces:
             kind = (ST_QUERY if interface.get("query", True) else 0) | (
                 ST_ADMIN if interface.get("admin", False) else 0
             )
             protocol = PROTOCOLS.get(str(interface.get("protocol", "")).upper(), 1)
-            out.append(struct.pack(">BBi", kind, protocol, _int_field(interface.get("port"), 0)))
+            port = _int_field(interface.get("port"), 0)
+            out.append(struct.pack(">BBI", kind, protocol, port))
     return b"".join(out)
+
+
+def _mappings(raw: Any) -> list[Mapping[str, Any]]:
+    return [item for item in raw if isinstance(item, Mapping)] if isinstance(raw, list) else []
 
 
 def _server_key(raw: Any) -> bytes:
@@ -188,7 +196,10 @@ def _server_key(raw: Any) -> bytes:
         if raw.get("format") == "key" and isinstance(raw.get("value"), Mapping):
             return encode_public_key(raw["value"])
         if raw.get("format") == "base64" and isinstance(raw.get("value"), str):
-            return base64.b64decode(raw["value"])
+            try:
+                return base64.b64decode(raw["value"])
+            except ValueError:
+                return b""
     return b""
 
 

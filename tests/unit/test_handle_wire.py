@@ -305,3 +305,53 @@ def test_mutated_messages_never_crash_the_decoder(
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
     _decode_anything(data)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+SITE_KEYS = st.sampled_from(
+    [
+        "version",
+        "protocolVersion",
+        "serialNumber",
+        "primarySite",
+        "hashOption",
+        "hashFilter",
+        "attributes",
+        "servers",
+        "serverId",
+        "address",
+        "publicKey",
+        "interfaces",
+        "port",
+        "protocol",
+        "query",
+        "admin",
+        "format",
+        "value",
+        "kty",
+        "n",
+        "e",
+        "name",
+    ]
+)
+SITE_LIKE = st.recursive(
+    JSON,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SITE_KEYS, inner, max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SITE_LIKE)
+def test_any_stored_site_encodes_and_its_bytes_decode(site: object) -> None:
+    """An HS_SITE is whatever a client wrote through REST: it must encode, and what it encodes
+    to must be a site record."""
+    if not isinstance(site, dict):
+        site = {"servers": [site]}
+    decode_site(encode_site(site))
