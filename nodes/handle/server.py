@@ -51,11 +51,15 @@ class UdpDoor(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        handler = self._handler
+        repeated = handler.repeated(data)
+        if repeated is not None:
+            self._send(repeated, addr)
+            return
         try:
             envelope = wire.decode_envelope(data)
         except ProtocolError:
             return  # nothing to answer to
-        handler = self._handler
         payload = data[wire.ENVELOPE_SIZE :]
         if envelope.truncated:
             message = self._reassemble(envelope, payload, addr)
@@ -70,7 +74,7 @@ class UdpDoor(asyncio.DatagramProtocol):
         if not isinstance(request, wire.Request):
             self._send(request, addr)
             return
-        hit = handler.cached(request)
+        hit = handler.cached(request, b"" if envelope.truncated else data)
         if hit is not None:
             self._send(hit, addr)
             return
@@ -99,7 +103,10 @@ class UdpDoor(asyncio.DatagramProtocol):
 
     def _send(self, response: bytes, addr: Any) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
+            return
+        if len(response) <= wire.UDP_PACKET:
+            transport.sendto(response, addr)
             return
         for packet in wire.udp_packets(response):
             transport.sendto(packet, addr)
@@ -164,13 +171,17 @@ class TcpDoor(asyncio.Protocol):
             end = wire.ENVELOPE_SIZE + envelope.message_length
             if len(buffer) < end:
                 return
-            message = bytes(buffer[wire.ENVELOPE_SIZE : end])
+            whole = bytes(buffer[:end])
             del buffer[:end]
-            request = handler.decode(envelope, message)
+            repeated = handler.repeated(whole)
+            if repeated is not None:
+                self._transport.write(repeated)
+                continue
+            request = handler.decode(envelope, whole[wire.ENVELOPE_SIZE :])
             if not isinstance(request, wire.Request):
                 self._transport.write(request)
                 continue
-            hit = handler.cached(request)
+            hit = handler.cached(request, whole)
             if hit is not None:
                 self._transport.write(hit)
                 continue
