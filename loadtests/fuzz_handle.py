@@ -90,6 +90,10 @@ def decode_one(data: bytes) -> str:
     try:
         envelope = wire.decode_envelope(data)
     except ProtocolError:
+        if len(data) >= wire.ENVELOPE_SIZE:  # a TCP front end answers these (code 4)
+            refused = wire.undecodable(data)
+            wire.frame(refused, wire.RC_PROTOCOL_ERROR, wire.error_body(b"x"), expiration=1)
+            return "envelope refused"
         return "no envelope"
     message = data[wire.ENVELOPE_SIZE :]
     if not envelope.truncated and len(message) != envelope.message_length:

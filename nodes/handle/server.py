@@ -152,7 +152,14 @@ class TcpDoor(asyncio.Protocol):
         self._buffer += data
         self._arm()
         if not self._busy:
+            self._drain_safely()
+
+    def _drain_safely(self) -> None:
+        try:
             self._drain()
+        except Exception:  # a bug: this connection ends, the listener goes on
+            log.exception("native TCP connection failed")
+            self.close()
 
     def _drain(self) -> None:
         """Answer every whole message in the buffer, in order; stop at one that needs a
@@ -164,8 +171,8 @@ class TcpDoor(asyncio.Protocol):
                 envelope = wire.decode_envelope(bytes(buffer[: wire.ENVELOPE_SIZE]))
             except ProtocolError as error:
                 # A length out of bounds: answer it (the request id is readable) and close.
-                fake = wire.Envelope(2, 11, 0, 2, 11, 0, int.from_bytes(buffer[8:12]), 0, 0)
-                self._transport.write(handler.error(error_request(fake), 4, error.message))
+                refused = wire.undecodable(bytes(buffer[: wire.ENVELOPE_SIZE]))
+                self._transport.write(handler.error(refused, 4, error.message))
                 self.close()
                 return
             end = wire.ENVELOPE_SIZE + envelope.message_length
@@ -197,7 +204,7 @@ class TcpDoor(asyncio.Protocol):
             return
         self._transport.write(response)
         self._transport.resume_reading()
-        self._drain()
+        self._drain_safely()
 
 
 class NativeListeners:

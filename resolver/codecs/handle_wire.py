@@ -324,6 +324,15 @@ def decode_request(envelope: Envelope, message: bytes) -> Request:
     )
 
 
+def undecodable(data: bytes) -> Request:
+    """A stand-in request for answering a message whose envelope cannot be decoded (a length
+    out of bounds, say): its request id and session as sent, opCode 0, version 2.11.
+    ``data`` must hold the 20 envelope bytes."""
+    session, request_id = struct.unpack_from(">ii", data, 4)
+    envelope = Envelope(MAJOR, MINOR, 0, MAJOR, MINOR, session, request_id, 0, 0)
+    return Request(envelope, 0, 0, 0, 0, 0, b"")
+
+
 # --- responses -----------------------------------------------------------------------------
 
 

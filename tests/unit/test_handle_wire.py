@@ -272,6 +272,9 @@ def _decode_anything(data: bytes) -> None:
         envelope = wire.decode_envelope(data)
         request = wire.decode_request(envelope, data[wire.ENVELOPE_SIZE :])
     except ProtocolError:
+        if len(data) >= wire.ENVELOPE_SIZE:  # answered over TCP with code 4
+            refused = wire.undecodable(data)
+            wire.frame(refused, 4, wire.error_body(b"bad"), expiration=EXPIRATION)
         return
     assert request.op_code > 0
 
