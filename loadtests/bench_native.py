@@ -158,42 +158,25 @@ def run(suite: Any) -> None:
         return sum(int(out[k].get("error_count", out[k].get("errors", 0))) for k in keys)
 
     rate = {k: float(v.get("rate", 0.0)) for k, v in out.items()}
-    suite.add(
-        "native_udp",
-        "native resolution over UDP, cached identifier",
-        rate["udp"],
-        "req/s",
-        baseline=rate["udp_echo"],
-        baseline_label="raw uvloop UDP echo, same bytes",
-        target=UDP_TARGET,
-        generator="python",
-        errors=errors("udp"),
-        detail=out["udp"],
-    )
-    suite.add(
-        "native_tcp",
-        "native resolution over TCP, cached identifier",
-        rate["tcp"],
-        "req/s",
-        baseline=rate["rest"],
-        baseline_label="cached REST resolution",
-        target=TCP_TARGET,
-        generator="python",
-        errors=errors("tcp", "rest"),
-        detail={
-            **out["tcp"],
-            "echo_rate": rate["tcp_echo"],
-            "vs_echo": round(rate["tcp"] / rate["tcp_echo"], 3) if rate["tcp_echo"] else None,
-        },
-    )
-    suite.add(
-        "native_uncached",
-        "native resolution over TCP, uncached identifiers",
-        rate["uncached"],
-        "req/s",
-        baseline=rate["uncached_rest"],
-        baseline_label="uncached REST resolution",
-        generator="python",
-        errors=errors("uncached", "uncached_rest"),
-        detail=out["uncached"],
-    )
+    tcp_detail = {**out["tcp"], "echo_rate": rate["tcp_echo"]}
+    figures = [
+        ("native_udp", "over UDP, cached identifier", "udp", "udp_echo",
+         "raw uvloop UDP echo, same bytes", UDP_TARGET, out["udp"]),
+        ("native_tcp", "over TCP, cached identifier", "tcp", "rest",
+         "cached REST resolution", TCP_TARGET, tcp_detail),
+        ("native_uncached", "over TCP, uncached identifiers", "uncached", "uncached_rest",
+         "uncached REST resolution", None, out["uncached"]),
+    ]  # fmt: skip
+    for key, name, measured, base, base_label, target, detail in figures:
+        suite.add(
+            key,
+            f"native resolution {name}",
+            rate[measured],
+            "req/s",
+            baseline=rate[base],
+            baseline_label=base_label,
+            target=target,
+            generator="python",
+            errors=errors(measured, base),
+            detail=detail,
+        )
