@@ -68,12 +68,18 @@ def error_request(envelope: wire.Envelope) -> wire.Request:
 class NativeHandler:
     """Answers whole native messages for one worker's ``node`` (a :class:`nodes.bootstrap.Node`).
 
-    ``site`` is the node's site description (what get-site-info answers)."""
+    ``site`` is the node's site description (what get-site-info answers); with ``sign`` (the
+    site's key) a request asking CERT gets a signed answer, without it an unsigned one."""
 
     def __init__(
-        self, node: Any, site: dict[str, Any], clock: Callable[[], float] = time.time
+        self,
+        node: Any,
+        site: dict[str, Any],
+        clock: Callable[[], float] = time.time,
+        sign: wire.Sign | None = None,
     ) -> None:
         self._node = node
+        self._sign = sign
         self._site_tail = wire.unsigned_tail(encode_site(site))
         self._site_length = len(self._site_tail) - 4
         self._cache: dict[CacheKey, _Entry] = {}
@@ -183,6 +189,9 @@ class NativeHandler:
         self, request: wire.Request, code: int, tail: bytes, body_length: int | None = None
     ) -> bytes:
         expiration = int(self._clock()) + EXPIRATION
+        if request.op_flags & wire.CERT and self._sign is not None:
+            body = tail[: len(tail) - 4 if body_length is None else body_length]
+            return wire.signed_frame(request, code, body, expiration=expiration, sign=self._sign)
         if request.op_flags & wire.RRDG:  # the digest goes first in the body
             body = tail[:-4] if body_length is None else tail[:body_length]
             return wire.frame(request, code, body, expiration=expiration)

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from nodes.handle.handler import NativeHandler, error_request
-from nodes.handle.site import node_site
+from nodes.handle.site import load_signer, node_site
 from resolver.codecs import handle_wire as wire
 from resolver.errors import ProtocolError
 
@@ -261,7 +261,8 @@ class NativeDoors:
     def __init__(self, node: Any, app: ASGIApp) -> None:
         self._app = app
         self._max_body = wire.MAX_MESSAGE_LENGTH + wire.ENVELOPE_SIZE
-        self.handler = NativeHandler(node, node_site(node.settings))
+        settings = node.settings
+        self.handler = NativeHandler(node, node_site(settings), sign=load_signer(settings))
         self.listeners = NativeListeners(self.handler, node.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from nodes.settings import Settings
+from resolver.codecs.handle_wire import Sign
 from resolver.sites import site_data
 
 KEY_BITS = 2048
@@ -50,15 +51,33 @@ def public_json(key: rsa.RSAPublicKey) -> dict[str, Any]:
     return {"kty": "RSA", "n": _b64(numbers.n), "e": _b64(numbers.e)}
 
 
-def load_public_key(settings: Settings) -> dict[str, Any] | None:
-    """The site's public key (JSON form) if its key file exists, else None."""
+def _private_key(settings: Settings) -> rsa.RSAPrivateKey | None:
     path = settings.site_key_path
     if not path.is_file():
         return None
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"{path}: not an RSA private key")
-    return public_json(key.public_key())
+    return key
+
+
+def load_public_key(settings: Settings) -> dict[str, Any] | None:
+    """The site's public key (JSON form) if its key file exists, else None."""
+    key = _private_key(settings)
+    return None if key is None else public_json(key.public_key())
+
+
+def load_signer(settings: Settings) -> Sign | None:
+    """Signs with the site's key (RSA, PKCS#1 v1.5), or None without a key file."""
+    key = _private_key(settings)
+    if key is None:
+        return None
+    hashes_by_name = {"SHA-256": hashes.SHA256, "SHA1": hashes.SHA1}
+
+    def sign(data: bytes, hash_name: str) -> bytes:
+        return key.sign(data, padding.PKCS1v15(), hashes_by_name[hash_name]())
+
+    return sign
 
 
 def native_port(settings: Settings) -> int | None:

@@ -318,6 +318,17 @@ def test_site_info_names_the_native_interfaces_and_the_site_key(fed: Federation)
     numbers = private.public_key().public_numbers()  # type: ignore[union-attr]
     n = int.from_bytes(base64.urlsafe_b64decode(key["n"] + "=" * (-len(key["n"]) % 4)), "big")
     assert n == numbers.n
+    # CERT: the answer is signed with that key (over every door).
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    _put_example(fed, "ABC123")
+    request = hc.resolution("88.100.1/ABC123", request_id=31, flags=wire.CERT | wire.RECU)
+    for reply in secondary.all("88.100.1/ABC123", request):
+        assert reply.code == 1
+        hash_name, signature, data = wire.signature_parts(reply.response)
+        assert hash_name == "SHA-256"
+        private.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
 
 
 # --- finding the site ----------------------------------------------------------------------

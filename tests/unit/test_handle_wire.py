@@ -358,3 +358,28 @@ def test_any_stored_site_encodes_and_its_bytes_decode(site: object) -> None:
     if not isinstance(site, dict):
         site = {"servers": [site]}
     decode_site(encode_site(site))
+
+
+def test_a_certified_answer_is_signed_over_the_envelope_fields_header_and_body() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+
+    def sign(data: bytes, hash_name: str) -> bytes:
+        assert hash_name == "SHA-256"
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    raw = wire.encode_request(1, b"88.100.1/ABC123", request_id=77, flags=wire.CERT | wire.RRDG)
+    request = request_of(raw)
+    body = wire.values_body(b"88.100.1/ABC123", [encode_value(v) for v in EXAMPLE_VALUES])
+    signed = wire.signed_frame(request, 1, body, expiration=EXPIRATION, sign=sign)
+    envelope = wire.decode_envelope(signed)
+    response = wire.decode_response(envelope, signed[wire.ENVELOPE_SIZE :])
+    assert response.body == body and response.digest  # the digest stays before the body
+    hash_name, signature, data = wire.signature_parts(response)
+    assert hash_name == "SHA-256"
+    key.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    # The same message but for its credential as the unsigned rendering.
+    unsigned = wire.frame(request, 1, body, expiration=EXPIRATION)
+    assert signed[wire.ENVELOPE_SIZE : len(unsigned) - 4] == unsigned[wire.ENVELOPE_SIZE : -4]
