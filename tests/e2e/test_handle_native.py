@@ -494,3 +494,18 @@ def test_a_write_reaches_native_answers_served_from_rendered_bytes(fed: Federati
             ):
                 assert reply.values()[1][0][1] == url.encode()
                 assert reply.envelope.request_id in (n + 1, n + 100)
+
+
+def test_a_request_in_several_udp_packets_is_reassembled(fed: Federation) -> None:
+    handle = _put_example(fed, "ABC123")
+    types = tuple(f"NO_SUCH_TYPE_{n:03d}" for n in range(40)) + ("URL",)
+    request = hc.resolution(handle, request_id=515, types=types)
+    packets = wire.udp_packets(request)
+    assert len(packets) > 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        for packet in reversed(packets):  # any order
+            sock.sendto(packet, (HOST, fed.secondary.port))
+        reply = hc.parse(sock.recv(65535))
+    assert reply.envelope.request_id == 515 and reply.code == 1
+    assert [v.type for v, _ in reply.values()[1]] == ["URL"]
