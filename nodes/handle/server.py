@@ -122,6 +122,7 @@ class TcpDoor(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
+        self._blocked = False
         self._task: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
 
@@ -154,6 +155,19 @@ class TcpDoor(asyncio.Protocol):
         if not self._busy:
             self._drain_safely()
 
+    def pause_writing(self) -> None:
+        """A client that sends without reading its answers: read no more until it does (the
+        answers waiting to be written stay below the transport's high-water mark)."""
+        self._blocked = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._transport is not None and not self._busy:
+            self._transport.resume_reading()
+            self._drain_safely()
+
     def _drain_safely(self) -> None:
         try:
             self._drain()
@@ -166,7 +180,9 @@ class TcpDoor(asyncio.Protocol):
         lookup (reading pauses until it is answered)."""
         handler = self._handler
         buffer = self._buffer
-        while self._transport is not None and len(buffer) >= wire.ENVELOPE_SIZE:
+        while (
+            self._transport is not None and not self._blocked and len(buffer) >= wire.ENVELOPE_SIZE
+        ):
             try:
                 envelope = wire.decode_envelope(bytes(buffer[: wire.ENVELOPE_SIZE]))
             except ProtocolError as error:
@@ -203,8 +219,9 @@ class TcpDoor(asyncio.Protocol):
         if self._transport is None:
             return
         self._transport.write(response)
-        self._transport.resume_reading()
-        self._drain_safely()
+        if not self._blocked:
+            self._transport.resume_reading()
+            self._drain_safely()
 
 
 class NativeListeners:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -294,6 +295,15 @@ def test_a_tcp_connection_serves_many_requests(fed: Federation) -> None:
         replies = [hc.read_tcp(sock) for _ in range(3)]
         assert [r.envelope.request_id for r in replies] == [2, 3, 4]
         assert all(r.code == 1 for r in replies)
+        # A client sending far more than it reads: the node stops reading while its answers
+        # wait, and every answer still comes, in order.
+        many = b"".join(hc.resolution(handle, request_id=n) for n in range(10, 4010))
+        sender = threading.Thread(target=sock.sendall, args=(many,))
+        sender.start()
+        time.sleep(1.0)  # let the node's write buffer fill before reading
+        ids = [hc.read_tcp(sock).envelope.request_id for _ in range(4000)]
+        sender.join(TIMEOUT)
+        assert ids == list(range(10, 4010))
 
 
 def test_site_info_names_the_native_interfaces_and_the_site_key(fed: Federation) -> None:
@@ -498,7 +508,7 @@ def test_a_write_reaches_native_answers_served_from_rendered_bytes(fed: Federati
 
 def test_a_request_in_several_udp_packets_is_reassembled(fed: Federation) -> None:
     handle = _put_example(fed, "ABC123")
-    types = tuple(f"NO_SUCH_TYPE_{n:03d}" for n in range(40)) + ("URL",)
+    types = (*(f"NO_SUCH_TYPE_{n:03d}" for n in range(40)), "URL")
     request = hc.resolution(handle, request_id=515, types=types)
     packets = wire.udp_packets(request)
     assert len(packets) > 1
