@@ -9,6 +9,9 @@ key           figure                                 baseline (same run)        
 ============  =====================================  ================================  ========
 ceiling_*     the load generators' own ceilings      (constant uvloop server)          info
 cached        HTTP resolution, cached identifier     bare FastAPI route of the node    >= 1.0
+native_udp    native resolution over UDP, cached     raw uvloop UDP echo, same bytes   >= 0.5
+native_tcp    native resolution over TCP, cached     cached REST resolution            >= 0.8
+native_unc..  native resolution, uncached            uncached REST resolution          info
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
@@ -76,7 +79,7 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = ("http", "native", "register", "mix", "storage", "scale10x", "import", "recursive")
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -911,6 +914,12 @@ class Suite:
             cpu=detail("uncached")["cpu"],
         )
 
+    def native(self) -> None:
+        """The native Handle protocol beside its echo ceiling and REST (loadtests.bench_native)."""
+        from loadtests import bench_native
+
+        bench_native.run(self)
+
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""
         from registry.importer import RecordParser
@@ -1249,11 +1258,12 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "register", "mix", "storage", "scale10x"} & set(s.only)
+        needs_node = {"http", "native", "register", "mix", "storage", "scale10x"} & set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
+            self.step("native", self.native)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

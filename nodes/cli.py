@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,8 +141,16 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
     finally:
         await node.close()
     identity = f"300:{prefix_handle(prefix)}"
+    from nodes.handle.site import load_public_key, native_port
+
     return await register_sites(
-        settings.federation.top_level, prefix, settings.site_url, identity, secret
+        settings.federation.top_level,
+        prefix,
+        settings.site_url,
+        identity,
+        secret,
+        native_port=native_port(settings),
+        public_key=load_public_key(settings),
     )
 
 
@@ -166,6 +175,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _migrate_if_asked(settings)
     return run_import(settings, Path(args.file), fmt=args.format)
+
+
+def cmd_site_keygen(args: argparse.Namespace) -> int:
+    from nodes.handle.site import generate_key
+
+    settings = _settings(args)
+    path = settings.site_key_path
+    try:
+        public = generate_key(path, overwrite=args.force)
+    except FileExistsError as error:
+        print(f"idis: {error}", file=sys.stderr)
+        return 1
+    print(f"site key written to {path}; its public half (HS_SITE publicKey):")
+    print(json.dumps(public))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -230,6 +254,14 @@ def parser() -> argparse.ArgumentParser:
     join.add_argument("prefix")
     join.add_argument("--secret-file", required=True, help="the secret of 300:0.NA/PREFIX")
     join.set_defaults(run=cmd_federation_join)
+
+    site = commands.add_parser("site", help="this node's Handle site")
+    site_commands = site.add_subparsers(dest="site_command", required=True)
+    keygen = site_commands.add_parser(
+        "keygen", help="generate the site's RSA key (IDIS_HANDLE_KEY_FILE), outside the database"
+    )
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    keygen.set_defaults(run=cmd_site_keygen)
 
     # Enterprise prefix applications, over a node's HTTP API (nodes/enterprise_cli.py).
     add_enterprise_commands(commands)

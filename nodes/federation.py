@@ -103,10 +103,26 @@ async def delete_handle(
 
 
 async def register_sites(
-    top_level: Sequence[str], prefix: str, site_url: str, identity: str, secret: str
+    top_level: Sequence[str],
+    prefix: str,
+    site_url: str,
+    identity: str,
+    secret: str,
+    *,
+    native_port: int | None = None,
+    public_key: dict[str, Any] | None = None,
 ) -> str:
-    """Point ``0.NA/prefix`` at the top level to this node's site (see the module docstring)."""
-    values = site_values(site_url, f"idis node for {prefix}")
+    """Point ``0.NA/prefix`` at the top level to this node's site (see the module docstring),
+    naming its native interfaces and key when given."""
+    values = rest_values(
+        prefix_site_values(
+            site_url,
+            f"idis node for {prefix}",
+            derived=True,
+            native_port=native_port,
+            public_key=public_key,
+        )
+    )
     return await put_values(top_level, prefix_handle(prefix), values, identity, secret)
 
 

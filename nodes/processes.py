@@ -128,6 +128,8 @@ def node_env(
         IDIS_NAME=name,
         IDIS_WORKERS=str(workers),
         IDIS_LOG_LEVEL=log_level,
+        # Off unless asked for: every node on this machine would want the same port 2641.
+        IDIS_HANDLE="",
         PYTHONUNBUFFERED="1",
         PYTHONPATH=source_root() + (os.pathsep + python_path if python_path else ""),
     )

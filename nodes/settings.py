@@ -91,6 +91,21 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
     redis_url: str | None = None
     http: str = "127.0.0.1:8000"
+    handle: str = Field(
+        "127.0.0.1:2641",
+        description="where the native Handle protocol listens (TCP and UDP); empty: off",
+    )
+    handle_key_file: Path | None = Field(
+        None,
+        description="the site's RSA private key (PEM, made by `idis site keygen`); default "
+        "<data dir>/site-key.pem, used when it exists",
+    )
+    handle_max_connections: int = Field(
+        1024, ge=1, description="native TCP connections each worker keeps open at most"
+    )
+    handle_idle_timeout: float = Field(
+        60.0, gt=0, description="seconds a native TCP connection may stay silent"
+    )
     workers: int = Field(1, ge=1, le=64)
     role: Role = "secondary"
     name: str = "idis"
@@ -104,6 +119,13 @@ class Settings(BaseSettings):
     @classmethod
     def _address(cls, value: str) -> str:
         parse_address(value)
+        return value
+
+    @field_validator("handle")
+    @classmethod
+    def _handle_address(cls, value: str) -> str:
+        if value:
+            parse_address(value)
         return value
 
     @field_validator("database_url")
@@ -142,6 +164,15 @@ class Settings(BaseSettings):
     @property
     def address(self) -> tuple[str, int]:
         return parse_address(self.http)
+
+    @property
+    def handle_address(self) -> tuple[str, int] | None:
+        """Where the native Handle listeners bind, or None when they are off."""
+        return parse_address(self.handle) if self.handle else None
+
+    @property
+    def site_key_path(self) -> Path:
+        return self.handle_key_file or self.data_dir / "site-key.pem"
 
     @property
     def site_url(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from registry.authorization import ALL_RIGHTS, Right
 from registry.invalidation import Invalidator
@@ -71,12 +72,23 @@ def secret_key(secret_hash: str, now: int) -> HandleValue:
 
 
 def site_values(
-    url: str, description: str, *, derived: bool = False, now: int = 0
+    url: str,
+    description: str,
+    *,
+    derived: bool = False,
+    now: int = 0,
+    native_port: int | None = None,
+    public_key: dict[str, Any] | None = None,
 ) -> list[HandleValue]:
     """For ``0.NA/PREFIX``: the HS_SITE saying that the idis node at ``url`` answers for the
     handles under PREFIX, and with ``derived`` the HS_SITE.PREFIX saying that it administers
-    the prefixes derived from PREFIX.  ``now`` stamps them (a server stamps what it is sent)."""
-    data = Data("site", site_data([url], description))
+    the prefixes derived from PREFIX.  ``now`` stamps them (a server stamps what it is sent).
+    ``native_port`` and ``public_key`` add the native interfaces and the site's key (see
+    :func:`resolver.sites.site_data`)."""
+    data = Data(
+        "site",
+        site_data([url], description, native_port=native_port, public_key=public_key),
+    )
     values = [HandleValue(SITE_INDEX, HS_SITE, data, timestamp=now)]
     if derived:
         values.append(HandleValue(DERIVED_SITE_INDEX, HS_SITE_PREFIX, data, timestamp=now))

@@ -29,29 +29,47 @@ class Site:
     description: str = ""
 
 
-def site_data(urls: Sequence[str], description: str = "") -> dict[str, Any]:
-    """The HS_SITE payload describing an idis site whose servers answer at ``urls``."""
+def site_data(
+    urls: Sequence[str],
+    description: str = "",
+    *,
+    native_port: int | None = None,
+    public_key: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The HS_SITE payload describing an idis site whose servers answer at ``urls``.
+
+    With ``native_port`` each server also lists the native Handle protocol's TCP and UDP
+    interfaces on its address (query only: administration is over HTTP), and with
+    ``public_key`` (Handle.Net's JSON form, ``{"kty": "RSA", ...}``) the site's key, which
+    clients use to check signed answers."""
     servers = []
     for number, url in enumerate(urls, start=1):
         parts = urlsplit(url)
+        interfaces: list[dict[str, Any]] = []
+        if native_port is not None:
+            for protocol in ("TCP", "UDP"):
+                interfaces.append(
+                    {"query": True, "admin": False, "protocol": protocol, "port": native_port}
+                )
+        interfaces.append(
+            {
+                "query": True,
+                "admin": True,
+                "protocol": "HTTPS" if parts.scheme == "https" else "HTTP",
+                "port": parts.port or (443 if parts.scheme == "https" else 80),
+            }
+        )
         servers.append(
             {
                 "serverId": number,
                 "address": parts.hostname or "",
-                "publicKey": {"format": "key", "value": None},
-                "interfaces": [
-                    {
-                        "query": True,
-                        "admin": True,
-                        "protocol": "HTTPS" if parts.scheme == "https" else "HTTP",
-                        "port": parts.port or (443 if parts.scheme == "https" else 80),
-                    }
-                ],
+                "publicKey": {"format": "key", "value": public_key},
+                "interfaces": interfaces,
             }
         )
     return {
         "version": 1,
-        "protocolVersion": "2.10",
+        "protocolVersion": "2.11",
         "serialNumber": 1,
         "primarySite": True,
         "multiPrimary": False,

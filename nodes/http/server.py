@@ -8,14 +8,17 @@ import os
 import uvicorn
 
 from nodes.bootstrap import Node, build_node
+from nodes.handle.server import NativeDoors
 from nodes.http.api import create_api
 from nodes.http.resolution import ASGIApp, ResolutionFront
 from nodes.settings import Settings, load_settings
 
 
 def create_app(node: Node) -> ASGIApp:
-    """The node's ASGI application: the resolution front, then the API behind it."""
-    return ResolutionFront(node, create_api(node))
+    """The node's ASGI application: the native Handle doors (listeners started with the
+    lifespan, and Handle messages POSTed to the HTTP port), the resolution front, then the API
+    behind it."""
+    return NativeDoors(node, ResolutionFront(node, create_api(node)))
 
 
 EFFECTIVE_SETTINGS = "IDIS_EFFECTIVE_SETTINGS"
