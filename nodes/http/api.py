@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
-from nodes.http.errors import http_status
-from nodes.http.params import Query, path_text
+from nodes.http.errors import error_status
+from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
@@ -80,7 +81,7 @@ def create_api(node: Any) -> FastAPI:
 
     async def identify(request: Request, required: bool = True) -> Ref | None:
         identity: Ref | None = await node.authenticator.identify(
-            request.headers.get("authorization")
+            request.headers.get("authorization"), client_address(request.scope)
         )
         if required and identity is None:
             raise AuthenticationNeeded("this operation needs authentication")
@@ -95,10 +96,8 @@ def create_api(node: Any) -> FastAPI:
             with contextlib.suppress(HandleError):
                 handle = path_text(request.scope, len("/api/handles/")) or None
         body = render.error(error.code, error.message, handle)
-        headers = {}
-        if error.code == AuthenticationNeeded.code:
-            headers["www-authenticate"] = 'Basic realm="idis"'
-        return Response(body, http_status(error.code), headers, "application/json")
+        status, headers = error_status(error)
+        return Response(body, status, headers, "application/json")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
@@ -179,15 +178,26 @@ def create_api(node: Any) -> FastAPI:
             out.append(item)
         return json_response({"responseCode": 1, "results": out})
 
+    async def operator(request: Request) -> None:
+        await require_operator(node, request)
+
     @app.get("/api/stats")
-    async def stats() -> Response:
-        """Counters of this worker process (caches, coalesced walks, upstream requests)."""
+    async def stats(request: Request) -> Response:
+        """Counters of this worker process (caches, coalesced walks, upstream requests,
+        throttling); for operators only (nodes/http/access.py)."""
+        await operator(request)
         return json_response({"responseCode": 1, **node.stats()})
 
     if node.store.journal_as:
         federation = node.settings.federation
         app.include_router(
-            replication_router(node.store, name=node.settings.name, secret=federation.secret)
+            replication_router(
+                node.store,
+                name=node.settings.name,
+                secret=federation.secret,
+                throttle=node.throttle,
+                guard=operator,
+            )
         )
 
     @app.get("/")

@@ -3,6 +3,9 @@
 - ``POST /api/prefix-applications``: apply, anonymously (an enterprise has no identity yet):
   ``{"prefix", "name", "contact"?, "hosting"?: "hosted"|"self-hosted", "siteUrl"?, "secret"?}``;
   ``hosting`` defaults to self-hosted when a ``siteUrl`` is given.  201 with the application.
+  Rationed (``IDIS_THROTTLE__APPLY_*``): attempts per client address, applications per parent
+  prefix, and at most ``IDIS_THROTTLE__PENDING_APPLICATIONS`` pending per parent; beyond them
+  429 with ``Retry-After``, before any work (a ``secret`` is hashed only within the limits).
 - ``GET /api/prefix-applications?status=&limit=``: the applications the caller may decide on.
 - ``GET /api/prefix-applications/{id}``: one application.  Anonymous, so that an applicant can
   follow its own: the id is a random 64-bit token, known only to the applicant and operators.
@@ -26,10 +29,11 @@ from fastapi.responses import Response
 
 from nodes.bootstrap import Node, build_enterprise_prefixes
 from nodes.http.bodies import json_response, read_json
-from nodes.http.params import Query
+from nodes.http.params import Query, client_address
 from registry.enterprise import Application
 from resolver.codecs.timefmt import iso
 from resolver.errors import AuthenticationNeeded, InvalidValue
+from resolver.identifiers import fold
 from resolver.values import Ref
 
 MAX_BODY = 64 * 1024
@@ -70,7 +74,9 @@ def enterprise_router(node: Node) -> APIRouter:
     router = APIRouter(prefix="/api/prefix-applications", lifespan=lifespan)
 
     async def identify(request: Request) -> Ref:
-        identity = await node.authenticator.identify(request.headers.get("authorization"))
+        identity = await node.authenticator.identify(
+            request.headers.get("authorization"), client_address(request.scope)
+        )
         if identity is None:
             raise AuthenticationNeeded("this operation needs authentication")
         return identity
@@ -95,7 +101,19 @@ def enterprise_router(node: Node) -> APIRouter:
 
     @router.post("")
     async def apply(request: Request) -> Response:
+        # Anonymous work is rationed before any is done: every attempt counts against its
+        # source; recorded applications count against the parent prefix too.
+        source = client_address(request.scope)
+        per_source = [("apply-source", source)] if source else []
+        await node.throttle.check(per_source, "enterprise applications")
+        await node.throttle.hit(per_source)
         body = await fields(request, APPLY_FIELDS, optional=False)
+        prefix = body.get("prefix")
+        per_prefix = []
+        if isinstance(prefix, str) and "." in prefix:
+            parent = prefix.rpartition(".")[0]
+            per_prefix = [("apply-prefix", fold(parent))]
+            await node.throttle.check(per_prefix, f"applications under {parent}")
         site_url = body.get("siteUrl")
         application = await enterprises.apply(
             prefix=body.get("prefix"),
@@ -105,6 +123,7 @@ def enterprise_router(node: Node) -> APIRouter:
             site_url=site_url,
             secret=body.get("secret"),
         )
+        await node.throttle.hit(per_prefix)
         return json_response(
             {"responseCode": 1, "application": render_application(application)}, 201
         )
