@@ -29,8 +29,9 @@ from fastapi.responses import Response
 
 from nodes.bootstrap import Node, build_enterprise_prefixes
 from nodes.http.bodies import json_response, read_json
+from nodes.http.openapi import operation, param, ref
 from nodes.http.params import Query, client_address
-from registry.enterprise import Application
+from registry.enterprise import MAX_LIST, Application
 from resolver.codecs.timefmt import iso
 from resolver.errors import AuthenticationNeeded, InvalidValue
 from resolver.identifiers import fold
@@ -99,7 +100,16 @@ def enterprise_router(node: Node) -> APIRouter:
             )
         return raw
 
-    @router.post("")
+    @router.post(
+        "",
+        openapi_extra=operation(
+            "Apply for an enterprise prefix (anonymous, rationed)",
+            body=ref("PrefixApplicationRequest"),
+            ok=(201, ref("PrefixApplication")),
+            failures=(400, 409, 413),
+            auth=False,
+        ),
+    )
     async def apply(request: Request) -> Response:
         # Anonymous work is rationed before any is done: every attempt counts against its
         # source; recorded applications count against the parent prefix too.
@@ -128,7 +138,19 @@ def enterprise_router(node: Node) -> APIRouter:
             {"responseCode": 1, "application": render_application(application)}, 201
         )
 
-    @router.get("")
+    @router.get(
+        "",
+        openapi_extra=operation(
+            "The applications the caller may decide on",
+            params=[
+                param("status", {"type": "string", "enum": ["pending", "approved", "rejected"]}),
+                param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}),
+            ],
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403),
+            auth=True,
+        ),
+    )
     async def listing(request: Request) -> Response:
         identity = await identify(request)
         query = Query(request.scope["query_string"])
@@ -139,12 +161,28 @@ def enterprise_router(node: Node) -> APIRouter:
             {"responseCode": 1, "applications": [render_application(a) for a in chosen]}
         )
 
-    @router.get("/{application_id}")
+    @router.get(
+        "/{application_id}",
+        openapi_extra=operation(
+            "One application (its id is the applicant's token)",
+            ok=(200, ref("PrefixApplication")),
+            failures=(404,),
+            auth=False,
+        ),
+    )
     async def show(application_id: str) -> Response:
         application = await enterprises.get(application_id)
         return json_response({"responseCode": 1, "application": render_application(application)})
 
-    @router.post("/{application_id}/approve")
+    @router.post(
+        "/{application_id}/approve",
+        openapi_extra=operation(
+            "Approve: allocate the prefix",
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403, 404, 409),
+            auth=True,
+        ),
+    )
     async def approve(application_id: str, request: Request) -> Response:
         approval = await enterprises.approve(application_id, await identify(request))
         body: dict[str, Any] = {
@@ -161,7 +199,17 @@ def enterprise_router(node: Node) -> APIRouter:
         response.headers["cache-control"] = "no-store"
         return response
 
-    @router.post("/{application_id}/reject")
+    @router.post(
+        "/{application_id}/reject",
+        openapi_extra=operation(
+            "Reject, with an optional reason",
+            body=ref("Rejection"),
+            body_required=False,
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403, 404, 409),
+            auth=True,
+        ),
+    )
     async def reject(application_id: str, request: Request) -> Response:
         identity = await identify(request)
         body = await fields(request, frozenset({"reason"}), optional=True)

@@ -36,6 +36,7 @@ from fastapi.responses import Response
 
 from nodes.http.bodies import json_response
 from nodes.http.errors import error_status
+from nodes.http.openapi import operation, param, ref
 from nodes.http.params import Query, client_address
 from registry.authentication import FailureThrottle, failure_subjects
 from registry.replication import MAX_BATCH, Journal
@@ -125,7 +126,20 @@ def replication_router(
     """
     router = APIRouter()
 
-    @router.get("/api/replication/log", include_in_schema=False)
+    @router.get(
+        "/api/replication/log",
+        openapi_extra=operation(
+            "This node's journal after a sequence number (federation peers)",
+            params=[
+                param("after", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+                param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_BATCH}),
+                param("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT}),
+            ],
+            ok=(200, ref("Object")),
+            failures=(400, 401, 403),
+            auth=True,
+        ),
+    )
     async def read_log(request: Request) -> Response:
         try:
             await authenticate_peer(
@@ -162,7 +176,15 @@ def replication_router(
             }
         )
 
-    @router.get("/api/replication/status", include_in_schema=False)
+    @router.get(
+        "/api/replication/status",
+        openapi_extra=operation(
+            "The journal's head and the puller's counters (operators)",
+            ok=(200, ref("Object")),
+            failures=(401, 403),
+            auth=True,
+        ),
+    )
     async def replication_status(request: Request) -> Response:
         try:
             await guard(request)
