@@ -331,7 +331,8 @@ class EnterprisePrefixes:
             and len(await self._applications.list([fold(parent)], "pending", cap)) >= cap
         ):
             raise Throttled(
-                f"{cap} applications for prefixes under {parent} await a decision already",
+                f"{cap} applications for prefixes under {parent} await a decision already: "
+                f"retry after {PENDING_RETRY_AFTER} s",
                 retry_after=PENDING_RETRY_AFTER,
                 handle=parent,
             )
