@@ -148,4 +148,7 @@ class Throttle:
 
     async def close(self) -> None:
         if self._shared is not None:
-            await self._storage.bridge.storage.aclose()
+            # The redis.asyncio client the library's bridge made (limits has no close of its own).
+            client = getattr(self._storage.bridge, "storage", None)
+            if client is not None:
+                await client.aclose()

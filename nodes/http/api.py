@@ -28,6 +28,7 @@ from nodes.http.openapi import (
     LISTING_PARAMS,
     TYPES,
     operation,
+    operators_operation,
     param,
     ref,
 )
@@ -239,11 +240,8 @@ def create_api(node: Any) -> FastAPI:
 
     @app.get(
         "/api/stats",
-        openapi_extra=operation(
-            "This worker's counters (operators: an administrator here or the federation secret)",
-            ok=(200, ref("Object")),
-            failures=(401, 403),
-            auth=True,
+        openapi_extra=operators_operation(
+            "This worker's counters (operators: an administrator here or the federation secret)"
         ),
     )
     async def stats(request: Request) -> Response:

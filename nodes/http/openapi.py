@@ -232,7 +232,7 @@ INDEXES = param(
     explode=True,
 )
 TYPES = param("type", {"type": "array", "items": {"type": "string"}}, explode=True)
-BASIC = [{"basic": []}]
+BASIC: list[Schema] = [{"basic": []}]
 
 
 def operation(
@@ -260,6 +260,11 @@ def operation(
     elif auth is None:
         spec["security"] = [{}, *BASIC]
     return spec
+
+
+def operators_operation(summary: str) -> Schema:
+    """A route for operators only (nodes/http/access.py) answering a JSON object."""
+    return operation(summary, ok=(200, ref("Object")), failures=(401, 403), auth=True)
 
 
 RESOLUTION_PARAMS = [

@@ -36,7 +36,7 @@ from fastapi.responses import Response
 
 from nodes.http.bodies import json_response
 from nodes.http.errors import error_status
-from nodes.http.openapi import operation, param, ref
+from nodes.http.openapi import operation, operators_operation, param, ref
 from nodes.http.params import Query, client_address
 from registry.authentication import FailureThrottle, failure_subjects
 from registry.replication import MAX_BATCH, Journal
@@ -178,11 +178,8 @@ def replication_router(
 
     @router.get(
         "/api/replication/status",
-        openapi_extra=operation(
-            "The journal's head and the puller's counters (operators)",
-            ok=(200, ref("Object")),
-            failures=(401, 403),
-            auth=True,
+        openapi_extra=operators_operation(
+            "The journal's head and the puller's counters (operators)"
         ),
     )
     async def replication_status(request: Request) -> Response:
