@@ -114,6 +114,23 @@ class Throttle:
             self._store_failed(error)
             await self.check(subjects, what)
 
+    async def acquire(self, subjects: Sequence[Subject], what: str = "requests") -> None:
+        """Count one event against each subject, or raise :class:`Throttled` if a limit is
+        spent.  One atomic step per limit (the library's ``hit``), so concurrent requests
+        cannot all pass a check before any is counted: for work that must stay bounded."""
+        limiter = self._limiter()
+        try:
+            for subject in subjects:
+                for item in self._limits.get(subject[0], ()):
+                    if not await limiter.hit(item, *subject):
+                        stats = await limiter.get_window_stats(item, *subject)
+                        self._refuse(subject, stats.reset_time, item, what)
+        except StorageError as error:
+            self._store_failed(error)
+            await self.acquire(subjects, what)
+            return
+        self.counted.update(kind for kind, _ in subjects)
+
     def _refuse(self, subject: Subject, reset: float, item: RateLimitItem, what: str) -> None:
         self.refused[subject[0]] += 1
         now = time.time()

@@ -3,11 +3,13 @@
 The user name is the percent-encoded identity ``index:handle`` (``300%3A88.100.1/ADMIN``), the
 password the secret.  Without an index, any HS_SECKEY value of the handle may match.
 
-Failed authentications are throttled per identity and per source address (a
-:class:`FailureThrottle`, see :mod:`nodes.throttle`): while either has failed too often, a
-request is refused with :class:`resolver.errors.Throttled` before the secret is hashed, so that
-guessing costs the node no scrypt.  Credentials that succeeded recently are accepted without
-that check, so an attack on an identity does not lock out a client already logged in.
+Authentications are throttled per identity and per source address (a :class:`FailureThrottle`,
+see :mod:`nodes.throttle`): every secret that has to be hashed is counted first, and once
+either has had too many, a request is refused with :class:`resolver.errors.Throttled` before
+the secret is hashed, so that guessing costs the node no scrypt.  Credentials that succeeded
+recently are remembered and accepted without hashing or counting, so in effect the failures
+are what is counted, and an attack on an identity does not lock out a client already logged
+in.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ def parse_identity(text: str) -> Ref:
 
 
 class FailureThrottle(Protocol):
-    """Counts failures per ``(kind, who)`` subject (see :class:`nodes.throttle.Throttle`)."""
+    """Counts events per ``(kind, who)`` subject (see :class:`nodes.throttle.Throttle`)."""
+
+    async def acquire(self, subjects: Sequence[tuple[str, str]], what: str = ...) -> None:
+        """Count one attempt against each subject; raise :class:`resolver.errors.Throttled`
+        instead when a limit is spent."""
 
     async def check(self, subjects: Sequence[tuple[str, str]], what: str = ...) -> None:
         """Raise :class:`resolver.errors.Throttled` while any subject has failed too often."""
@@ -102,9 +108,11 @@ class Authenticator:
             if self._verified.get((str(key), digest, stored), 0.0) > now:
                 return key
         # Per handle, so that spelling the index or the case differently gains no attempts.
-        subjects = failure_subjects(fold(identity.handle), source)
         if self._throttle is not None:
-            await self._throttle.check(subjects, "failed authentications")
+            # Counted before hashing, atomically: however many guesses arrive at once, no
+            # more than the limit are hashed.  A success counts too, once: it is remembered.
+            subjects = failure_subjects(fold(identity.handle), source)
+            await self._throttle.acquire(subjects, "unverified authentications")
         for key, stored in keys:
             # scrypt takes tens of milliseconds: keep it off the event loop.
             if await asyncio.to_thread(verify_secret, secret, stored):
@@ -112,8 +120,6 @@ class Authenticator:
                     self._verified.clear()
                 self._verified[(str(key), digest, stored)] = now + self._remember
                 return key
-        if self._throttle is not None:
-            await self._throttle.hit(subjects)
         raise AuthenticationFailed(f"identity {identity} not verified")
 
 

@@ -4,6 +4,7 @@ falling back to memory, one log line per episode."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import uuid
@@ -17,7 +18,7 @@ from nodes.processes import free_ports
 from nodes.throttle import Throttle, parse_limits
 from registry.authentication import Authenticator
 from registry.secrets import hash_secret
-from resolver.errors import AuthenticationFailed, Throttled
+from resolver.errors import AuthenticationFailed, HandleError, Throttled
 from resolver.identifiers import fold
 from resolver.values import SECRET_PERMISSIONS, Data, HandleValue, Record
 
@@ -81,6 +82,23 @@ async def test_failures_per_identity_are_refused_before_the_hash(
     assert other is not None and other.handle == "88.100.1/OTHER"
 
 
+async def test_concurrent_guesses_hash_no_more_than_the_limit(
+    records: Records, throttle: Throttle, verifications: list[str]
+) -> None:
+    auth = Authenticator(records.fetch, throttle=throttle)
+
+    async def guess() -> str:
+        try:
+            await auth.identify(basic(ADMIN, "wrong-guess"), "192.0.2.1")
+        except HandleError as error:
+            return type(error).__name__
+        return "passed"
+
+    outcomes = await asyncio.gather(*(guess() for _ in range(20)))
+    assert sorted(set(outcomes)) == ["AuthenticationFailed", "Throttled"]
+    assert outcomes.count("AuthenticationFailed") == len(verifications) == 3
+
+
 async def test_failures_per_source_are_refused(records: Records, throttle: Throttle) -> None:
     auth = Authenticator(records.fetch, throttle=throttle)
     users = ["300%3A88.100.1/OTHER", "300%3A88.100.1/THIRD", "300%3A88.100.1/NOSUCH"]
@@ -92,9 +110,10 @@ async def test_failures_per_source_are_refused(records: Records, throttle: Throt
     assert await auth.identify(basic(ADMIN, SECRET), "198.51.100.8") is not None
 
 
-async def guess_until_throttled(auth: Authenticator, source: str) -> None:
-    """Three wrong guesses for ADMIN from ``source``, then the fourth is throttled."""
-    for _ in range(3):
+async def guess_until_throttled(auth: Authenticator, source: str, allowed: int) -> None:
+    """``allowed`` wrong guesses for ADMIN from ``source`` are hashed and fail; the next one is
+    throttled."""
+    for _ in range(allowed):
         with pytest.raises(AuthenticationFailed):
             await auth.identify(basic(ADMIN, "wrong-guess"), source)
     with pytest.raises(Throttled):
@@ -106,7 +125,8 @@ async def test_remembered_credentials_pass_an_identity_under_attack(
 ) -> None:
     auth = Authenticator(records.fetch, throttle=throttle)
     assert await auth.identify(basic(ADMIN, SECRET), "192.0.2.1") is not None
-    await guess_until_throttled(auth, "203.0.113.9")
+    # The success was hashed, so it counted as one of the identity's three.
+    await guess_until_throttled(auth, "203.0.113.9", 2)
     hashed = len(verifications)
     assert await auth.identify(basic(ADMIN, SECRET), "192.0.2.1") is not None
     assert len(verifications) == hashed
@@ -157,7 +177,7 @@ async def test_redis_down_falls_back_to_memory(
     try:
         with caplog.at_level(logging.WARNING, logger="nodes.throttle"):
             assert await auth.identify(basic(ADMIN, SECRET), "192.0.2.1") is not None
-            await guess_until_throttled(auth, "192.0.2.1")
+            await guess_until_throttled(auth, "192.0.2.1", 2)
     finally:
         await throttle.close()
     down = [r for r in caplog.records if "store unreachable" in r.getMessage()]

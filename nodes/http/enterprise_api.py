@@ -115,8 +115,7 @@ def enterprise_router(node: Node) -> APIRouter:
         # source; recorded applications count against the parent prefix too.
         source = client_address(request.scope)
         per_source = [("apply-source", source)] if source else []
-        await node.throttle.check(per_source, "enterprise applications")
-        await node.throttle.hit(per_source)
+        await node.throttle.acquire(per_source, "enterprise applications")
         body = await fields(request, APPLY_FIELDS, optional=False)
         prefix = body.get("prefix")
         per_prefix = []
