@@ -52,9 +52,11 @@ class FailureThrottle(Protocol):
 
 
 def failure_subjects(identity: str | None, source: str | None) -> list[tuple[str, str]]:
-    """The subjects a failed authentication counts against."""
-    subjects = [("identity", identity)] if identity else []
-    return [*subjects, ("source", source)] if source else subjects
+    """The subjects an authentication counts against, the source first: a source refused is
+    not counted against the identity it named, so that one address cannot lock out more
+    identities than its own allowance reaches."""
+    subjects = [("source", source)] if source else []
+    return [*subjects, ("identity", identity)] if identity else subjects
 
 
 class Authenticator:

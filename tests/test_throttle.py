@@ -108,6 +108,11 @@ async def test_failures_per_source_are_refused(records: Records, throttle: Throt
     with pytest.raises(Throttled):
         await auth.identify(basic(ADMIN, SECRET), "198.51.100.7")
     assert await auth.identify(basic(ADMIN, SECRET), "198.51.100.8") is not None
+    # Refused at its source, a guess does not count against the identity it named.
+    for _ in range(10):
+        with pytest.raises(Throttled):
+            await auth.identify(basic(users[0], "wrong-guess"), "198.51.100.7")
+    assert await auth.identify(basic(users[0], SECRET), "198.51.100.8") is not None
 
 
 async def guess_until_throttled(auth: Authenticator, source: str, allowed: int) -> None:
@@ -143,9 +148,13 @@ async def test_one_log_line_per_episode(
         for _ in range(20):
             with pytest.raises(Throttled):
                 await auth.identify(basic(ADMIN, "wrong-guess"), "192.0.2.1")
+    # Refused guesses still count against their source, which is spent after six: one line
+    # for each episode, the identity's and then the source's, not one per refusal.
     lines = [r.getMessage() for r in caplog.records if "throttled" in r.getMessage()]
-    assert len(lines) == 1 and "88.100.1/ADMIN" in lines[0], lines
-    assert throttle.stats()["identity"]["refused"] == 20
+    assert len(lines) == 2, lines
+    assert "identity 88.100.1/ADMIN" in lines[0] and "source 192.0.2.1" in lines[1]
+    assert throttle.stats()["identity"]["refused"] == 3
+    assert throttle.stats()["source"]["refused"] == 17
 
 
 async def test_counts_are_shared_through_redis(records: Records, redis_url: str) -> None:
