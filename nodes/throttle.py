@@ -84,7 +84,8 @@ class Throttle:
         self._store_down_until = 0.0
         self._episodes: dict[Subject, float] = {}
         self.counted: Counter[str] = Counter()
-        """Events counted (:meth:`hit`) since start in this worker, per kind of subject."""
+        """Events counted and let through (:meth:`acquire`, :meth:`hit`) since start in this
+        worker, per kind of subject."""
         self.refused: Counter[str] = Counter()
         """Requests refused (429) since start in this worker, per kind of subject."""
 
@@ -101,8 +102,20 @@ class Throttle:
             )
         self._store_down_until = time.monotonic() + RETRY_STORE
 
+    def _known_refused(self, subjects: Sequence[Subject], what: str) -> None:
+        """Raise :class:`Throttled` at once for a subject this worker refused and whose window
+        has not moved on since: a flood of refused requests costs no store round trip."""
+        now = time.time()
+        for subject in subjects:
+            until = self._episodes.get(subject, 0.0)
+            if until > now:
+                self.refused[subject[0]] += 1
+                wait = max(1, math.ceil(until - now))
+                raise Throttled(f"too many {what}: retry after {wait} s", retry_after=wait)
+
     async def check(self, subjects: Sequence[Subject], what: str = "requests") -> None:
         """Raise :class:`Throttled` if any limit of any subject is spent."""
+        self._known_refused(subjects, what)
         limiter = self._limiter()
         try:
             for subject in subjects:
@@ -118,6 +131,7 @@ class Throttle:
         """Count one event against each subject, or raise :class:`Throttled` if a limit is
         spent.  One atomic step per limit (the library's ``hit``), so concurrent requests
         cannot all pass a check before any is counted: for work that must stay bounded."""
+        self._known_refused(subjects, what)
         limiter = self._limiter()
         try:
             for subject in subjects:
