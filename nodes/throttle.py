@@ -71,6 +71,9 @@ class Throttle:
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._shared: MovingWindowRateLimiter | None = None
         if redis_url:
+            # The library tells Redis from Valkey by the scheme: a socket is redis+unix://.
+            if redis_url.startswith("unix://"):
+                redis_url = "redis+" + redis_url
             storage = RedisStorage(
                 redis_url,
                 implementation="redispy",
