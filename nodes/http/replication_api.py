@@ -122,7 +122,8 @@ def replication_router(
 
     The status route shows ``app.state.replicator`` (a :class:`nodes.replication.Replicator`,
     set by :func:`nodes.replication.replicating` in the application's lifespan) when there is
-    one.
+    one, to those ``guard`` lets through (it raises a :class:`HandleError` for the others).
+    ``throttle`` counts wrong federation secrets per client address.
     """
     router = APIRouter()
 
