@@ -118,35 +118,28 @@ class Throttle:
 
     async def check(self, subjects: Sequence[Subject], what: str = "requests") -> None:
         """Raise :class:`Throttled` if any limit of any subject is spent."""
-        self._known_refused(subjects, what)
-        limiter = self._limiter()
-        try:
-            for subject in subjects:
-                for item in self._limits.get(subject[0], ()):
-                    if not await limiter.test(item, *subject):
-                        stats = await limiter.get_window_stats(item, *subject)
-                        self._refuse(subject, stats.reset_time, item, what)
-        except StorageError as error:
-            self._store_failed(error)
-            await self.check(subjects, what)
+        await self._pass(subjects, what, consume=False)
 
     async def acquire(self, subjects: Sequence[Subject], what: str = "requests") -> None:
         """Count one event against each subject, or raise :class:`Throttled` if a limit is
         spent.  One atomic step per limit (the library's ``hit``), so concurrent requests
         cannot all pass a check before any is counted: for work that must stay bounded."""
+        await self._pass(subjects, what, consume=True)
+        self.counted.update(kind for kind, _ in subjects)
+
+    async def _pass(self, subjects: Sequence[Subject], what: str, *, consume: bool) -> None:
         self._known_refused(subjects, what)
         limiter = self._limiter()
+        step = limiter.hit if consume else limiter.test
         try:
             for subject in subjects:
                 for item in self._limits.get(subject[0], ()):
-                    if not await limiter.hit(item, *subject):
+                    if not await step(item, *subject):
                         stats = await limiter.get_window_stats(item, *subject)
                         self._refuse(subject, stats.reset_time, item, what)
         except StorageError as error:
-            self._store_failed(error)
-            await self.acquire(subjects, what)
-            return
-        self.counted.update(kind for kind, _ in subjects)
+            self._store_failed(error)  # the memory limiter from now on: no second failure
+            await self._pass(subjects, what, consume=consume)
 
     def _refuse(self, subject: Subject, reset: float, item: RateLimitItem, what: str) -> None:
         self.refused[subject[0]] += 1
