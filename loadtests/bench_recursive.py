@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import os
@@ -97,6 +98,7 @@ CLI_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 HTTP_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
+MONITOR = "IDIS_FEDERATION__SECRET"
 NODES = ("top-level", "secondary", "recursive", "recursive-seq")
 COUNTERS = ("walks", "upstream_requests", "early_used", "early_settled")
 """``/api/stats`` counters checked around every cold pass (``walks``: answers not from memory)."""
@@ -319,11 +321,13 @@ async def _seed_top(dsn: str, industries: Sequence[str]) -> None:
 # --- processes -------------------------------------------------------------------------------
 
 
-def get(port: int, path: str) -> tuple[int, bytes, dict[str, str]]:
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     """GET ``path`` on 127.0.0.1:``port``: status, body, headers (names in lower case)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         body = response.read()
         return response.status, body, {k.lower(): v for k, v in response.getheaders()}
@@ -351,7 +355,9 @@ class Node(ServeProcess):
         return run_cli(self.env, *args, cwd=self.home, timeout=CLI_TIMEOUT)
 
     def counters(self) -> dict[str, int]:
-        status, body, _ = get(self.port, "/api/stats")
+        # /api/stats is for operators: the federation secret every node here is given.
+        credentials = base64.b64encode(f"federation:{self.env[MONITOR]}".encode()).decode()
+        status, body, _ = get(self.port, "/api/stats", {"authorization": f"Basic {credentials}"})
         if status != 200:
             raise RuntimeError(f"{self.name}: /api/stats answered HTTP {status}")
         stats = json.loads(body)
@@ -370,6 +376,8 @@ class Federation:
     seeded_at: int = field(default_factory=lambda: int(time.time()))
     nodes: dict[str, Node] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: f"{os.getpid()}_{secrets.token_hex(3)}")
+    monitor: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    """The federation secret of every node, with which the bench reads their ``/api/stats``."""
     created: list[str] = field(default_factory=list)
     """Scratch databases created (dropped by :meth:`close`)."""
     seed_seconds: float = 0.0
@@ -398,7 +406,7 @@ class Federation:
             port,
             name=f"benchrec{os.getpid()}-{name}",
             log_level="warning",
-            extra={"IDIS_ROLE": role, **extra},
+            extra={"IDIS_ROLE": role, MONITOR: self.monitor, **extra},
         )
         node = Node(name, env, home)
         self.nodes[name] = node

@@ -14,6 +14,7 @@ native_tcp    native resolution over TCP, cached     cached REST resolution     
 native_unc..  native resolution, uncached            uncached REST resolution          info
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
+logins        cached resolution under failed logins  the same without them             >= 0.8
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
 recursive:*  recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
 register      batch registration (POST /api/batch)   plain COPY of the same rows       info
@@ -22,7 +23,8 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 14: logins) except
+``scale10x``
 (lookups should stay flat as the table grows: the suite's own expectation).  HTTP throughput
 uses ``wrk`` when it is installed, else the Python generator of :mod:`loadtests.drive` (the
 report says which, per figure); latency probes, registration and the Zipf mix always use the
@@ -70,6 +72,7 @@ from loadtests.loadgen import (
     run_pg,
     run_wrk,
 )
+from loadtests.logins import FailedLogins
 from loadtests.mix import FixedMix, Mix, ResolveMix, SequenceMix
 from loadtests.shapes import Population
 from loadtests.stats import median
@@ -79,7 +82,17 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "native", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = (
+    "http",
+    "native",
+    "logins",
+    "register",
+    "mix",
+    "storage",
+    "scale10x",
+    "import",
+    "recursive",
+)
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -89,6 +102,7 @@ IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
 COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+LOGINS_TARGET: Target = (">=", 0.8, "issue 14")
 
 
 def say(text: str) -> None:
@@ -920,6 +934,60 @@ class Suite:
 
         bench_native.run(self)
 
+    def logins(self) -> None:
+        """Cached resolution while :mod:`loadtests.logins` streams failed logins at the node,
+        beside the same run without them, in rounds."""
+        s = self.s
+        node = self.node or self.start_node()
+        group: dict[str, Sequence[int]] = {"server": [node.pid]}
+        path = "/api/handles/" + bench_http.handle_text(self.plan.cached_id)
+        status, body, _ = bench_http.fetch(node.port, path)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
+        rounds = []
+        for n in range(s.rounds):
+            say(f"  round {n + 1}/{s.rounds}")
+            run = {
+                "duration": s.duration,
+                "warmup": s.warmup,
+                "groups": group,
+            }
+            # The two take turns going first, so that a drift of the machine's speed favours
+            # neither.
+            if n % 2 == 0:
+                quiet = self.load.fixed("cached, quiet", node.url, path, body, **run)
+            attacker = FailedLogins(node.url, s.warmup + s.duration + 1.0)
+            try:
+                attacked = self.load.fixed("cached, failed logins", node.url, path, body, **run)
+                stream = attacker.result(timeout=s.warmup + s.duration + 60.0)
+            finally:
+                attacker.stop()
+            if n % 2 == 1:
+                quiet = self.load.fixed("cached, quiet", node.url, path, body, **run)
+            say(
+                f"    quiet {quiet['rate']:,.0f}/s, attacked {attacked['rate']:,.0f}/s;"
+                f" failed logins {stream['rate']:,.0f}/s {stream['by_status']}"
+            )
+            rounds.append({"quiet": quiet, "attacked": attacked, "stream": stream})
+        self.raw["logins_rounds"] = rounds
+        ratios = [r["attacked"]["rate"] / r["quiet"]["rate"] for r in rounds if r["quiet"]["rate"]]
+        mid = rounds[len(rounds) // 2]
+        self.add(
+            "logins",
+            "HTTP resolution, cached, during 200 failed logins/s",
+            median([r["attacked"]["rate"] for r in rounds]),
+            "req/s",
+            baseline=median([r["quiet"]["rate"] for r in rounds]),
+            baseline_label="the same without them",
+            ratio=median(ratios),
+            target=LOGINS_TARGET,
+            generator=self.load.kind,
+            errors=sum(r[k]["error_count"] for r in rounds for k in ("quiet", "attacked")),
+            rounds=ratios,
+            detail={"failed_logins": mid["stream"], "cpu": mid["attacked"].get("cpu")},
+            cpu=mid["attacked"].get("cpu"),
+        )
+
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""
         from registry.importer import RecordParser
@@ -1258,12 +1326,14 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "register", "mix", "storage", "scale10x"} & set(s.only)
+        needs_node = {"http", "native", "logins", "register", "mix", "storage", "scale10x"}
+        needs_node &= set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
             self.step("native", self.native)
+            self.step("logins", self.logins)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

@@ -21,6 +21,7 @@ from nodes.generation_board import GenerationBoard
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.settings import Settings
+from nodes.throttle import Throttle, parse_limits
 from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
@@ -59,6 +60,8 @@ class Node:
     """Resolves through the hierarchy: the recursive role's chain end, or on behalf of clients
     asking an authoritative node that allows recursion."""
     peers: HttpPeerClient | None
+    throttle: Throttle
+    """Rate limits on failed authentications and anonymous applications (nodes/throttle.py)."""
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -70,10 +73,12 @@ class Node:
             "early_used": self.walker.early_used if self.walker else 0,
             "early_settled": self.walker.early_settled if self.walker else 0,
             "early_dropped": self.walker.early_dropped if self.walker else 0,
+            "throttle": self.throttle.stats(),
         }
 
     async def close(self) -> None:
         await self.store.close()
+        await self.throttle.close()
         if self.shared is not None:
             await self.shared.close()
         if self.peers is not None:
@@ -94,6 +99,22 @@ def build_store(settings: Settings) -> SqlStore:
 def build_generations(settings: Settings) -> Generations:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return GenerationBoard(settings.data_dir / "generations.board")
+
+
+def build_throttle(settings: Settings) -> Throttle:
+    """The node's rate limits, shared through its Redis when it has one."""
+    limits = settings.throttle
+    return Throttle(
+        {
+            "identity": parse_limits(limits.identity),
+            "source": parse_limits(limits.source),
+            "apply-source": parse_limits(limits.apply_source),
+            "apply-prefix": parse_limits(limits.apply_prefix),
+        },
+        redis_url=settings.redis_url,
+        namespace=f"idis:{settings.name}",
+        timeout=settings.cache.redis_timeout,
+    )
 
 
 def build_node(settings: Settings) -> Node:
@@ -139,6 +160,8 @@ def build_node(settings: Settings) -> Node:
     if store.journal_as:
         authority = authority_check(store, {p.name: p.url for p in federation.peers})
 
+    throttle = build_throttle(settings)
+
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
@@ -154,10 +177,11 @@ def build_node(settings: Settings) -> Node:
         homes=homes,
         invalidator=invalidator,
         registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
-        authenticator=Authenticator(fetch),
+        authenticator=Authenticator(fetch, throttle=throttle),
         fetch=fetch,
         walker=walker,
         peers=peers,
+        throttle=throttle,
     )
 
 
@@ -174,4 +198,5 @@ def build_enterprise_prefixes(node: Node) -> EnterprisePrefixes:
         node.fetch,
         top_level,
         settings.site_url,
+        max_pending=settings.throttle.pending_applications,
     )

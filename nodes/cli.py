@@ -70,13 +70,14 @@ async def _prefix_init(settings: Settings, prefix: str, secret: str) -> PrefixAd
 
 def _secret(secret_file: str | None) -> tuple[str, bool]:
     """The secret from ``secret_file``, or a new one; the flag says it must be shown."""
-    from registry.secrets import generate_secret
+    from registry.secrets import generate_secret, weakness
 
     if not secret_file:
         return generate_secret(), True
     secret = Path(secret_file).read_text(encoding="utf-8").strip()
-    if not secret:
-        raise SettingsError(f"--secret-file {secret_file} is empty")
+    problem = weakness(secret)
+    if problem is not None:
+        raise SettingsError(f"--secret-file {secret_file}: {problem}")
     return secret, False
 
 

@@ -325,6 +325,8 @@ class Demo:
     secrets: dict[str, str] = field(default_factory=dict)
     secret_paths: dict[str, str] = field(default_factory=dict)
     replicated: bool = False
+    federation_secret: str = ""
+    """The top-level nodes' replication secret, which also opens every node's /api/stats."""
     workflow: bool = False
     """Whether enterprise prefixes were allocated through the application workflow."""
     serving: bool = False
@@ -355,7 +357,10 @@ class Demo:
 def _replication_running(demo: Demo) -> bool:
     """Whether the top-level nodes replicate their registries (Beijing says so)."""
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:
-        response = client.get(f"{demo.member('Beijing').url}/api/replication/status")
+        response = client.get(
+            f"{demo.member('Beijing').url}/api/replication/status",
+            auth=("federation", demo.federation_secret),
+        )
     if response.status_code != 200:
         return False
     try:
@@ -373,7 +378,7 @@ def _plan(demo: Demo) -> None:
     ports = iter(free_ports(len(TOP_LEVEL_CITIES) + 4))
     top_ports = {city: next(ports) for city in TOP_LEVEL_CITIES}
     top_urls = [f"http://127.0.0.1:{p}" for p in top_ports.values()]
-    federation_secret = secrets.token_urlsafe(24)
+    federation_secret = demo.federation_secret = secrets.token_urlsafe(24)
     allocations = {"Beijing": "allocates 88.100", "Shanghai": "allocates 88.101"}
     for city, port in top_ports.items():
         peers = [
@@ -414,7 +419,11 @@ def _plan(demo: Demo) -> None:
         "recursive",
         next(ports),
         "walks from all five top-level nodes",
-        {"IDIS_FEDERATION__TOP_LEVEL": json.dumps(top_urls)},
+        # The federation secret opens its /api/stats (a recursive node homes no prefix).
+        {
+            "IDIS_FEDERATION__TOP_LEVEL": json.dumps(top_urls),
+            "IDIS_FEDERATION__SECRET": federation_secret,
+        },
     )
 
 
@@ -842,7 +851,8 @@ def _how_to_query(demo: Demo) -> None:
         f"  curl {top}/api/handles/0.NA/88.100.1   # a top-level node's 303 referral\n"
         f"  curl {secondary}/api/handles/88.100.7/COIL-002   "
         "# the secondary's 302 referral to the enterprise node\n"
-        f"  curl {recursive}/api/stats   # walks and upstream requests\n"
+        f"  curl -u federation:{demo.federation_secret} {recursive}/api/stats   "
+        "# walks, upstream requests, throttling\n"
         "Press Ctrl-C to stop every node."
     )
 

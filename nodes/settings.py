@@ -73,12 +73,53 @@ class FederationSettings(BaseModel):
         None, description="file holding the secret of 300:0.NA/PREFIX for this node's prefix"
     )
 
+    @field_validator("secret")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        from registry.secrets import weakness
+
+        problem = weakness(value) if value else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("site_url", "top_level", mode="after")
     @classmethod
     def _urls(cls, value: str | list[str] | None) -> str | list[str] | None:
         for url in [value] if isinstance(value, str) else value or []:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+
+class ThrottleSettings(BaseModel):
+    """Rate limits (nodes/throttle.py), each in the ``limits`` library's notation:
+    ``"10/minute;100/hour"`` means at most 10 in any minute and 100 in any hour."""
+
+    identity: str = Field(
+        "10/minute;100/hour", description="failed authentications per identity (handle)"
+    )
+    source: str = Field(
+        "30/minute;300/hour",
+        description="failed authentications (handle identities and the federation secret) "
+        "per client address",
+    )
+    apply_source: str = Field(
+        "10/hour;50/day", description="anonymous enterprise applications per client address"
+    )
+    apply_prefix: str = Field(
+        "100/hour;1000/day", description="enterprise applications per parent prefix"
+    )
+    pending_applications: int = Field(
+        1000, ge=1, description="pending enterprise applications at most, per parent prefix"
+    )
+
+    @field_validator("identity", "source", "apply_source", "apply_prefix")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        from nodes.throttle import parse_limits
+
+        parse_limits(value)
         return value
 
 
@@ -114,6 +155,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
     federation: FederationSettings = FederationSettings()
+    throttle: ThrottleSettings = ThrottleSettings()
 
     @field_validator("http")
     @classmethod

@@ -2,6 +2,14 @@
 
 The user name is the percent-encoded identity ``index:handle`` (``300%3A88.100.1/ADMIN``), the
 password the secret.  Without an index, any HS_SECKEY value of the handle may match.
+
+Authentications are throttled per identity and per source address (a :class:`FailureThrottle`,
+see :mod:`nodes.throttle`): every secret that has to be hashed is counted first, and once
+either has had too many, a request is refused with :class:`resolver.errors.Throttled` before
+the secret is hashed, so that guessing costs the node no scrypt.  Credentials that succeeded
+recently are remembered and accepted without hashing or counting, so in effect the failures
+are what is counted, and an attack on an identity does not lock out a client already logged
+in.
 """
 
 from __future__ import annotations
@@ -10,14 +18,15 @@ import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 from urllib.parse import unquote
 
 from registry.authorization import Fetch
 from registry.secrets import verify_secret
 from resolver.errors import AuthenticationFailed
 from resolver.identifiers import fold
-from resolver.values import HS_SECKEY, Ref
+from resolver.values import HS_SECKEY, Record, Ref
 
 
 def parse_identity(text: str) -> Ref:
@@ -26,6 +35,28 @@ def parse_identity(text: str) -> Ref:
     if colon and index_text.isdigit():
         return Ref(handle, int(index_text))
     return Ref(text, 0)
+
+
+class FailureThrottle(Protocol):
+    """Counts events per ``(kind, who)`` subject (see :class:`nodes.throttle.Throttle`)."""
+
+    async def acquire(self, subjects: Sequence[tuple[str, str]], what: str = ...) -> None:
+        """Count one attempt against each subject; raise :class:`resolver.errors.Throttled`
+        instead when a limit is spent."""
+
+    async def check(self, subjects: Sequence[tuple[str, str]], what: str = ...) -> None:
+        """Raise :class:`resolver.errors.Throttled` while any subject has failed too often."""
+
+    async def hit(self, subjects: Sequence[tuple[str, str]]) -> None:
+        """Count one failure against each subject."""
+
+
+def failure_subjects(identity: str | None, source: str | None) -> list[tuple[str, str]]:
+    """The subjects an authentication counts against, the source first: a source refused is
+    not counted against the identity it named, so that one address cannot lock out more
+    identities than its own allowance reaches."""
+    subjects = [("source", source)] if source else []
+    return [*subjects, ("identity", identity)] if identity else subjects
 
 
 class Authenticator:
@@ -42,15 +73,20 @@ class Authenticator:
         remember_seconds: float = 300.0,
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self._fetch = fetch
+        self._throttle = throttle
         self._remember = remember_seconds
         self._max = max_remembered
         self._clock = clock
         self._verified: dict[tuple[str, bytes, str], float] = {}
 
-    async def identify(self, authorization: str | None) -> Ref | None:
-        """The authenticated identity, or None for an anonymous request."""
+    async def identify(self, authorization: str | None, source: str | None = None) -> Ref | None:
+        """The authenticated identity, or None for an anonymous request.
+
+        ``source`` is the client's address, which failures are counted against too.
+        """
         if not authorization:
             return None
         scheme, _, credentials = authorization.partition(" ")
@@ -66,30 +102,37 @@ class Authenticator:
         identity = parse_identity(unquote(user))
         if "/" not in identity.handle:
             raise AuthenticationFailed("the user name must be an identity such as 300:PREFIX/ADMIN")
-        verified = await self._check(identity, secret)
-        if verified is None:
-            raise AuthenticationFailed(f"identity {identity} not verified")
-        return verified
-
-    async def _check(self, identity: Ref, secret: str) -> Ref | None:
-        """The identity of the key that ``secret`` opens (with its actual index), or None."""
         record = await self._fetch(fold(identity.handle))
-        if record is None:
-            return None
+        keys = _keys(identity, record)
         digest = hashlib.sha256(secret.encode("utf-8")).digest()
         now = self._clock()
-        for value in record.values:
-            if value.type != HS_SECKEY or identity.index not in (0, value.index):
-                continue
-            stored = value.data.value if isinstance(value.data.value, str) else ""
-            key = Ref(identity.handle, value.index)
-            memo = (str(key), digest, stored)
-            if self._verified.get(memo, 0.0) > now:
+        for key, stored in keys:
+            if self._verified.get((str(key), digest, stored), 0.0) > now:
                 return key
+        # Per handle, so that spelling the index or the case differently gains no attempts.
+        if self._throttle is not None:
+            # Counted before hashing, atomically: however many guesses arrive at once, no
+            # more than the limit are hashed.  A success counts too, once: it is remembered.
+            subjects = failure_subjects(fold(identity.handle), source)
+            await self._throttle.acquire(subjects, "unverified authentications")
+        for key, stored in keys:
             # scrypt takes tens of milliseconds: keep it off the event loop.
             if await asyncio.to_thread(verify_secret, secret, stored):
                 if len(self._verified) >= self._max:
                     self._verified.clear()
-                self._verified[memo] = now + self._remember
+                self._verified[(str(key), digest, stored)] = now + self._remember
                 return key
-        return None
+        raise AuthenticationFailed(f"identity {identity} not verified")
+
+
+def _keys(identity: Ref, record: Record | None) -> list[tuple[Ref, str]]:
+    """The keys of ``record`` that ``identity`` names, each with its stored secret hash."""
+    if record is None:
+        return []
+    return [
+        (Ref(identity.handle, value.index), value.data.value)
+        for value in record.values
+        if value.type == HS_SECKEY
+        and identity.index in (0, value.index)
+        and isinstance(value.data.value, str)
+    ]

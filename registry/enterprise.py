@@ -46,7 +46,7 @@ from registry.prefixes import (
     prefix_record,
     site_values,
 )
-from registry.secrets import generate_secret, hash_secret
+from registry.secrets import generate_secret, hash_secret, weakness
 from registry.service import MAX_ATTEMPTS
 from resolver.errors import (
     HandleAlreadyExists,
@@ -56,6 +56,7 @@ from resolver.errors import (
     InvalidValue,
     PrefixNotHomed,
     ServerBusy,
+    Throttled,
 )
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import Handle, fold, parent_prefixes, prefix_handle, validate_prefix
@@ -83,6 +84,8 @@ MAX_TEXT = 200
 MAX_REASON = 2000
 MAX_SECRET = 1024
 MAX_LIST = 10_000
+PENDING_RETRY_AFTER = 3600
+"""Seconds an applicant refused for a full queue is told to wait: decisions take a while."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +225,8 @@ class EnterprisePrefixes:
 
     ``store`` and ``invalidator`` are the node's registry, ``fetch`` reads records for
     authorization through its caches, ``site_url`` is this node's base URL (what a hosted
-    prefix's HS_SITE names).
+    prefix's HS_SITE names).  ``max_pending`` caps the applications awaiting a decision per
+    parent prefix.
     """
 
     def __init__(
@@ -234,8 +238,10 @@ class EnterprisePrefixes:
         top_level: TopLevel,
         site_url: str,
         clock: Callable[[], float] = time.time,
+        max_pending: int | None = None,
     ) -> None:
         self._applications = applications
+        self._max_pending = max_pending
         self._store = store
         self._invalidator = invalidator
         self._fetch = fetch
@@ -281,10 +287,10 @@ class EnterprisePrefixes:
                 raise InvalidValue("a self-hosted prefix's administrator is created on its node")
         elif site_url is not None:
             raise InvalidValue("siteUrl is for self-hosted prefixes only")
-        if secret is not None and (
-            not isinstance(secret, str) or not 0 < len(secret) <= MAX_SECRET
-        ):
-            raise InvalidValue(f"secret must be a string of 1 to {MAX_SECRET} characters")
+        if secret is not None and (not isinstance(secret, str) or len(secret) > MAX_SECRET):
+            raise InvalidValue(f"secret must be a string of at most {MAX_SECRET} characters")
+        if secret is not None and (problem := weakness(secret)) is not None:
+            raise InvalidValue(problem)
 
         homed = {fold(p) for p in await self._store.homed_prefixes()}
         if fold(parent) not in homed:
@@ -299,6 +305,7 @@ class EnterprisePrefixes:
             raise HandleAlreadyExists(
                 f"{prefix} is applied for already (status {holder.status})", handle=prefix
             )
+        await self._check_room(parent)
         application = Application(
             id=secrets.token_hex(8),
             prefix=prefix,
@@ -314,6 +321,21 @@ class EnterprisePrefixes:
         if not await self._applications.add(application):  # lost a race with another applicant
             raise HandleAlreadyExists(f"{prefix} is applied for already", handle=prefix)
         return application
+
+    async def _check_room(self, parent: str) -> None:
+        """Raise :class:`Throttled` if ``max_pending`` applications under ``parent`` wait
+        already: anonymous applicants cannot fill the operator's queue (or the table)."""
+        cap = self._max_pending
+        if (
+            cap is not None
+            and len(await self._applications.list([fold(parent)], "pending", cap)) >= cap
+        ):
+            raise Throttled(
+                f"{cap} applications for prefixes under {parent} await a decision already: "
+                f"retry after {PENDING_RETRY_AFTER} s",
+                retry_after=PENDING_RETRY_AFTER,
+                handle=parent,
+            )
 
     # --- reading -------------------------------------------------------------------------
 

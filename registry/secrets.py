@@ -14,6 +14,11 @@ import os
 import secrets
 
 SCHEME = "scrypt"
+MIN_LENGTH = 12
+MIN_DISTINCT = 6
+"""A secret someone sets must have at least this many characters, this many of them
+different: no short word, no ``aaaaaaaaaaaa``.  Generated secrets (32 characters of 64) pass
+easily; so does a passphrase of a few words."""
 _N, _R, _P = 2**14, 8, 1
 
 
@@ -50,3 +55,13 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 def generate_secret() -> str:
     return secrets.token_urlsafe(24)
+
+
+def weakness(secret: str) -> str | None:
+    """Why ``secret`` is too weak to be set, or None if it is strong enough."""
+    if len(secret) < MIN_LENGTH or len(set(secret)) < MIN_DISTINCT:
+        return (
+            f"a secret needs at least {MIN_LENGTH} characters, {MIN_DISTINCT} of them "
+            f"different (this one has {len(secret)}, {len(set(secret))} different)"
+        )
+    return None

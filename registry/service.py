@@ -20,7 +20,7 @@ from registry.authorization import (
     rights,
 )
 from registry.invalidation import Invalidator
-from registry.secrets import hash_secret, is_hashed, verify_secret
+from registry.secrets import hash_secret, is_hashed, verify_secret, weakness
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -211,6 +211,13 @@ class Registrar:
                 ):
                     value = replace(value, data=before.data)
                 elif not is_hashed(secret):
+                    # A new secret set by a client; stored hashes (copies, restores) pass as
+                    # they are, their strength unknowable.
+                    problem = weakness(secret)
+                    if problem is not None:
+                        raise InvalidValue(
+                            f"HS_SECKEY {value.index}: {problem}", handle=handle.text
+                        )
                     hashed = await asyncio.to_thread(hash_secret, secret)
                     value = replace(value, data=Data("string", hashed))
             if before is not None and before.same_content(value):

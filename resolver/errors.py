@@ -26,6 +26,18 @@ class ServerBusy(HandleError):
     code = 3
 
 
+class Throttled(HandleError):
+    """Too many failed attempts (or anonymous requests) from a client: it is to wait
+    ``retry_after`` seconds.  Handle names no such code; "server too busy" is the nearest, and
+    the HTTP edge answers 429 with ``Retry-After``."""
+
+    code = 3
+
+    def __init__(self, message: str, *, retry_after: int, handle: str | None = None) -> None:
+        super().__init__(message, handle=handle)
+        self.retry_after = retry_after
+
+
 class ProtocolError(HandleError):
     """The request itself is malformed (bad JSON, bad encoding, oversize body)."""
 

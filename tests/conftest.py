@@ -127,3 +127,19 @@ async def store(store_url: str | None) -> AsyncIterator[RecordStore]:
         yield sql
     finally:
         await sql.close()
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The secrets the authenticator hashed (calls of verify_secret), in order."""
+    import registry.authentication as authentication
+    from registry.secrets import verify_secret
+
+    calls: list[str] = []
+
+    def counting(secret: str, stored: str) -> bool:
+        calls.append(secret)
+        return verify_secret(secret, stored)
+
+    monkeypatch.setattr(authentication, "verify_secret", counting)
+    yield calls

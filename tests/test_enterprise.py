@@ -350,6 +350,8 @@ BAD_APPLICATIONS: list[tuple[dict[str, Any], type[HandleError]]] = [
     ({"prefix": "88.100.1", "secret": ""}, InvalidValue),
     ({"prefix": "88.100.1", "secret": ["s"]}, InvalidValue),
     ({"prefix": "88.100.1", "secret": "s" * 1025}, InvalidValue),
+    ({"prefix": "88.100.1", "secret": "password"}, InvalidValue),  # too weak
+    ({"prefix": "88.100.1", "secret": "abcabcabcabcabc"}, InvalidValue),  # too few different
     ({"prefix": "77"}, PrefixNotHomed),
 ]
 
@@ -589,12 +591,12 @@ async def test_an_enterprise_hosted_here_allocates_below_its_prefix(
     secondary: Secondary,
 ) -> None:
     enterprise = new_prefix()
-    hosted = await secondary.service.apply(enterprise, "ACME", secret="acme-secret")
+    hosted = await secondary.service.apply(enterprise, "ACME", secret="acme-secret-1")
     await secondary.service.approve(hosted.id, secondary.operator)
     acme = Ref(f"{enterprise}/ADMIN", 300)
     # ACME administers its prefix record here, so decides on prefixes derived from it; the
     # node writes them at the top level as the holder of 88.100, as it wrote ACME's.
-    division = await secondary.service.apply(f"{enterprise}.7", "ACME Tools", secret="tools")
+    division = await secondary.service.apply(f"{enterprise}.7", "ACME Tools", secret="tools-secr-7")
     assert [a.id for a in await secondary.service.list(acme)] == [division.id]
     with pytest.raises(InsufficientPermissions):
         await secondary.service.approve(division.id, secondary.operator)

@@ -17,10 +17,23 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
-from nodes.http.errors import http_status
-from nodes.http.params import Query, path_text
+from nodes.http.errors import error_status
+from nodes.http.openapi import (
+    FLAG,
+    HANDLE,
+    INDEXES,
+    LISTING_PARAMS,
+    TYPES,
+    operation,
+    operators_operation,
+    param,
+    ref,
+)
+from nodes.http.openapi import install as install_docs
+from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
@@ -72,15 +85,14 @@ def create_api(node: Any) -> FastAPI:
             yield
         await node.close()
 
-    app = FastAPI(
-        title="idis", version="0.1.0", docs_url="/api/docs", redoc_url=None, lifespan=lifespan
-    )
+    app = FastAPI(title="idis", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
+    install_docs(app)
     registrar = node.registrar
     limit = node.settings.max_body_bytes
 
     async def identify(request: Request, required: bool = True) -> Ref | None:
         identity: Ref | None = await node.authenticator.identify(
-            request.headers.get("authorization")
+            request.headers.get("authorization"), client_address(request.scope)
         )
         if required and identity is None:
             raise AuthenticationNeeded("this operation needs authentication")
@@ -95,21 +107,34 @@ def create_api(node: Any) -> FastAPI:
             with contextlib.suppress(HandleError):
                 handle = path_text(request.scope, len("/api/handles/")) or None
         body = render.error(error.code, error.message, handle)
-        headers = {}
-        if error.code == AuthenticationNeeded.code:
-            headers["www-authenticate"] = 'Basic realm="idis"'
-        return Response(body, http_status(error.code), headers, "application/json")
+        status, headers = error_status(error)
+        return Response(body, status, headers, "application/json")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
         return Response(render.error(2, "internal error"), 500, media_type="application/json")
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", openapi_extra=operation("Liveness", ok=(200, ref("Object")), auth=False))
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.put("/api/handles/{handle:path}")
+    @app.put(
+        "/api/handles/{handle:path}",
+        openapi_extra=operation(
+            "Create or replace a handle's values, or mint a suffix",
+            params=[
+                HANDLE,
+                param("overwrite", FLAG),
+                INDEXES,
+                param("mintNewSuffix", FLAG, description="the handle ends in '/'"),
+            ],
+            body=ref("Values"),
+            ok=(200, ref("Written")),
+            failures=(400, 401, 403, 404, 409, 413),
+            auth=True,
+        ),
+    )
     async def put_handle(request: Request) -> Response:
         identity = await identify(request)
         text = path_text(request.scope, len("/api/handles/"))
@@ -132,14 +157,32 @@ def create_api(node: Any) -> FastAPI:
             {"responseCode": 1, "handle": result.handle}, 201 if result.created else 200
         )
 
-    @app.delete("/api/handles/{handle:path}")
+    @app.delete(
+        "/api/handles/{handle:path}",
+        openapi_extra=operation(
+            "Delete a handle, or some of its values (?index=)",
+            params=[HANDLE, INDEXES],
+            ok=(200, ref("Written")),
+            failures=(400, 401, 403, 404),
+            auth=True,
+        ),
+    )
     async def delete_handle(request: Request) -> Response:
         identity = await identify(request)
         handle = Handle.parse(path_text(request.scope, len("/api/handles/")))
         await registrar.delete(handle, identity, Query(request.scope["query_string"]).indexes())
         return json_response({"responseCode": 1, "handle": handle.text})
 
-    @app.get("/api/handles")
+    @app.get(
+        "/api/handles",
+        openapi_extra=operation(
+            "List the handles under a prefix",
+            params=LISTING_PARAMS,
+            ok=(200, ref("Listing")),
+            failures=(400, 401, 403),
+            auth=True,
+        ),
+    )
     async def list_handles(request: Request) -> Response:
         query = Query(request.scope["query_string"])
         prefix = query.get("prefix")
@@ -160,11 +203,24 @@ def create_api(node: Any) -> FastAPI:
             }
         )
 
-    @app.get("/api/prefixes")
+    @app.get(
+        "/api/prefixes",
+        openapi_extra=operation("The prefixes homed here", ok=(200, ref("Object")), auth=False),
+    )
     async def prefixes() -> Response:
         return json_response({"responseCode": 1, "prefixes": await registrar.homed_prefixes()})
 
-    @app.post("/api/batch")
+    @app.post(
+        "/api/batch",
+        openapi_extra=operation(
+            "Write up to 2000 handles, one result each",
+            params=[param("overwrite", FLAG)],
+            body=ref("Batch"),
+            ok=(200, ref("BatchResults")),
+            failures=(400, 401, 403, 413),
+            auth=True,
+        ),
+    )
     async def batch(request: Request) -> Response:
         """Up to 2000 handles: ``{"handles": [{"handle", "values"}]}``; one result each."""
         identity = await identify(request)
@@ -179,18 +235,34 @@ def create_api(node: Any) -> FastAPI:
             out.append(item)
         return json_response({"responseCode": 1, "results": out})
 
-    @app.get("/api/stats")
-    async def stats() -> Response:
-        """Counters of this worker process (caches, coalesced walks, upstream requests)."""
+    async def operator(request: Request) -> None:
+        await require_operator(node, request)
+
+    @app.get(
+        "/api/stats",
+        openapi_extra=operators_operation(
+            "This worker's counters (operators: an administrator here or the federation secret)"
+        ),
+    )
+    async def stats(request: Request) -> Response:
+        """Counters of this worker process (caches, coalesced walks, upstream requests,
+        throttling); for operators only (nodes/http/access.py)."""
+        await operator(request)
         return json_response({"responseCode": 1, **node.stats()})
 
     if node.store.journal_as:
         federation = node.settings.federation
         app.include_router(
-            replication_router(node.store, name=node.settings.name, secret=federation.secret)
+            replication_router(
+                node.store,
+                name=node.settings.name,
+                secret=federation.secret,
+                throttle=node.throttle,
+                guard=operator,
+            )
         )
 
-    @app.get("/")
+    @app.get("/", openapi_extra=operation("This node", ok=(200, ref("Object")), auth=False))
     async def about() -> Response:
         settings = node.settings
         return json_response({"name": settings.name, "role": settings.role, "api": "/api/handles/"})
@@ -198,7 +270,24 @@ def create_api(node: Any) -> FastAPI:
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
 
-    @app.get("/{handle:path}")
+    @app.get(
+        "/{handle:path}",
+        openapi_extra=operation(
+            "The web proxy: a redirect to the handle's URL, or its values",
+            params=[
+                HANDLE,
+                TYPES,
+                INDEXES,
+                param("noredirect", FLAG),
+                param("urlappend", {"type": "string"}, description="appended to the location"),
+                param("auth", FLAG),
+            ],
+            ok=(200, ref("Resolution")),
+            failures=(400, 404),
+            auth=False,
+        ),
+        responses={302: {"description": "to the handle's URL"}},
+    )
     async def proxy(request: Request) -> Response:
         """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
         query = Query(request.scope["query_string"])

@@ -3,6 +3,9 @@
 - ``POST /api/prefix-applications``: apply, anonymously (an enterprise has no identity yet):
   ``{"prefix", "name", "contact"?, "hosting"?: "hosted"|"self-hosted", "siteUrl"?, "secret"?}``;
   ``hosting`` defaults to self-hosted when a ``siteUrl`` is given.  201 with the application.
+  Rationed (``IDIS_THROTTLE__APPLY_*``): attempts per client address, applications per parent
+  prefix, and at most ``IDIS_THROTTLE__PENDING_APPLICATIONS`` pending per parent; beyond them
+  429 with ``Retry-After``, before any work (a ``secret`` is hashed only within the limits).
 - ``GET /api/prefix-applications?status=&limit=``: the applications the caller may decide on.
 - ``GET /api/prefix-applications/{id}``: one application.  Anonymous, so that an applicant can
   follow its own: the id is a random 64-bit token, known only to the applicant and operators.
@@ -26,10 +29,12 @@ from fastapi.responses import Response
 
 from nodes.bootstrap import Node, build_enterprise_prefixes
 from nodes.http.bodies import json_response, read_json
-from nodes.http.params import Query
-from registry.enterprise import Application
+from nodes.http.openapi import operation, param, ref
+from nodes.http.params import Query, client_address
+from registry.enterprise import MAX_LIST, Application
 from resolver.codecs.timefmt import iso
 from resolver.errors import AuthenticationNeeded, InvalidValue
+from resolver.identifiers import fold
 from resolver.values import Ref
 
 MAX_BODY = 64 * 1024
@@ -70,7 +75,9 @@ def enterprise_router(node: Node) -> APIRouter:
     router = APIRouter(prefix="/api/prefix-applications", lifespan=lifespan)
 
     async def identify(request: Request) -> Ref:
-        identity = await node.authenticator.identify(request.headers.get("authorization"))
+        identity = await node.authenticator.identify(
+            request.headers.get("authorization"), client_address(request.scope)
+        )
         if identity is None:
             raise AuthenticationNeeded("this operation needs authentication")
         return identity
@@ -93,9 +100,29 @@ def enterprise_router(node: Node) -> APIRouter:
             )
         return raw
 
-    @router.post("")
+    @router.post(
+        "",
+        openapi_extra=operation(
+            "Apply for an enterprise prefix (anonymous, rationed)",
+            body=ref("PrefixApplicationRequest"),
+            ok=(201, ref("PrefixApplication")),
+            failures=(400, 409, 413),
+            auth=False,
+        ),
+    )
     async def apply(request: Request) -> Response:
+        # Anonymous work is rationed before any is done: every attempt counts against its
+        # source; recorded applications count against the parent prefix too.
+        source = client_address(request.scope)
+        per_source = [("apply-source", source)] if source else []
+        await node.throttle.acquire(per_source, "enterprise applications")
         body = await fields(request, APPLY_FIELDS, optional=False)
+        prefix = body.get("prefix")
+        per_prefix = []
+        if isinstance(prefix, str) and "." in prefix:
+            parent = prefix.rpartition(".")[0]
+            per_prefix = [("apply-prefix", fold(parent))]
+            await node.throttle.check(per_prefix, f"applications under {parent}")
         site_url = body.get("siteUrl")
         application = await enterprises.apply(
             prefix=body.get("prefix"),
@@ -105,11 +132,24 @@ def enterprise_router(node: Node) -> APIRouter:
             site_url=site_url,
             secret=body.get("secret"),
         )
+        await node.throttle.hit(per_prefix)
         return json_response(
             {"responseCode": 1, "application": render_application(application)}, 201
         )
 
-    @router.get("")
+    @router.get(
+        "",
+        openapi_extra=operation(
+            "The applications the caller may decide on",
+            params=[
+                param("status", {"type": "string", "enum": ["pending", "approved", "rejected"]}),
+                param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}),
+            ],
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403),
+            auth=True,
+        ),
+    )
     async def listing(request: Request) -> Response:
         identity = await identify(request)
         query = Query(request.scope["query_string"])
@@ -120,12 +160,28 @@ def enterprise_router(node: Node) -> APIRouter:
             {"responseCode": 1, "applications": [render_application(a) for a in chosen]}
         )
 
-    @router.get("/{application_id}")
+    @router.get(
+        "/{application_id}",
+        openapi_extra=operation(
+            "One application (its id is the applicant's token)",
+            ok=(200, ref("PrefixApplication")),
+            failures=(404,),
+            auth=False,
+        ),
+    )
     async def show(application_id: str) -> Response:
         application = await enterprises.get(application_id)
         return json_response({"responseCode": 1, "application": render_application(application)})
 
-    @router.post("/{application_id}/approve")
+    @router.post(
+        "/{application_id}/approve",
+        openapi_extra=operation(
+            "Approve: allocate the prefix",
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403, 404, 409),
+            auth=True,
+        ),
+    )
     async def approve(application_id: str, request: Request) -> Response:
         approval = await enterprises.approve(application_id, await identify(request))
         body: dict[str, Any] = {
@@ -142,7 +198,17 @@ def enterprise_router(node: Node) -> APIRouter:
         response.headers["cache-control"] = "no-store"
         return response
 
-    @router.post("/{application_id}/reject")
+    @router.post(
+        "/{application_id}/reject",
+        openapi_extra=operation(
+            "Reject, with an optional reason",
+            body=ref("Rejection"),
+            body_required=False,
+            ok=(200, ref("PrefixApplication")),
+            failures=(400, 401, 403, 404, 409),
+            auth=True,
+        ),
+    )
     async def reject(application_id: str, request: Request) -> Response:
         identity = await identify(request)
         body = await fields(request, frozenset({"reason"}), optional=True)

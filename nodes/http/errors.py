@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resolver.errors import AuthenticationNeeded, HandleError, Throttled
+
 _STATUS = {
     1: 200,
     2: 500,
@@ -31,3 +33,14 @@ def http_status(code: int, *, resolving: bool = False) -> int:
     if code == 200 and resolving:
         return 200
     return _STATUS.get(code, 500)
+
+
+def error_status(error: HandleError, *, resolving: bool = False) -> tuple[int, dict[str, str]]:
+    """The HTTP status and extra headers of an error answer: a throttled client gets 429 and
+    when to come back, a missing authentication the Basic challenge."""
+    if isinstance(error, Throttled):
+        return 429, {"retry-after": str(error.retry_after)}
+    headers = {}
+    if error.code == AuthenticationNeeded.code:
+        headers["www-authenticate"] = 'Basic realm="idis"'
+    return http_status(error.code, resolving=resolving), headers

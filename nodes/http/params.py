@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from resolver.errors import InvalidHandle, ProtocolError
@@ -80,3 +81,9 @@ class Query:
         if not _CALLBACK.fullmatch(name):
             raise ProtocolError("callback must be a JavaScript identifier")
         return name
+
+
+def client_address(scope: Mapping[str, Any]) -> str | None:
+    """The client's IP address as the server saw it (what per-source limits count against)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None

@@ -16,9 +16,10 @@ continuously.  Entries come from the database, so whichever worker process wrote
 worker serves them.
 
 Peers authenticate with HTTP Basic as the user ``federation`` and the federation's shared
-secret; no secret configured means no log is served.  ``GET /api/replication/status`` shows
-the log's head and the puller's counters (:meth:`nodes.replication.Replicator.stats`); it
-needs no credentials, as it holds neither records nor secrets.
+secret; no secret configured means no log is served.  Wrong secrets are throttled per client
+address like failed logins (:func:`authenticate_peer`).  ``GET /api/replication/status`` shows
+the log's head and the puller's counters (:meth:`nodes.replication.Replicator.stats`) to the
+federation's peers and this node's administrators (the ``guard`` of :func:`replication_router`).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ import base64
 import binascii
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from nodes.http.bodies import json_response
-from nodes.http.errors import http_status
-from nodes.http.params import Query
+from nodes.http.errors import error_status
+from nodes.http.openapi import operation, operators_operation, param, ref
+from nodes.http.params import Query, client_address
+from registry.authentication import FailureThrottle, failure_subjects
 from registry.replication import MAX_BATCH, Journal
 from resolver import render
 from resolver.errors import (
@@ -52,11 +56,8 @@ the database is polled rather than an in-process event awaited."""
 
 
 def _error(error: HandleError) -> Response:
-    headers = {}
-    if error.code == AuthenticationNeeded.code:
-        headers["www-authenticate"] = 'Basic realm="idis federation"'
-    body = render.error(error.code, error.message)
-    return Response(body, http_status(error.code), headers, "application/json")
+    status, headers = error_status(error)
+    return Response(render.error(error.code, error.message), status, headers, "application/json")
 
 
 def authenticate(header: str | None, secret: str | None) -> None:
@@ -82,21 +83,72 @@ def authenticate(header: str | None, secret: str | None) -> None:
         raise AuthenticationFailed("wrong federation credentials")
 
 
+def is_federation_user(header: str | None) -> bool:
+    """Whether ``header`` is HTTP Basic credentials of the user ``federation`` (identities of
+    handles always hold a ``/``, so the two never mix)."""
+    scheme, _, encoded = (header or "").partition(" ")
+    try:
+        user = base64.b64decode(encoded.strip(), validate=True).partition(b":")[0]
+    except (binascii.Error, ValueError):
+        return False
+    return scheme.lower() == "basic" and user == FEDERATION_USER.encode()
+
+
+async def authenticate_peer(
+    header: str | None, secret: str | None, throttle: FailureThrottle, source: str | None
+) -> None:
+    """:func:`authenticate`, throttled: a client address that gave wrong credentials too often
+    gets :class:`resolver.errors.Throttled` without a comparison.  Only the address is counted:
+    counting the shared user would let anyone lock every peer out."""
+    subjects = failure_subjects(None, source)
+    await throttle.check(subjects, "failed authentications")
+    try:
+        authenticate(header, secret)
+    except AuthenticationFailed:
+        await throttle.hit(subjects)
+        raise
+
+
 def replication_router(
-    journal: Journal, *, name: str, secret: str | None, poll_interval: float = POLL_INTERVAL
+    journal: Journal,
+    *,
+    name: str,
+    secret: str | None,
+    throttle: FailureThrottle,
+    guard: Callable[[Request], Awaitable[None]],
+    poll_interval: float = POLL_INTERVAL,
 ) -> APIRouter:
     """The replication routes of the node called ``name``, serving ``journal``'s log.
 
     The status route shows ``app.state.replicator`` (a :class:`nodes.replication.Replicator`,
     set by :func:`nodes.replication.replicating` in the application's lifespan) when there is
-    one.
+    one, to those ``guard`` lets through (it raises a :class:`HandleError` for the others).
+    ``throttle`` counts wrong federation secrets per client address.
     """
     router = APIRouter()
 
-    @router.get("/api/replication/log", include_in_schema=False)
+    @router.get(
+        "/api/replication/log",
+        openapi_extra=operation(
+            "This node's journal after a sequence number (federation peers)",
+            params=[
+                param("after", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+                param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_BATCH}),
+                param("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT}),
+            ],
+            ok=(200, ref("Object")),
+            failures=(400, 401, 403),
+            auth=True,
+        ),
+    )
     async def read_log(request: Request) -> Response:
         try:
-            authenticate(request.headers.get("authorization"), secret)
+            await authenticate_peer(
+                request.headers.get("authorization"),
+                secret,
+                throttle,
+                client_address(request.scope),
+            )
             query = Query(request.scope["query_string"])
             after, limit = query.int("after", 0), query.int("limit", MAX_BATCH)
             try:
@@ -125,8 +177,17 @@ def replication_router(
             }
         )
 
-    @router.get("/api/replication/status", include_in_schema=False)
+    @router.get(
+        "/api/replication/status",
+        openapi_extra=operators_operation(
+            "The journal's head and the puller's counters (operators)"
+        ),
+    )
     async def replication_status(request: Request) -> Response:
+        try:
+            await guard(request)
+        except HandleError as error:
+            return _error(error)
         replicator = getattr(request.app.state, "replicator", None)
         return json_response(
             {

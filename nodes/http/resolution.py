@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from nodes.http.errors import http_status
-from nodes.http.params import Query, path_text
+from nodes.http.errors import error_status, http_status
+from nodes.http.params import Query, client_address, path_text
 from registry.authorization import Right, rights
 from resolver import render
 from resolver.answers import Answer, Outcome
@@ -117,7 +117,9 @@ class ResolutionFront:
             await self._general(scope, send, text, head)
         except HandleError as error:
             body = render.error(error.code, error.message, error.handle or text or None)
-            await send_body(send, http_status(error.code, resolving=True), body, head=head)
+            status, headers = error_status(error, resolving=True)
+            extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+            await send_body(send, status, body, head=head, extra=extra)
         except Exception:
             log.exception("resolution of %r failed", text)
             await send_body(send, 500, render.error(2, "internal error", text or None), head=head)
@@ -127,7 +129,8 @@ class ResolutionFront:
         handle = Handle.parse(text)
         query = Query(scope["query_string"])
         identity = await node.authenticator.identify(
-            (_has_credentials(scope["headers"]) or b"").decode("latin-1") or None
+            (_has_credentials(scope["headers"]) or b"").decode("latin-1") or None,
+            client_address(scope),
         )
         answer = await resolve(node, handle, query)
         pretty = query.flag("pretty")

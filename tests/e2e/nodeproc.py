@@ -58,6 +58,13 @@ class NodeProcess(ServeProcess):
         """The prefix administrator's credentials."""
         return basic_auth(self.identity, self.secret)
 
+    @property
+    def operator_auth(self) -> httpx.BasicAuth:
+        """Credentials that open ``/api/stats`` and ``/api/replication/status``: the federation
+        secret if the node has one, else its prefix administrator's."""
+        secret = self.env.get("IDIS_FEDERATION__SECRET")
+        return httpx.BasicAuth("federation", secret) if secret else self.auth
+
     def client(self, **kwargs: object) -> httpx.Client:
         """An httpx client on this node (the caller closes it)."""
         kwargs.setdefault("timeout", 30.0)

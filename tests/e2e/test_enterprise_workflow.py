@@ -67,6 +67,9 @@ def world(
         extra_env={
             "IDIS_ROLE": "secondary",
             "IDIS_FEDERATION__HOLDER_SECRET_FILE": str(holder),
+            # Every application here comes from 127.0.0.1; rationing is tested in
+            # test_throttling.py.
+            "IDIS_THROTTLE__APPLY_SOURCE": "1000/minute",
             **to_top,
         },
     )

@@ -78,7 +78,9 @@ def _parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
 
 def _replicating(top: NodeProcess) -> bool:
     """Whether the top-level nodes replicate (this node runs a replication puller)."""
-    response = httpx.get(f"{top.base_url}/api/replication/status", timeout=HTTP_TIMEOUT)
+    response = httpx.get(
+        f"{top.base_url}/api/replication/status", auth=top.operator_auth, timeout=HTTP_TIMEOUT
+    )
     return response.status_code == 200 and response.json().get("puller") is not None
 
 
@@ -152,6 +154,8 @@ def fed(
             "IDIS_ROLE": "recursive",
             "IDIS_FEDERATION__TOP_LEVEL": json.dumps([urls[c] for c in CITIES]),
             "IDIS_FEDERATION__STALE_TTL": str(STALE_TTL),
+            # A recursive node homes no prefix: its /api/stats opens to the federation secret.
+            "IDIS_FEDERATION__SECRET": federation_secret,
         }
         *top_nodes, enterprise, recursive = _parallel(
             [
@@ -323,7 +327,11 @@ def hops(response: httpx.Response) -> list[str]:
 
 
 def stats(node: NodeProcess) -> dict[str, Any]:
-    return dict(httpx.get(f"{node.base_url}/api/stats", timeout=HTTP_TIMEOUT).json())
+    response = httpx.get(
+        f"{node.base_url}/api/stats", auth=node.operator_auth, timeout=HTTP_TIMEOUT
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 # --- delegation and referrals --------------------------------------------------------------

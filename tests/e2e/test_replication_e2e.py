@@ -26,6 +26,7 @@ from nodes.http.replication_api import replication_router
 from nodes.processes import free_ports
 from nodes.replication import Replicator, build_replicator, replicating
 from nodes.settings import Settings
+from nodes.throttle import Throttle, parse_limits
 from registry import migrate
 from registry.stores import SqlStore
 from resolver.identifiers import fold
@@ -33,6 +34,10 @@ from resolver.values import AdminRef, Data, HandleValue, Record
 
 SECRET = "federation-secret"
 ADMIN = HandleValue(100, "HS_ADMIN", Data("admin", AdminRef("0.NA/88", 200, 0b011111111111)))
+
+
+async def _anyone(request: Any) -> None:
+    """The status route's guard: these tests read it without credentials."""
 
 
 def record(handle: str, url: str) -> Record:
@@ -76,7 +81,14 @@ class Member:
         assert self.store is not None
         app = FastAPI()
         app.include_router(
-            replication_router(self.store, name=self.name, secret=SECRET, poll_interval=0.02)
+            replication_router(
+                self.store,
+                name=self.name,
+                secret=SECRET,
+                throttle=Throttle({"source": parse_limits("1000/minute")}),
+                guard=_anyone,
+                poll_interval=0.02,
+            )
         )
         config = uvicorn.Config(
             app,

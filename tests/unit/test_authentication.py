@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import pytest
 
-import registry.authentication as authentication
 from registry.authentication import Authenticator, parse_identity
 from registry.secrets import generate_secret, hash_secret, is_hashed, verify_secret
 from resolver.errors import AuthenticationFailed
@@ -50,18 +48,6 @@ def store(hashed: str) -> Store:
     store = Store()
     store.key("88.100.1/ADMIN", (300, hashed))
     return store
-
-
-@pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    calls: list[str] = []
-
-    def counting(secret: str, stored: str) -> bool:
-        calls.append(secret)
-        return verify_secret(secret, stored)
-
-    monkeypatch.setattr(authentication, "verify_secret", counting)
-    yield calls
 
 
 def basic(user: str, secret: str) -> str:

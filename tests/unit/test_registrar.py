@@ -23,6 +23,7 @@ from resolver.errors import (
     HandleNotFound,
     InsufficientPermissions,
     InvalidHandle,
+    InvalidValue,
     PrefixNotHomed,
     ProtocolError,
     ValueAlreadyExists,
@@ -372,27 +373,38 @@ async def test_re_sending_a_record_without_admin_keeps_the_default_admin(world: 
     assert result.changed
 
 
+PW = "user-pass-phrase"
+NEW_PW = "another-pass-phrase"
+
+
 async def test_secret_key_is_stored_hashed(world: World) -> None:
-    await world.registrar.put(h("88.100.1/user"), (seckey("pw"),), world.admin)
+    await world.registrar.put(h("88.100.1/user"), (seckey(PW),), world.admin)
     stored = by_index(await world.record("88.100.1/user"))[300].data.value
-    assert stored != "pw"
-    assert is_hashed(stored) and verify_secret("pw", stored)
+    assert stored != PW
+    assert is_hashed(stored) and verify_secret(PW, stored)
 
 
 async def test_re_sending_the_same_secret_is_not_a_change(world: World) -> None:
-    await world.registrar.put(h("88.100.1/user"), (seckey("pw"),), world.admin)
+    await world.registrar.put(h("88.100.1/user"), (seckey(PW),), world.admin)
     before = await world.record("88.100.1/user")
-    result = await world.registrar.put(h("88.100.1/user"), (seckey("pw"),), world.admin)
+    result = await world.registrar.put(h("88.100.1/user"), (seckey(PW),), world.admin)
     assert not result.changed
     assert await world.record("88.100.1/user") == before
 
 
 async def test_sending_another_secret_replaces_the_hash(world: World) -> None:
-    await world.registrar.put(h("88.100.1/user"), (seckey("pw"),), world.admin)
-    result = await world.registrar.put(h("88.100.1/user"), (seckey("new"),), world.admin)
+    await world.registrar.put(h("88.100.1/user"), (seckey(PW),), world.admin)
+    result = await world.registrar.put(h("88.100.1/user"), (seckey(NEW_PW),), world.admin)
     assert result.changed
     stored = by_index(await world.record("88.100.1/user"))[300].data.value
-    assert verify_secret("new", stored) and not verify_secret("pw", stored)
+    assert verify_secret(NEW_PW, stored) and not verify_secret(PW, stored)
+
+
+async def test_a_weak_secret_is_refused(world: World) -> None:
+    for weak in ("pw", "aaaaaaaaaaaaaaaa", "abcabcabcabc"):
+        with pytest.raises(InvalidValue, match="at least 12 characters"):
+            await world.registrar.put(h("88.100.1/user"), (seckey(weak),), world.admin)
+    assert await world.record("88.100.1/user") is None
 
 
 # --- delete ----------------------------------------------------------------------------------
@@ -518,7 +530,7 @@ async def test_batch_items_fail_on_their_own(world: World) -> None:
 
 
 async def test_re_sending_a_batch_is_unchanged_and_bumps_no_version(world: World) -> None:
-    items = [item("88.100.1/a"), item("88.100.1/b", url(), seckey("pw"))]
+    items = [item("88.100.1/a"), item("88.100.1/b", url(), seckey(PW))]
     await world.registrar.batch(items, world.admin)
     before = [await world.record("88.100.1/a"), await world.record("88.100.1/b")]
     results = await world.registrar.batch(items, world.admin)
