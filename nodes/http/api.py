@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
@@ -99,6 +100,12 @@ def create_api(node: Any) -> FastAPI:
         if error.code == AuthenticationNeeded.code:
             headers["www-authenticate"] = 'Basic realm="idis"'
         return Response(body, http_status(error.code), headers, "application/json")
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, error: ClientDisconnect) -> Response:
+        # The client left, or the server refused its body (nodes/http/limits.py) and answered
+        # already: nothing to answer, nothing went wrong here.
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
