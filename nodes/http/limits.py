@@ -177,11 +177,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn types it int, but only hands it to call_later.
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
         self._source: str | None = None
-        self._reading = _HEAD
-        self._begun = False  # a head has begun to arrive (llhttp's on_message_begin)
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the head being read; 0 between requests
         self._body_bytes = 0
         self._since: float | None = None  # when the head or body left incomplete began
+        self._since_phase = _HEAD
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -229,54 +228,70 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     # -- reading --
+    #
+    # The hot path: a whole request in one read costs the checks in data_received, on_url and
+    # on_header, and on_message_complete's resets.  Where a connection stands is read off
+    # uvicorn's own state: its current cycle's ``more_body`` is True from a head's end to its
+    # message's (on_message_complete below makes sure it ends False), so a connection is
+    # reading a body then and a head (or nothing) otherwise; ``_head_bytes`` is not 0 while a
+    # head is incomplete.
+
+    def _phase(self) -> int:
+        cycle = self.cycle
+        return _BODY if cycle is not None and cycle.more_body else _HEAD
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: what a refused client still sends is dropped
-        if self._reading == _HEAD:
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_head:
-                # Parse only what the head may still take: if the head ends within it, go on
-                # with the rest (a body, or the next request) as a read of its own.
-                allowed = len(data) - (self._head_bytes - self.limits.max_head)
-                self._feed(data[:allowed])
-                if self._refused:
-                    return
-                if self._reading == _HEAD and self._head_bytes:  # no request completed
-                    self._refuse(
-                        431, f"request head larger than {self.limits.max_head} bytes", _HEAD
-                    )
-                    return
-                if allowed < len(data):
-                    self.data_received(data[allowed:])
+                self._over_head(data)
                 return
-        self._feed(data)
-        if (self._begun or self._reading == _BODY) and not self._refused:
-            self._arm_deadline()
-
-    def _feed(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            cause = error.__context__  # what a callback raised (HttpParserCallbackError)
-            if isinstance(cause, _Refusal):
-                self._refuse(cause.status, cause.message, self._reading)
-                return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-        except httptools.HttpParserUpgrade:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._parse_failed(error)
+            return
+        cycle = self.cycle
+        if self._head_bytes or (cycle is not None and cycle.more_body):
+            self._arm_deadline()
+
+    def _over_head(self, data: bytes) -> None:
+        """The head passes its limit within ``data``: parse only what it may still take; if
+        the head ends within that, go on with the rest (a body, or the next request)."""
+        allowed = len(data) - (self._head_bytes - self.limits.max_head)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data[:allowed])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._parse_failed(error)
+            return
+        if self._refused:
+            return
+        if self._head_bytes and self._phase() == _HEAD:  # that head did not end
+            self._refuse(431, f"request head larger than {self.limits.max_head} bytes", _HEAD)
+        elif allowed < len(data):
+            self.data_received(data[allowed:])
+
+    def _parse_failed(self, error: Exception) -> None:
+        if isinstance(error, httptools.HttpParserUpgrade):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return
+        cause = error.__context__  # what a callback raised (HttpParserCallbackError)
+        if isinstance(cause, _Refusal):
+            self._refuse(cause.status, cause.message, self._phase())
+            return
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
 
     # -- parser callbacks (on the hot path: kept to a few attribute reads and writes) --
-
-    def on_message_begin(self) -> None:
-        self._begun = True
-        super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -295,11 +310,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refusal(413, f"request body larger than {self.limits.max_body} bytes")
         self.headers.append((name, value))
 
-    def on_headers_complete(self) -> None:
-        self._reading = _BODY
-        self._since = None
-        super().on_headers_complete()
-
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body:
@@ -307,24 +317,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._reading = _HEAD
-        self._begun = False
-        self._since = None
+        # uvicorn's, written out (it leaves ``more_body`` True when the answer went first).
         self._head_bytes = 0
         self._body_bytes = 0
-        super().on_message_complete()
+        self._since = None
+        cycle = self.cycle
+        cycle.more_body = False
+        if not cycle.response_complete and not (
+            self.parser.should_upgrade() and self._should_upgrade()
+        ):
+            cycle.message_event.set()
 
     # -- deadlines --
 
     def _arm_deadline(self) -> None:
         """A head or body is incomplete after a read: make sure a timer will check on it."""
-        if self._since is None:
+        phase = self._phase()
+        if self._since is None or self._since_phase != phase:
             self._since = self.loop.time()
+            self._since_phase = phase
         if self._deadline is None:
-            self._deadline = self.loop.call_at(self._since + self._timeout(), self._expire)
+            self._deadline = self.loop.call_at(self._since + self._timeout(phase), self._expire)
 
-    def _timeout(self) -> float:
-        return self.limits.head_timeout if self._reading == _HEAD else self.limits.body_timeout
+    def _timeout(self, phase: int) -> float:
+        return self.limits.head_timeout if phase == _HEAD else self.limits.body_timeout
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -333,19 +349,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _expire(self) -> None:
         # One timer per connection, re-armed lazily: a request that completed before its
-        # deadline left ``_since`` None, and the phase now incomplete has its own start.
+        # deadline left ``_since`` None, and a phase incomplete since has a start of its own.
         self._deadline = None
-        if self._refused or self._since is None or self.transport.is_closing():
+        phase = self._phase()
+        if (
+            self._refused
+            or self._since is None
+            or self._since_phase != phase
+            or self.transport.is_closing()
+        ):
             return
-        due = self._since + self._timeout()
+        due = self._since + self._timeout(phase)
         if self.loop.time() < due:
             self._deadline = self.loop.call_at(due, self._expire)
             return
-        if self._reading == _HEAD:
+        if phase == _HEAD:
             message = f"request head not received within {self.limits.head_timeout:g} s"
         else:
             message = f"request body not received within {self.limits.body_timeout:g} s"
-        self._refuse(408, message, self._reading)
+        self._refuse(408, message, phase)
 
     # -- refusing --
 
