@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -137,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def attached(port: int, *, idle: int, slow: int) -> Iterator[dict[str, Any]]:
-    """Hostile clients on ``port`` for the ``with`` block; the dict yielded gets their counts
-    (``opened``, ``closed_by_node``, ``failed``, ``answers`` by status) when it ends."""
+def attached(
+    port: int, *, idle: int, slow: int, cpus: Sequence[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Hostile clients on ``port`` for the ``with`` block (on ``cpus`` if given: the load
+    generator's, not the server's); the dict yielded gets their counts (``opened``,
+    ``closed_by_node``, ``failed``, ``answers`` by status) when it ends."""
     command = [sys.executable, "-m", "loadtests.hostile", "--port", str(port)]
     command += ["--idle", str(idle), "--slow", str(slow)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pin)
     counts: dict[str, Any] = {}
     try:
         assert process.stdout is not None

@@ -9,6 +9,8 @@ key           figure                                 baseline (same run)        
 ============  =====================================  ================================  ========
 ceiling_*     the load generators' own ceilings      (constant uvloop server)          info
 cached        HTTP resolution, cached identifier     bare FastAPI route of the node    >= 1.0
+hostile       the same, 1,000 idle connections and   the same without them             >= 0.8
+              a slow-header client attached
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
@@ -19,12 +21,12 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
-(lookups should stay flat as the table grows: the suite's own expectation).  HTTP throughput
-uses ``wrk`` when it is installed, else the Python generator of :mod:`loadtests.drive` (the
-report says which, per figure); latency probes, registration and the Zipf mix always use the
-Python generator.  Both generators' ceilings against a constant server are measured and
-reported in every run.
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 14: hostile) except
+``scale10x`` (lookups should stay flat as the table grows: the suite's own expectation).  HTTP
+throughput uses ``wrk`` when it is installed, else the Python generator of
+:mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
+the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
+server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtests import bench_http, drive
+from loadtests import bench_http, drive, hostile
 from loadtests.loadgen import (
     CONSTANT_BODY,
     Distinct,
@@ -76,7 +78,7 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = ("http", "hostile", "register", "mix", "storage", "scale10x", "import", "recursive")
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -86,6 +88,9 @@ IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
 COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+HOSTILE_TARGET: Target = (">=", 0.8, "issue 14")
+HOSTILE_IDLE = 1000
+HOSTILE_SLOW = 1
 
 
 def say(text: str) -> None:
@@ -563,6 +568,16 @@ class Figure:
     charged to none): high values mean the figure was measured under contention."""
 
 
+def cpu_per_request(runs: Sequence[dict[str, Any]]) -> float | None:
+    """Median microseconds of server CPU per answer over ``runs`` (wrk or Python results)."""
+    per = [
+        r["cpu"]["server"] / r["rate"] * 1e6
+        for r in runs
+        if r.get("rate") and r.get("cpu", {}).get("server") is not None
+    ]
+    return round(median(per), 1) if per else None
+
+
 def judge(ratio: float | None, target: Target | None, errors: int = 0) -> bool | None:
     """Whether ``ratio`` meets ``target`` without errors; None when there is no target."""
     if target is None:
@@ -911,6 +926,73 @@ class Suite:
             cpu=detail("uncached")["cpu"],
         )
 
+    def hostile(self) -> None:
+        """Cached resolution with idle connections and a slow-header client held against the
+        node (:mod:`loadtests.hostile`), beside the same without them, taking turns."""
+        s = self.s
+        node = self.node or self.start_node()
+        group: dict[str, Sequence[int]] = {"server": [node.pid]}
+        path = "/api/handles/" + bench_http.handle_text(self.plan.cached_id)
+        status, body, _ = bench_http.fetch(node.port, path)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "attacked": []}
+        counts: list[dict[str, Any]] = []
+
+        def measure(kind: str) -> None:
+            def cached() -> dict[str, Any]:
+                return self.load.fixed(
+                    f"cached, {kind}",
+                    node.url,
+                    path,
+                    body,
+                    duration=s.duration,
+                    warmup=s.warmup,
+                    groups=group,
+                )
+
+            if kind == "plain":
+                runs[kind].append(cached())
+                return
+            with hostile.attached(
+                node.port, idle=HOSTILE_IDLE, slow=HOSTILE_SLOW, cpus=self.gen_cpus
+            ) as held:
+                runs[kind].append(cached())
+            counts.append(held)
+
+        for n in range(s.rounds):
+            say(f"  round {n + 1}/{s.rounds} ({self.load.kind})")
+            for kind in ("plain", "attacked") if n % 2 == 0 else ("attacked", "plain"):
+                measure(kind)
+                say(f"    {kind}: {runs[kind][-1]['rate']:,.0f}/s")
+        self.raw["hostile"] = {**runs, "hostile_clients": counts}
+        plain = [float(r["rate"]) for r in runs["plain"]]
+        attacked = [float(r["rate"]) for r in runs["attacked"]]
+        rs = [a / b for a, b in zip(attacked, plain, strict=True) if b]
+        mid = runs["attacked"][len(attacked) // 2]
+        self.add(
+            "hostile",
+            f"HTTP resolution, cached, {HOSTILE_IDLE:,} idle connections and "
+            f"{HOSTILE_SLOW} slow-header client attached",
+            median(attacked),
+            "req/s",
+            baseline=median(plain),
+            baseline_label="the same without them",
+            ratio=median(rs),
+            target=HOSTILE_TARGET,
+            generator=self.load.kind,
+            errors=sum(int(r["error_count"]) for k in runs for r in runs[k]),
+            rounds=rs,
+            detail={
+                "p50_ms": mid.get("p50_ms"),
+                "p99_ms": mid.get("p99_ms"),
+                # Steadier than rates on a shared machine: the node's CPU per answer.
+                "server_cpu_us_per_request": {k: cpu_per_request(runs[k]) for k in runs},
+                "hostile_clients": counts[len(counts) // 2] if counts else {},
+            },
+            cpu=mid.get("cpu"),
+        )
+
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""
         from registry.importer import RecordParser
@@ -1249,11 +1331,12 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "register", "mix", "storage", "scale10x"} & set(s.only)
+        needs_node = {"http", "hostile", "register", "mix", "storage", "scale10x"} & set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
+            self.step("hostile", self.hostile)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")
