@@ -3,15 +3,16 @@
 uvicorn with httptools puts no bound on a request's head (llhttp hands each header field over
 whole, so a 100 MB header is buffered and re-copied as it arrives), has no deadline for a head
 or a body, keeps a connection that never sends anything forever, and accepts connections until
-the process runs out of file descriptors.  h11 bounds the head but parses in Python, several
-times slower on the cached hot path; a front server (nginx, HAProxy) would be a second program
+the process runs out of file descriptors.  h11 bounds the head but parses in Python, which the
+cached hot path would pay on every request; a front server (nginx, HAProxy) would be a second program
 to deploy beside every node.  So the node keeps httptools and this subclass adds the limits of
 :class:`nodes.settings.LimitSettings`:
 
 - request target longer than ``max_request_line_bytes``: 414; head (request line and header
   fields) over ``max_header_bytes`` or more than ``max_headers`` fields: 431; a declared or
-  streamed body over ``IDIS_MAX_BODY_BYTES``: 413.  The head is counted as it arrives, before
-  the parser copies it.
+  streamed body over ``IDIS_MAX_BODY_BYTES``: 413.  The head is counted by the read as it
+  arrives, before the parser copies it; a head that begins in the read that completes the
+  request before it is counted from the next read, so it may reach twice the limit.
 - a head not complete ``head_timeout`` seconds after its first byte, or a body not complete
   ``body_timeout`` seconds after its head: 408.
 - a connection idle ``keep_alive_timeout`` seconds, before its first request or between two,
@@ -372,13 +373,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- refusing --
 
     def _refuse(self, status: int, message: str, phase: int) -> None:
-        """Answer ``status`` to the request being read and close the connection after it."""
+        """Answer ``status`` to the request being read and close the connection after it.
+
+        Requests the client sent before it are answered first; when one of them is still
+        being answered the refusal itself is left out (HTTP lets a server close then).
+        """
         self._refused = True
         self._cancel_deadline()
         self._refusals.note(f"{status} {message}")
         cycle = self.cycle
-        if phase == _BODY and cycle is not None and not self.pipeline:
-            # The refused request is the one being answered: refuse it instead of its app.
+        if phase == _BODY and cycle is not None:
+            # The refused request is ``cycle``, whose head was read.
+            if self.pipeline:  # queued behind another: nothing can answer it in turn
+                self.transport.close()
+                return
             if not cycle.response_started:
                 cycle.disconnected = True  # its app reads a disconnect; its sends are dropped
                 cycle.message_event.set()
@@ -389,9 +397,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()  # answered already, without reading its body
                 return
         elif cycle is not None and not cycle.response_complete:
-            # An earlier request is still being answered: finish that answer, then close.
+            # The last request read before this head is still to be answered: close after it.
             cycle.keep_alive = False
-            self.pipeline.clear()
             return
         transport = self.transport
         transport.write(refusal(status, message))
