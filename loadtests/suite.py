@@ -938,18 +938,12 @@ class Suite:
             raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "attacked": []}
         counts: list[dict[str, Any]] = []
+        timing = {"duration": s.duration, "warmup": s.warmup}
 
         def measure(kind: str) -> None:
             def cached() -> dict[str, Any]:
-                return self.load.fixed(
-                    f"cached, {kind}",
-                    node.url,
-                    path,
-                    body,
-                    duration=s.duration,
-                    warmup=s.warmup,
-                    groups=group,
-                )
+                label = f"cached, {kind}"
+                return self.load.fixed(label, node.url, path, body, groups=group, **timing)
 
             if kind == "plain":
                 runs[kind].append(cached())
