@@ -12,6 +12,8 @@ cached        HTTP resolution, cached identifier     bare FastAPI route of the n
 native_udp    native resolution over UDP, cached     raw uvloop UDP echo, same bytes   >= 0.5
 native_tcp    native resolution over TCP, cached     cached REST resolution            >= 0.8
 native_unc..  native resolution, uncached            uncached REST resolution          info
+hostile       the same, 1,000 idle connections and   the same without them             >= 0.8
+              a slow-header client attached
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 logins        cached resolution under failed logins  the same without them             >= 0.8
@@ -23,13 +25,13 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive; 14: logins) except
-``scale10x``
-(lookups should stay flat as the table grows: the suite's own expectation).  HTTP throughput
-uses ``wrk`` when it is installed, else the Python generator of :mod:`loadtests.drive` (the
-report says which, per figure); latency probes, registration and the Zipf mix always use the
-Python generator.  Both generators' ceilings against a constant server are measured and
-reported in every run.
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 14:
+hostile, logins) except
+``scale10x`` (lookups should stay flat as the table grows: the suite's own expectation).  HTTP
+throughput uses ``wrk`` when it is installed, else the Python generator of
+:mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
+the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
+server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -72,7 +74,6 @@ from loadtests.loadgen import (
     run_pg,
     run_wrk,
 )
-from loadtests.logins import FailedLogins
 from loadtests.mix import FixedMix, Mix, ResolveMix, SequenceMix
 from loadtests.shapes import Population
 from loadtests.stats import median
@@ -85,6 +86,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 STEPS = (
     "http",
     "native",
+    "hostile",
     "logins",
     "register",
     "mix",
@@ -103,6 +105,7 @@ WARM_TARGET: Target = (">=", 0.9, "issue 3")
 COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
 LOGINS_TARGET: Target = (">=", 0.8, "issue 14")
+HOSTILE_TARGET: Target = (">=", 0.8, "issue 14")
 
 
 def say(text: str) -> None:
@@ -580,6 +583,16 @@ class Figure:
     charged to none): high values mean the figure was measured under contention."""
 
 
+def cpu_per_request(runs: Sequence[dict[str, Any]]) -> float | None:
+    """Median microseconds of server CPU per answer over ``runs`` (wrk or Python results)."""
+    per = [
+        r["cpu"]["server"] / r["rate"] * 1e6
+        for r in runs
+        if r.get("rate") and r.get("cpu", {}).get("server") is not None
+    ]
+    return round(median(per), 1) if per else None
+
+
 def judge(ratio: float | None, target: Target | None, errors: int = 0) -> bool | None:
     """Whether ``ratio`` meets ``target`` without errors; None when there is no target."""
     if target is None:
@@ -934,59 +947,22 @@ class Suite:
 
         bench_native.run(self)
 
-    def logins(self) -> None:
-        """Cached resolution while :mod:`loadtests.logins` streams failed logins at the node,
-        beside the same run without them, in rounds."""
-        s = self.s
-        node = self.node or self.start_node()
-        group: dict[str, Sequence[int]] = {"server": [node.pid]}
-        path = "/api/handles/" + bench_http.handle_text(self.plan.cached_id)
-        status, body, _ = bench_http.fetch(node.port, path)
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
-        rounds = []
-        for n in range(s.rounds):
-            say(f"  round {n + 1}/{s.rounds}")
-            run = {
-                "duration": s.duration,
-                "warmup": s.warmup,
-                "groups": group,
-            }
-            # The two take turns going first, so that a drift of the machine's speed favours
-            # neither.
-            if n % 2 == 0:
-                quiet = self.load.fixed("cached, quiet", node.url, path, body, **run)
-            attacker = FailedLogins(node.url, s.warmup + s.duration + 1.0)
-            try:
-                attacked = self.load.fixed("cached, failed logins", node.url, path, body, **run)
-                stream = attacker.result(timeout=s.warmup + s.duration + 60.0)
-            finally:
-                attacker.stop()
-            if n % 2 == 1:
-                quiet = self.load.fixed("cached, quiet", node.url, path, body, **run)
-            say(
-                f"    quiet {quiet['rate']:,.0f}/s, attacked {attacked['rate']:,.0f}/s;"
-                f" failed logins {stream['rate']:,.0f}/s {stream['by_status']}"
-            )
-            rounds.append({"quiet": quiet, "attacked": attacked, "stream": stream})
-        self.raw["logins_rounds"] = rounds
-        ratios = [r["attacked"]["rate"] / r["quiet"]["rate"] for r in rounds if r["quiet"]["rate"]]
-        mid = rounds[len(rounds) // 2]
-        self.add(
-            "logins",
-            "HTTP resolution, cached, during 200 failed logins/s",
-            median([r["attacked"]["rate"] for r in rounds]),
-            "req/s",
-            baseline=median([r["quiet"]["rate"] for r in rounds]),
-            baseline_label="the same without them",
-            ratio=median(ratios),
-            target=LOGINS_TARGET,
-            generator=self.load.kind,
-            errors=sum(r[k]["error_count"] for r in rounds for k in ("quiet", "attacked")),
-            rounds=ratios,
-            detail={"failed_logins": mid["stream"], "cpu": mid["attacked"].get("cpu")},
-            cpu=mid["attacked"].get("cpu"),
+    def hostile(self) -> None:
+        """Cached resolution with idle connections and a slow-header client attached."""
+        from loadtests import bench_attacked as attacked
+
+        title = (
+            f"HTTP resolution, cached, {attacked.HOSTILE_IDLE:,} idle connections and "
+            f"{attacked.HOSTILE_SLOW} slow-header client attached"
         )
+        attacked.run(self, "hostile", title, HOSTILE_TARGET, attacked.idle_and_slow(self))
+
+    def logins(self) -> None:
+        """Cached resolution while failed logins stream at the node."""
+        from loadtests import bench_attacked as attacked
+
+        title = "HTTP resolution, cached, during 200 failed logins/s"
+        attacked.run(self, "logins", title, LOGINS_TARGET, attacked.failed_logins(self))
 
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""
@@ -1326,13 +1302,14 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "logins", "register", "mix", "storage", "scale10x"}
-        needs_node &= set(s.only)
+        needs_node = {"http", "native", "hostile", "logins", "register", "mix", "storage"}
+        needs_node = (needs_node | {"scale10x"}) & set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
             self.step("native", self.native)
+            self.step("hostile", self.hostile)
             self.step("logins", self.logins)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:

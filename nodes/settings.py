@@ -47,6 +47,34 @@ class CacheSettings(BaseModel):
     )
 
 
+class LimitSettings(BaseModel):
+    """What one HTTP client may take of a node (enforced by nodes/http/limits.py); the caps on
+    connections hold in each worker process."""
+
+    max_request_line_bytes: int = Field(
+        8192, ge=256, description="longest request target (path and query); longer: 414"
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="request line and header fields together; more: 431"
+    )
+    max_headers: int = Field(100, ge=8, description="header fields in one request; more: 431")
+    head_timeout: float = Field(
+        10.0, gt=0, description="seconds for a request's head to arrive from its first byte; 408"
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="seconds for a request's body to arrive after its head; 408"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle connection stays open, before and between requests"
+    )
+    max_connections: int = Field(
+        4096, ge=1, description="open connections of each worker process; more are refused 503"
+    )
+    max_connections_per_source: int = Field(
+        256, ge=1, description="open connections from one IP address, in each worker; then 503"
+    )
+
+
 class Peer(BaseModel):
     name: str
     url: str
@@ -154,6 +182,7 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
+    limits: LimitSettings = LimitSettings()
     federation: FederationSettings = FederationSettings()
     throttle: ThrottleSettings = ThrottleSettings()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
 from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
@@ -109,6 +110,12 @@ def create_api(node: Any) -> FastAPI:
         body = render.error(error.code, error.message, handle)
         status, headers = error_status(error)
         return Response(body, status, headers, "application/json")
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, error: ClientDisconnect) -> Response:
+        # The client left, or the server refused its body (nodes/http/limits.py) and answered
+        # already: nothing to answer, nothing went wrong here.
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:

@@ -10,6 +10,8 @@ import uvicorn
 from nodes.bootstrap import Node, build_node
 from nodes.handle.server import NativeDoors
 from nodes.http.api import create_api
+from nodes.http.boundary import AnswerEveryRequest
+from nodes.http.limits import HttpLimits, LimitedHttpToolsProtocol, raise_fd_limit
 from nodes.http.resolution import ASGIApp, ResolutionFront
 from nodes.settings import Settings, load_settings
 
@@ -18,7 +20,7 @@ def create_app(node: Node) -> ASGIApp:
     """The node's ASGI application: the native Handle doors (listeners started with the
     lifespan, and Handle messages POSTed to the HTTP port), the resolution front, then the API
     behind it."""
-    return NativeDoors(node, ResolutionFront(node, create_api(node)))
+    return NativeDoors(node, ResolutionFront(node, AnswerEveryRequest(create_api(node))))
 
 
 EFFECTIVE_SETTINGS = "IDIS_EFFECTIVE_SETTINGS"
@@ -30,6 +32,8 @@ def app_from_env() -> ASGIApp:
     :func:`serve` resolved (or, run directly, from the environment)."""
     effective = os.environ.get(EFFECTIVE_SETTINGS)
     settings = Settings.model_validate_json(effective) if effective else load_settings()
+    # uvicorn loads the application before it accepts a connection, in every worker.
+    LimitedHttpToolsProtocol.configure(HttpLimits.from_settings(settings))
     return create_app(build_node(settings))
 
 
@@ -41,6 +45,7 @@ def serve(settings: Settings) -> None:
     )
     # Worker processes are spawned: they get the effective settings through the environment.
     os.environ[EFFECTIVE_SETTINGS] = settings.model_dump_json()
+    raise_fd_limit(HttpLimits.from_settings(settings))  # workers inherit it
     uvicorn.run(
         "nodes.http.server:app_from_env",
         factory=True,
@@ -48,7 +53,7 @@ def serve(settings: Settings) -> None:
         port=port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=LimitedHttpToolsProtocol,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",

@@ -1,0 +1,122 @@
+"""Cached resolution while hostile traffic is attached, beside the same without it.
+
+Two figures of issue 14 share this shape: ``hostile`` (1,000 idle connections and a
+slow-header client, :mod:`loadtests.hostile`) and ``logins`` (a stream of failed logins,
+:mod:`loadtests.logins`).  Each round measures both runs, taking turns going first so that a
+drift of the shared machine's speed favours neither; the figure is the median ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from loadtests import bench_http, hostile
+from loadtests.logins import FailedLogins
+from loadtests.stats import median
+
+if TYPE_CHECKING:
+    from loadtests.suite import Suite, Target
+
+HOSTILE_IDLE = 1000
+HOSTILE_SLOW = 1
+
+Attach = Callable[[Any], AbstractContextManager[dict[str, Any]]]
+"""Given the node, attaches the hostile traffic for the duration of the ``with`` block and
+fills the dict it yields with what that traffic saw."""
+
+
+def run(suite: Suite, key: str, title: str, target: Target, attach: Attach) -> None:
+    """Measure ``key``: cached resolution with ``attach`` against the same without it."""
+    from loadtests.suite import cpu_per_request, say
+
+    s = suite.s
+    node = suite.node or suite.start_node()
+    group: dict[str, Sequence[int]] = {"server": [node.pid]}
+    path = "/api/handles/" + bench_http.handle_text(suite.plan.cached_id)
+    status, body, _ = bench_http.fetch(node.port, path)
+    if status != 200:
+        raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "attacked": []}
+    seen: list[dict[str, Any]] = []
+
+    def measure(kind: str) -> None:
+        def cached() -> dict[str, Any]:
+            return suite.load.fixed(
+                f"cached, {kind}",
+                node.url,
+                path,
+                body,
+                groups=group,
+                duration=s.duration,
+                warmup=s.warmup,
+            )
+
+        if kind == "plain":
+            runs[kind].append(cached())
+            return
+        with attach(node) as attacker:
+            runs[kind].append(cached())
+        seen.append(attacker)
+
+    for n in range(s.rounds):
+        say(f"  round {n + 1}/{s.rounds} ({suite.load.kind})")
+        for kind in ("plain", "attacked") if n % 2 == 0 else ("attacked", "plain"):
+            measure(kind)
+            say(f"    {kind}: {runs[kind][-1]['rate']:,.0f}/s")
+    suite.raw[key] = {**runs, "attacker": seen}
+    plain = [float(r["rate"]) for r in runs["plain"]]
+    attacked = [float(r["rate"]) for r in runs["attacked"]]
+    ratios = [a / b for a, b in zip(attacked, plain, strict=True) if b]
+    mid = runs["attacked"][len(attacked) // 2]
+    suite.add(
+        key,
+        title,
+        median(attacked),
+        "req/s",
+        baseline=median(plain),
+        baseline_label="the same without them",
+        ratio=median(ratios),
+        target=target,
+        generator=suite.load.kind,
+        errors=sum(int(r["error_count"]) for k in runs for r in runs[k]),
+        rounds=ratios,
+        detail={
+            "p50_ms": mid.get("p50_ms"),
+            "p99_ms": mid.get("p99_ms"),
+            # Steadier than rates on a shared machine: the node's CPU per answer.
+            "server_cpu_us_per_request": {k: cpu_per_request(runs[k]) for k in runs},
+            "attacker": seen[len(seen) // 2] if seen else {},
+        },
+        cpu=mid.get("cpu"),
+    )
+
+
+def idle_and_slow(suite: Suite) -> Attach:
+    """1,000 idle connections and a slow-header client (:mod:`loadtests.hostile`)."""
+
+    def attach(node: Any) -> AbstractContextManager[dict[str, Any]]:
+        return hostile.attached(
+            node.port, idle=HOSTILE_IDLE, slow=HOSTILE_SLOW, cpus=suite.gen_cpus
+        )
+
+    return attach
+
+
+def failed_logins(suite: Suite) -> Attach:
+    """A stream of failed logins (:mod:`loadtests.logins`) for the length of one run."""
+    s = suite.s
+
+    @contextlib.contextmanager
+    def attach(node: Any) -> Iterator[dict[str, Any]]:
+        seen: dict[str, Any] = {}
+        attacker = FailedLogins(node.url, s.warmup + s.duration + 1.0)
+        try:
+            yield seen
+            seen.update(attacker.result(timeout=s.warmup + s.duration + 60.0))
+        finally:
+            attacker.stop()
+
+    return attach
