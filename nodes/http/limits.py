@@ -4,8 +4,8 @@ uvicorn with httptools puts no bound on a request's head (llhttp hands each head
 whole, so a 100 MB header is buffered and re-copied as it arrives), has no deadline for a head
 or a body, keeps a connection that never sends anything forever, and accepts connections until
 the process runs out of file descriptors.  h11 bounds the head but parses in Python, which the
-cached hot path would pay on every request; a front server (nginx, HAProxy) would be a second program
-to deploy beside every node.  So the node keeps httptools and this subclass adds the limits of
+cached hot path would pay on every request; a front server (nginx, HAProxy) would be a second
+program to deploy beside every node.  So the node keeps httptools and this subclass adds the limits of
 :class:`nodes.settings.LimitSettings`:
 
 - request target longer than ``max_request_line_bytes``: 414; head (request line and header
