@@ -229,7 +229,11 @@ _SUSPECT = re.compile(rb"\\u00|\\[bf]|\x7f|\xc2[\x80-\x9f]")
 def _suspect(form: bytes) -> bool:
     """True unless the fast paths' ``form`` surely passes resolver.values.check_values (they
     take string data only, of types parse_value accepted)."""
-    return len(form) > MAX_TEXT_LENGTH or _SUSPECT.search(form) is not None
+    # Three scans for single bytes (memchr) cost far less than the regular expression, which
+    # then runs on the rare form holding one of them.
+    return len(form) > MAX_TEXT_LENGTH or (
+        (b"\\" in form or b"\x7f" in form or b"\xc2" in form) and _SUSPECT.search(form) is not None
+    )
 
 
 _BAD_RECORD = (HandleError, Rejected, ValueError, TypeError)
