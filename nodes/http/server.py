@@ -10,6 +10,7 @@ import uvicorn
 from nodes.bootstrap import Node, build_node
 from nodes.http.api import create_api
 from nodes.http.resolution import ASGIApp, ResolutionFront
+from nodes.logs import setup_logging
 from nodes.settings import Settings, load_settings
 
 
@@ -27,15 +28,17 @@ def app_from_env() -> ASGIApp:
     :func:`serve` resolved (or, run directly, from the environment)."""
     effective = os.environ.get(EFFECTIVE_SETTINGS)
     settings = Settings.model_validate_json(effective) if effective else load_settings()
+    setup_logging(settings.log_level)  # a spawned worker starts without it
+    logging.getLogger(__name__).info(
+        "worker %d serves %s as %s", os.getpid(), settings.name, settings.role
+    )
     return create_app(build_node(settings))
 
 
 def serve(settings: Settings) -> None:
     """Run the node until interrupted; with several workers each is a process of its own."""
     host, port = settings.address
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings.log_level)
     # Worker processes are spawned: they get the effective settings through the environment.
     os.environ[EFFECTIVE_SETTINGS] = settings.model_dump_json()
     uvicorn.run(
