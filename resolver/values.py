@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,20 +243,27 @@ def _check_refs(refs: object, what: str) -> None:
         check_text(ref.handle, f"{what}: handle")
 
 
-def check_values(values: Iterable[HandleValue]) -> None:
+def check_values(values: Sequence[HandleValue]) -> None:
     """Raise :class:`InvalidValue` unless ``values`` make a writable record: each passes
-    :func:`check_value`, at most :data:`MAX_VALUES` of them, no index twice, at most
+    :func:`check_value`, and together :func:`check_record`."""
+    for value in values:
+        check_value(value)
+    check_record(values)
+
+
+def check_record(values: Sequence[HandleValue]) -> None:
+    """Raise :class:`InvalidValue` unless values, each checked already, make a writable
+    record: at most :data:`MAX_VALUES` of them, no index twice, at most
     :data:`MAX_SECRET_KEYS` secret keys."""
+    if len(values) > MAX_VALUES:
+        raise InvalidValue(f"more than {MAX_VALUES} values")
     seen: set[int] = set()
     secrets = 0
     for value in values:
-        check_value(value)
         if value.index in seen:
             raise InvalidValue(f"index {value.index} appears twice")
         seen.add(value.index)
         secrets += value.type.upper() == HS_SECKEY
-    if len(seen) > MAX_VALUES:
-        raise InvalidValue(f"more than {MAX_VALUES} values")
     if secrets > MAX_SECRET_KEYS:
         raise InvalidValue(
             f"{secrets} secret keys ({HS_SECKEY}) in one handle: at most {MAX_SECRET_KEYS}"

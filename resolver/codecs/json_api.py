@@ -27,8 +27,8 @@ from resolver.values import (
     Data,
     HandleValue,
     Ref,
+    check_record,
     check_value,
-    check_values,
 )
 
 STRUCTURED_FORMATS = {HS_ADMIN: "admin", HS_VLIST: "vlist"}
@@ -193,7 +193,7 @@ def parse_values(raw: object, now: int, *, keep_timestamp: bool = False) -> tupl
     if len(items) > MAX_VALUES:
         raise InvalidValue(f"more than {MAX_VALUES} values")
     values = tuple(parse_value(item, now, keep_timestamp=keep_timestamp) for item in items)
-    check_values(values)
+    check_record(values)  # each value was checked as it was parsed
     return values
 
 
