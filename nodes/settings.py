@@ -8,6 +8,7 @@ named by ``IDIS_SETTINGS_FILE`` supplies defaults that environment variables ove
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+UNSAFE_SCHEMES = frozenset({"javascript", "vbscript", "data", "blob", "file"})
+"""URL schemes the web proxy never redirects to, whatever the settings: they run code in the
+browser, on the page of whoever sent the link, or read the user's own files."""
 
 Role = Literal["top-level", "dr", "secondary", "enterprise", "recursive"]
 
@@ -179,6 +184,10 @@ class Settings(BaseSettings):
     role: Role = "secondary"
     name: str = "idis"
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    redirect_schemes: tuple[str, ...] = Field(
+        ("mailto",),
+        description="URL schemes the web proxy redirects to besides http and https",
+    )
     migrate_on_start: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
@@ -198,6 +207,17 @@ class Settings(BaseSettings):
         if value:
             parse_address(value)
         return value
+
+    @field_validator("redirect_schemes")
+    @classmethod
+    def _schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        schemes = tuple(scheme.lower() for scheme in value)
+        for scheme in schemes:
+            if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+                raise ValueError(f"{scheme!r} is not a URL scheme")
+            if scheme in UNSAFE_SCHEMES:
+                raise ValueError(f"{scheme}: URLs are never safe to redirect a browser to")
+        return schemes
 
     @field_validator("database_url")
     @classmethod

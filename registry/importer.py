@@ -44,6 +44,7 @@ import csv
 import gc
 import io
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -81,6 +82,7 @@ from resolver.values import (
     HS_ADMIN,
     HS_SECKEY,
     MAX_INDEX,
+    MAX_TEXT_LENGTH,
     MAX_VALUES,
     Data,
     HandleValue,
@@ -217,6 +219,23 @@ class Rejected(Exception):
     """A record is bad for a reason no parser of the core raises."""
 
 
+# What the stored form (orjson's JSON, and plain_forms', byte for byte the same) of a string
+# holding a character check_text refuses must contain: an escape of C0 other than tab and line
+# ends, DEL, or C1 in UTF-8.  An escaped backslash before b, f or u00 matches too: such rows
+# merely take the general path, which checks exactly.
+_SUSPECT = re.compile(rb"\\u00|\\[bf]|\x7f|\xc2[\x80-\x9f]")
+
+
+def _suspect(form: bytes) -> bool:
+    """True unless the fast paths' ``form`` surely passes resolver.values.check_values (they
+    take string data only, of types parse_value accepted)."""
+    # Three scans for single bytes (memchr) cost far less than the regular expression, which
+    # then runs on the rare form holding one of them.
+    return len(form) > MAX_TEXT_LENGTH or (
+        (b"\\" in form or b"\x7f" in form or b"\xc2" in form) and _SUSPECT.search(form) is not None
+    )
+
+
 _BAD_RECORD = (HandleError, Rejected, ValueError, TypeError)
 """What :meth:`RecordParser.row` raises for a bad record."""
 
@@ -344,7 +363,7 @@ class RecordParser:
         amiss, to find what.
         """
         joined = "".join(texts)
-        if joined.isascii() and joined.isprintable():
+        if joined.isascii() and joined.isprintable() and not _suspect(b"".join(forms)):
             keys = list(map(str.upper, texts))
             digests = list(map(hash, keys))  # see _remember
             fresh = set(digests)
@@ -355,7 +374,7 @@ class RecordParser:
         for position, (text, form) in enumerate(zip(texts, forms, strict=True), start):
             row: Row | None
             try:
-                if text.isascii() and text.isprintable():
+                if text.isascii() and text.isprintable() and not _suspect(form):
                     row = (text.upper(), text, form)
                     self._remember(row[0])
                 else:
@@ -409,12 +428,15 @@ class RecordParser:
             rows = self._fast_rows(raw_values, admin)
             if rows is None:
                 return self._slow_row(text, raw_values)
+        form = orjson.dumps(rows)
+        if _suspect(form):
+            return self._slow_row(text, raw_values)
         key = text.upper()  # fold() of an ASCII text
         digest = hash(key)  # _remember, inline on this path
         if digest in self._seen:
             raise Rejected(_DUPLICATE)
         self._seen.add(digest)
-        return key, text, orjson.dumps(rows)
+        return key, text, form
 
     def _plain_rows(self, raw: object, admin: _StoredRow) -> list[_StoredRow] | None:
         """The stored rows of the commonest records, plus the default HS_ADMIN: values of index,

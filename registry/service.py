@@ -55,6 +55,10 @@ MAX_ATTEMPTS = 5
 """Tries of an optimistic write (read, then put at that version) before answering busy."""
 MAX_PAGE_SIZE = 10_000
 MAX_BATCH = 2000
+MAX_SECRETS_PER_BATCH = 64
+"""Secret keys (HS_SECKEY values) one batch may write.  Each costs up to two scrypt runs
+(checking it against the stored hash, hashing it), some 50 ms of CPU each: this bounds a
+request at a few seconds.  Items past it answer code 3, to be sent again in another batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,17 @@ class ItemResult:
     code: int
     status: str
     message: str = ""
+
+
+_TOO_MANY_SECRETS = (
+    f"more than {MAX_SECRETS_PER_BATCH} secret keys ({HS_SECKEY}) to hash in one batch:"
+    " send this item again in another"
+)
+
+
+def _secrets(values: Sequence[HandleValue]) -> int:
+    """The secret keys among ``values`` that writing them may hash (see Registrar._settle)."""
+    return sum(v.type == HS_SECKEY and v.data.format == "string" for v in values)
 
 
 def _require(identity: Ref | None) -> Ref:
@@ -340,14 +355,18 @@ class Registrar:
         results: dict[int, ItemResult] = {}
         pending: dict[int, BatchItem] = {}
         seen: set[str] = set()
+        secrets = 0
         for n, item in enumerate(items):
             if item.error is not None or item.handle is None:
                 error = item.error or InvalidValue("no handle")
                 results[n] = ItemResult(item.text, error.code, "error", error.message)
             elif item.handle.key in seen:
                 results[n] = ItemResult(item.text, 101, "error", "handle repeated in batch")
+            elif secrets + (cost := _secrets(item.values)) > MAX_SECRETS_PER_BATCH:
+                results[n] = ItemResult(item.text, ServerBusy.code, "error", _TOO_MANY_SECRETS)
             else:
                 seen.add(item.handle.key)
+                secrets += cost
                 pending[n] = item
         create_rights: dict[str, int] = {}
         for _ in range(MAX_ATTEMPTS):

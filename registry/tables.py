@@ -73,7 +73,10 @@ replication_cursors = sa.Table(
 
 # --- enterprise prefix applications (see registry/enterprise.py) ----------------------------
 
-_OPEN_APPLICATION = sa.text("status IN ('pending', 'approved')")
+OPEN_APPLICATION = sa.text("status IN ('pending', 'approved')")
+"""The predicate of the partial index ``prefix_applications_open_key``, as literal SQL: an
+``ON CONFLICT`` naming that index must repeat it without bound parameters, or PostgreSQL's
+generic plan of the prepared statement (from its sixth run) no longer matches the index."""
 
 prefix_applications = sa.Table(
     "prefix_applications",
@@ -101,8 +104,8 @@ prefix_applications = sa.Table(
         "prefix_applications_open_key",
         "key",
         unique=True,
-        sqlite_where=_OPEN_APPLICATION,
-        postgresql_where=_OPEN_APPLICATION,
+        sqlite_where=OPEN_APPLICATION,
+        postgresql_where=OPEN_APPLICATION,
     ),
     sa.Index("prefix_applications_parent_status", "parent", "status", "created_at"),
 )

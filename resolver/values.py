@@ -17,8 +17,13 @@ key      ``dict`` (public key description, kept as given)
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from resolver.errors import InvalidValue
 
 # Value-level permission bits (RFC 3651 section 3.4).
 ADMIN_READ = 8
@@ -31,6 +36,15 @@ SECRET_PERMISSIONS = ADMIN_READ | ADMIN_WRITE  # secret keys are never public
 DEFAULT_TTL = 86400
 MAX_INDEX = 2**32 - 1
 MAX_VALUES = 2048
+MAX_TYPE_LENGTH = 1024
+MAX_TEXT_LENGTH = 2**20
+"""Characters of one string in a value (its data, or any string inside structured data)."""
+MAX_DATA_DEPTH = 32
+"""Levels of nesting of structured (site, key) data.  The stored form and every answer wrap
+the data in a few more levels, and orjson refuses to write more than 254: what passes here
+must be writable everywhere.  Real site and key descriptions nest four or five levels."""
+MAX_SECRET_KEYS = 8
+"""HS_SECKEY values in one handle: each costs a deliberately slow hash (scrypt) when written."""
 
 # Well-known indexes and types.
 ADMIN_INDEX = 100
@@ -141,3 +155,116 @@ class Record:
         if len(mine) != len(theirs):
             return False
         return all(a.same_content(b) for a, b in zip(mine, theirs, strict=True))
+
+
+# --- what every door accepts -----------------------------------------------------------------
+
+# Control characters (C0, DEL, C1) and lone surrogates, which no text encoding can store.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same, but for tab, line feed and carriage return, which text data may hold.
+_DATA_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes
+
+
+def check_text(text: str, what: str, *, multiline: bool = False) -> None:
+    """Raise :class:`InvalidValue` unless ``text`` is storable text: at most
+    :data:`MAX_TEXT_LENGTH` characters, no control character (but tab, line feed and carriage
+    return when ``multiline``), no lone surrogate."""
+    if len(text) > MAX_TEXT_LENGTH:
+        raise InvalidValue(f"{what} is longer than {MAX_TEXT_LENGTH} characters")
+    bad = (_DATA_CONTROL if multiline else _CONTROL).search(text)
+    if bad is not None:
+        raise InvalidValue(f"{what} holds the control character U+{ord(bad.group()):04X}")
+
+
+def _check_structure(payload: object, what: str, depth: int) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise InvalidValue(f"{what} nests deeper than {MAX_DATA_DEPTH} levels")
+    if isinstance(payload, str):
+        check_text(payload, what, multiline=True)
+    elif isinstance(payload, dict):
+        for key, item in payload.items():
+            if not isinstance(key, str):
+                raise InvalidValue(f"{what} has a key that is not a string")
+            check_text(key, what)
+            _check_structure(item, what, depth + 1)
+    elif isinstance(payload, list | tuple):
+        for item in payload:
+            _check_structure(item, what, depth + 1)
+    elif isinstance(payload, bool) or payload is None:
+        return
+    elif isinstance(payload, int):
+        if not _INT_RANGE[0] <= payload <= _INT_RANGE[1]:
+            raise InvalidValue(f"{what} holds an integer out of the 64-bit range")
+    elif isinstance(payload, float):
+        if not math.isfinite(payload):
+            raise InvalidValue(f"{what} holds a number that is not finite")
+    else:
+        raise InvalidValue(f"{what} holds a {type(payload).__name__}, not JSON")
+
+
+def check_value(value: HandleValue) -> None:
+    """Raise :class:`InvalidValue` unless every door can store and answer ``value``: its
+    type 1 to :data:`MAX_TYPE_LENGTH` characters without control characters, its data
+    storable text of its format's Python type, structured data at most :data:`MAX_DATA_DEPTH`
+    levels deep, handles named without control characters.
+
+    The one set of input rules of values, whatever door (REST, batch, import, native Handle)
+    they came in by: a value passing it never fails later, at write or when answered.
+    """
+    if not 0 < len(value.type) <= MAX_TYPE_LENGTH:
+        raise InvalidValue(f"type must have 1 to {MAX_TYPE_LENGTH} characters")
+    check_text(value.type, "type")
+    data = value.data
+    what = f"data of value {value.index}"
+    if data.format in ("string", "base64"):
+        if not isinstance(data.value, str):
+            raise InvalidValue(f"{what} must be a string")
+        check_text(data.value, what, multiline=True)
+    elif data.format == "admin":
+        if not isinstance(data.value, AdminRef):
+            raise InvalidValue(f"{what} must name an administrator")
+        check_text(data.value.handle, f"{what}: handle")
+    elif data.format == "vlist":
+        _check_refs(data.value, what)
+    elif data.format in ("site", "key"):
+        if not isinstance(data.value, dict | str):
+            raise InvalidValue(f"{data.format} data must be an object")
+        _check_structure(data.value, what, 1)
+    else:
+        raise InvalidValue(f"unknown data format {data.format!r}")
+    _check_refs(value.references, f"references of value {value.index}")
+
+
+def _check_refs(refs: object, what: str) -> None:
+    if not isinstance(refs, tuple) or not all(isinstance(r, Ref) for r in refs):
+        raise InvalidValue(f"{what} must be references to values")
+    for ref in refs:
+        check_text(ref.handle, f"{what}: handle")
+
+
+def check_values(values: Sequence[HandleValue]) -> None:
+    """Raise :class:`InvalidValue` unless ``values`` make a writable record: each passes
+    :func:`check_value`, and together :func:`check_record`."""
+    for value in values:
+        check_value(value)
+    check_record(values)
+
+
+def check_record(values: Sequence[HandleValue]) -> None:
+    """Raise :class:`InvalidValue` unless values, each checked already, make a writable
+    record: at most :data:`MAX_VALUES` of them, no index twice, at most
+    :data:`MAX_SECRET_KEYS` secret keys."""
+    if len(values) > MAX_VALUES:
+        raise InvalidValue(f"more than {MAX_VALUES} values")
+    seen: set[int] = set()
+    secrets = 0
+    for value in values:
+        if value.index in seen:
+            raise InvalidValue(f"index {value.index} appears twice")
+        seen.add(value.index)
+        secrets += value.type.upper() == HS_SECKEY
+    if secrets > MAX_SECRET_KEYS:
+        raise InvalidValue(
+            f"{secrets} secret keys ({HS_SECKEY}) in one handle: at most {MAX_SECRET_KEYS}"
+        )

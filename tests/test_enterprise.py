@@ -162,6 +162,15 @@ async def test_a_rejected_application_frees_its_prefix(applications: Application
     )
 
 
+async def test_many_applications_are_each_accepted_once(applications: ApplicationStore) -> None:
+    # PostgreSQL plans a prepared statement generically after five runs: the conflict target
+    # must still match the partial index then (the sixth application used to answer 500).
+    for n in range(12):
+        assert await applications.add(application(f"a{n}", f"88.100.{n}", minutes=n))
+        assert not await applications.add(application(f"b{n}", f"88.100.{n}", minutes=n))
+    assert len(await applications.list(["88.100"], "pending", 100)) == 12
+
+
 async def test_only_a_pending_application_is_decided(applications: ApplicationStore) -> None:
     assert await applications.add(application("a1", "88.100.1"))
     assert await applications.decide("a1", "approved", T0, "300:88.100/ADMIN", None)

@@ -352,6 +352,36 @@ async def test_bad_records_are_reported_by_line_and_nothing_of_them_loads(db: st
     assert set(await records(db)) == {"88.100.1/GOOD-1", "88.100.1/GOOD-2"}
 
 
+@pytest.mark.usefixtures("plain_forms")
+async def test_values_no_door_accepts_are_rejected_by_line(db: str) -> None:
+    """The rules of resolver.values.check_values hold on every path of the parser: the first
+    records teach it the prefix and the type URL, so that the later ones take the fast paths."""
+
+    def data(text: str) -> dict[str, Any]:
+        return {"index": 1, "type": "URL", "data": text}
+
+    lines: list[bytes] = [
+        line("88.100.1/good-0", data("https://e.com/0")),
+        line("88.100.1/good-1", data("https://e.com/1")),
+        line("88.100.1/nul", data("https://e.com/\x00")),
+        line("88.100.1/escape", {**data("\x1b[2J"), "ttl": 60}),
+        line("88.100.1/del", data("a\x7fb"), {"index": 2, "type": "URL", "data": "x"}),
+        line("88.100.1/c1", {**data(""), "data": {"format": "string", "value": "\x85"}}),
+        line("88.100.1/type", {"index": 1, "type": "URL\x00", "data": "x"}),
+        b'{"handle": "88.100.1/deep", "values": [{"index": 1, "type": "HS_SITE", "data": '
+        + b'{"format": "site", "value": ' + b'{"a": ' * 254 + b"1" + b"}" * 254 + b"}}]}",
+        line("88.100.1/good-2", data("tab\tand\nline ends are text")),
+        line("88.100.1/good-3", data("C:\\bin\\u0000 is text")),
+    ]  # fmt: skip
+    report = await run(db, lines)
+    reasons = dict(report.errors)
+    assert sorted(reasons) == [3, 4, 5, 6, 7, 8], reasons
+    for number in (3, 4, 5, 6, 7):
+        assert "control character" in reasons[number], reasons[number]
+    assert "deeper than" in reasons[8]
+    assert set(await records(db)) == {f"88.100.1/GOOD-{n}" for n in range(4)}
+
+
 # --- importing again -----------------------------------------------------------------------
 
 

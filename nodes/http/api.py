@@ -35,7 +35,7 @@ from nodes.http.openapi import (
 )
 from nodes.http.openapi import install as install_docs
 from nodes.http.params import Query, client_address, path_text
-from nodes.http.proxy import alias_target, choose_location
+from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.replication import replicating
@@ -196,7 +196,7 @@ def create_api(node: Any) -> FastAPI:
         if not prefix:
             raise ProtocolError("listing needs ?prefix=")
         identity = await identify(request)
-        page, size = query.int("page", 0), query.int("pageSize", 1000)
+        page, size = query.int("page", 0, high=2**31 - 1), query.int("pageSize", 1000)
         total, handles = await registrar.list_handles(prefix, identity, page, size)
         return json_response(
             {
@@ -311,10 +311,12 @@ def create_api(node: Any) -> FastAPI:
         values = render.select(
             answer.record.values, types=query.all("type"), indexes=query.ints("index")
         )
-        location = None if query.get("noredirect") is not None else choose_location(values)
+        schemes = node.settings.redirect_schemes
+        location = None if query.get("noredirect") is not None else choose_location(values, schemes)
         if location is None:
             body = render.resolution(handle.text, values, pretty=True)
             return Response(body, 200, media_type="application/json")
-        return RedirectResponse(location + (query.get("urlappend") or ""), status_code=302)
+        location = append_to(location, query.get("urlappend") or "", schemes)
+        return RedirectResponse(location, status_code=302)
 
     return app

@@ -5,8 +5,8 @@ whole, so a 100 MB header is buffered and re-copied as it arrives), has no deadl
 or a body, keeps a connection that never sends anything forever, and accepts connections until
 the process runs out of file descriptors.  h11 bounds the head but parses in Python, which the
 cached hot path would pay on every request; a front server (nginx, HAProxy) would be a second
-program to deploy beside every node.  So the node keeps httptools and this subclass adds the limits of
-:class:`nodes.settings.LimitSettings`:
+program to deploy beside every node.  So the node keeps httptools and this subclass adds the
+limits of :class:`nodes.settings.LimitSettings`:
 
 - request target longer than ``max_request_line_bytes``: 414; head (request line and header
   fields) over ``max_header_bytes`` or more than ``max_headers`` fields: 431; a declared or

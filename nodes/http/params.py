@@ -8,6 +8,11 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from resolver.errors import InvalidHandle, ProtocolError
+from resolver.values import MAX_INDEX
+
+MAX_NUMBER = 2**63 - 1
+"""The largest number a query parameter may give unless told otherwise: what a database's
+BIGINT and orjson both take."""
 
 _TRUE = {"", "true", "1", "yes", "on"}
 _CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,99}")
@@ -52,20 +57,18 @@ class Query:
         value = self.get(name)
         return default if value is None else value.strip().lower() in _TRUE
 
-    def ints(self, name: str) -> list[int]:
-        try:
-            return [int(v) for v in self.all(name)]
-        except ValueError:
-            raise ProtocolError(f"{name} must be an integer") from None
+    def ints(self, name: str, low: int = 0, high: int = MAX_INDEX) -> list[int]:
+        """Every ``name=`` as an integer from ``low`` to ``high`` (value indexes by default);
+        :class:`ProtocolError` for any other."""
+        return [_bounded(name, v, low, high) for v in self.all(name)]
 
-    def int(self, name: str, default: int) -> int:
+    def int(self, name: str, default: int, low: int = 0, high: int = MAX_NUMBER) -> int:
+        """``name=`` as an integer from ``low`` to ``high``, ``default`` when absent or empty;
+        :class:`ProtocolError` for any other."""
         value = self.get(name)
         if value is None or value == "":
             return default
-        try:
-            return int(value)
-        except ValueError:
-            raise ProtocolError(f"{name} must be an integer") from None
+        return _bounded(name, value, low, high)
 
     def indexes(self) -> Sequence[int] | None:
         """``index=`` values of a write; None when absent or ``index=various``."""
@@ -87,3 +90,14 @@ def client_address(scope: Mapping[str, Any]) -> str | None:
     """The client's IP address as the server saw it (what per-source limits count against)."""
     client = scope.get("client")
     return str(client[0]) if client else None
+
+
+def _bounded(name: str, text: str, low: int, high: int) -> int:
+    # int() reads at most 4300 digits (a ValueError past them), so this costs little.
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ProtocolError(f"{name} must be an integer from {low} to {high}")
+    return number

@@ -13,6 +13,7 @@ from nodes.http.api import create_api
 from nodes.http.boundary import AnswerEveryRequest
 from nodes.http.limits import HttpLimits, LimitedHttpToolsProtocol, raise_fd_limit
 from nodes.http.resolution import ASGIApp, ResolutionFront
+from nodes.logs import setup_logging
 from nodes.settings import Settings, load_settings
 
 
@@ -34,15 +35,17 @@ def app_from_env() -> ASGIApp:
     settings = Settings.model_validate_json(effective) if effective else load_settings()
     # uvicorn loads the application before it accepts a connection, in every worker.
     LimitedHttpToolsProtocol.configure(HttpLimits.from_settings(settings))
+    setup_logging(settings.log_level)  # a spawned worker starts without it
+    logging.getLogger(__name__).info(
+        "worker %d serves %s as %s", os.getpid(), settings.name, settings.role
+    )
     return create_app(build_node(settings))
 
 
 def serve(settings: Settings) -> None:
     """Run the node until interrupted; with several workers each is a process of its own."""
     host, port = settings.address
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings.log_level)
     # Worker processes are spawned: they get the effective settings through the environment.
     os.environ[EFFECTIVE_SETTINGS] = settings.model_dump_json()
     raise_fd_limit(HttpLimits.from_settings(settings))  # workers inherit it

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from registry.enterprise import OPEN_STATUSES, Application, Hosting, Status
 from registry.stores.sql import make_engine
+from registry.tables import OPEN_APPLICATION
 from registry.tables import prefix_applications as table
 
 _OPEN = table.c.status.in_(OPEN_STATUSES)
@@ -77,7 +78,7 @@ class SqlApplications:
                 status=application.status,
                 created_at=application.created_at,
             )
-            .on_conflict_do_nothing(index_elements=[table.c.key], index_where=_OPEN)
+            .on_conflict_do_nothing(index_elements=[table.c.key], index_where=OPEN_APPLICATION)
         )
         async with self._engine.begin() as conn:
             return (await conn.execute(stmt)).rowcount == 1

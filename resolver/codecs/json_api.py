@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
 from typing import Any
 
 from resolver.codecs.timefmt import iso, parse_iso
@@ -28,9 +27,10 @@ from resolver.values import (
     Data,
     HandleValue,
     Ref,
+    check_record,
+    check_value,
 )
 
-MAX_TYPE_LENGTH = 1024
 STRUCTURED_FORMATS = {HS_ADMIN: "admin", HS_VLIST: "vlist"}
 
 
@@ -148,8 +148,6 @@ def parse_value(raw: object, now: int, *, keep_timestamp: bool = False) -> Handl
     if type_[:3].upper() == "HS_":
         # The server acts on HS_ types (rights, secrets, sites); one spelling keeps them working.
         type_ = type_.upper()
-    if not type_ or len(type_) > MAX_TYPE_LENGTH:
-        raise InvalidValue(f"type must have 1 to {MAX_TYPE_LENGTH} characters")
     if "data" not in raw:
         raise InvalidValue(f"value {index} has no data")
     data = parse_data(type_, raw["data"])
@@ -178,14 +176,16 @@ def parse_value(raw: object, now: int, *, keep_timestamp: bool = False) -> Handl
             timestamp = parse_iso(raw["timestamp"])
         except ValueError:
             raise InvalidValue("timestamp must be an ISO-8601 time") from None
-    return HandleValue(index, type_, data, ttl, absolute, timestamp, permissions, references)
+    value = HandleValue(index, type_, data, ttl, absolute, timestamp, permissions, references)
+    check_value(value)
+    return value
 
 
 def parse_values(raw: object, now: int, *, keep_timestamp: bool = False) -> tuple[HandleValue, ...]:
     """A write body: ``{"values": [...]}``, a bare list, or one value.
 
-    Raises :class:`InvalidValue` for an empty list, duplicate indexes, or more than
-    ``MAX_VALUES`` values.
+    Raises :class:`InvalidValue` for any bad value, duplicate indexes, more than
+    ``MAX_VALUES`` values, or anything else :func:`resolver.values.check_values` refuses.
     """
     if isinstance(raw, dict) and "values" in raw:
         raw = raw["values"]
@@ -193,16 +193,8 @@ def parse_values(raw: object, now: int, *, keep_timestamp: bool = False) -> tupl
     if len(items) > MAX_VALUES:
         raise InvalidValue(f"more than {MAX_VALUES} values")
     values = tuple(parse_value(item, now, keep_timestamp=keep_timestamp) for item in items)
-    check_unique_indexes(values)
+    check_record(values)  # each value was checked as it was parsed
     return values
-
-
-def check_unique_indexes(values: Iterable[HandleValue]) -> None:
-    seen: set[int] = set()
-    for value in values:
-        if value.index in seen:
-            raise InvalidValue(f"index {value.index} appears twice")
-        seen.add(value.index)
 
 
 # --- rendering -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from registry.authorization import ALL_RIGHTS, DEFAULT_ADMIN_RIGHTS, Right
 from registry.invalidation import Invalidator
 from registry.prefixes import init_prefix
 from registry.secrets import hash_secret, is_hashed, verify_secret
-from registry.service import MAX_BATCH, BatchItem, Registrar
+from registry.service import MAX_BATCH, MAX_SECRETS_PER_BATCH, BatchItem, Registrar
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
 from resolver.chain import MemoryLayer, StoreLookup, build
@@ -621,3 +621,31 @@ async def test_listing_needs_list_handles(world: World) -> None:
 async def test_bad_paging_is_a_protocol_error(world: World, page: int, size: int) -> None:
     with pytest.raises(ProtocolError):
         await world.registrar.list_handles("88.100.1", world.admin, page, size)
+
+
+async def test_a_batch_hashes_a_bounded_number_of_secrets(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each secret costs a scrypt run: a batch full of them must not buy minutes of CPU.
+    hashed: list[str] = []
+
+    def counting_hash(secret: str) -> str:
+        hashed.append(secret)
+        return _cached_hash(secret)
+
+    monkeypatch.setattr(registry.service, "hash_secret", counting_hash)
+    per_item = 8
+    items = [
+        item(f"88.100.1/k{n}", *(seckey("s", 300 + i) for i in range(per_item))) for n in range(10)
+    ]
+    results = await world.registrar.batch(items, world.admin)
+    admitted = MAX_SECRETS_PER_BATCH // per_item
+    assert [(r.code, r.status) for r in results] == [(1, "created")] * admitted + [(3, "error")] * (
+        10 - admitted
+    )
+    assert "send this item again" in results[-1].message
+    assert len(hashed) == MAX_SECRETS_PER_BATCH
+    assert await world.record(f"88.100.1/k{admitted}") is None
+    # Sent again on their own, the refused items are written.
+    again = await world.registrar.batch(items[admitted:], world.admin)
+    assert {(r.code, r.status) for r in again} == {(1, "created")}
