@@ -8,14 +8,19 @@ import os
 import uvicorn
 
 from nodes.bootstrap import Node, build_node
+from nodes.gs1.front import Gs1Front
 from nodes.http.api import create_api
 from nodes.http.resolution import ASGIApp, ResolutionFront
 from nodes.settings import Settings, load_settings
 
 
 def create_app(node: Node) -> ASGIApp:
-    """The node's ASGI application: the resolution front, then the API behind it."""
-    return ResolutionFront(node, create_api(node))
+    """The node's ASGI application: the GS1 resolver when ``IDIS_GS1__PREFIX`` is set, the
+    resolution front, then the API behind them."""
+    app: ASGIApp = ResolutionFront(node, create_api(node))
+    if node.settings.gs1.prefix:
+        app = Gs1Front(node, app)
+    return app
 
 
 EFFECTIVE_SETTINGS = "IDIS_EFFECTIVE_SETTINGS"
