@@ -109,7 +109,7 @@ class Gs1Front:
             _header(headers, b"accept-language"),
             _header(headers, b"host"),
         )
-        cached = self._cached(key) if method != "OPTIONS" else None
+        cached = self._cached(key) if method in ("GET", "HEAD") else None
         if cached is not None:
             await self._send(send, cached, head)
             return

@@ -231,9 +231,12 @@ def parse(path: str, query: str = "") -> DigitalLink:
     parts = path.strip("/").split("/")
     if len(parts) % 2:
         raise InvalidDigitalLink("the path must be pairs of /{AI}/{value}")
-    pairs = [
-        (_ai(parts[i]), unquote(parts[i + 1], errors="strict")) for i in range(0, len(parts), 2)
-    ]
+    try:
+        pairs = [
+            (_ai(parts[i]), unquote(parts[i + 1], errors="strict")) for i in range(0, len(parts), 2)
+        ]
+    except UnicodeDecodeError:
+        raise InvalidDigitalLink("the path is not UTF-8") from None
     (ai, value), qualifiers = pairs[0], pairs[1:]
     key = PRIMARY_KEYS.get(ai)
     if key is None:

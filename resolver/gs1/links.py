@@ -99,10 +99,12 @@ def _link(value: HandleValue) -> Link | None:
 
 def links_of(values: Iterable[HandleValue]) -> list[Link]:
     """The usable GS1 links among ``values`` (public ones only), in index order; values that
-    are not links, or whose data is no http(s) URL, are left out."""
+    are not links, or whose data is no http(s) URL, are left out, and so is every
+    ``defaultLink`` after the first: a record has exactly one default link."""
     found = [link for v in values if v.public_read and (link := _link(v)) is not None]
     found.sort(key=lambda link: link.index)
-    return found
+    defaults = [link for link in found if link.term == DEFAULT][1:]
+    return [link for link in found if link not in defaults]
 
 
 def accept_languages(header: str) -> list[tuple[str, float]]:
@@ -159,8 +161,8 @@ class Choice:
 
 
 def default_link(links: Sequence[Link]) -> Link | None:
-    """The one ``gs1:defaultLink`` (the first by index), or, when there is none, the only
-    link if there is exactly one."""
+    """The ``gs1:defaultLink``, or, when there is none, the only link if there is exactly
+    one."""
     for link in links:
         if link.term == DEFAULT:
             return link
