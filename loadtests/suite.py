@@ -9,6 +9,10 @@ key           figure                                 baseline (same run)        
 ============  =====================================  ================================  ========
 ceiling_*     the load generators' own ceilings      (constant uvloop server)          info
 cached        HTTP resolution, cached identifier     bare FastAPI route of the node    >= 1.0
+asgi          raw ASGI app, constant bytes, under    (information: the HTTP ceiling)   info
+              uvicorn run as the node runs it
+cached_asgi   HTTP resolution, cached identifier     raw ASGI app (same server)        >= 0.9
+gs1           GS1 Digital Link 307 redirect, cached  cached HTTP resolution            >= 0.8
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
@@ -19,7 +23,8 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 13: cached_asgi, gs1)
+except ``scale10x``
 (lookups should stay flat as the table grows: the suite's own expectation).  HTTP throughput
 uses ``wrk`` when it is installed, else the Python generator of :mod:`loadtests.drive` (the
 report says which, per figure); latency probes, registration and the Zipf mix always use the
@@ -36,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import http.client
 import io
 import json
 import os
@@ -81,6 +88,10 @@ STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive"
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
 CACHED_TARGET: Target = (">=", 1.0, "issue 2")
+CEILING_TARGET: Target = (">=", 0.9, "issue 13")
+GS1_TARGET: Target = (">=", 0.8, "issue 13")
+GS1_GTIN = "09506000134352"
+GS1_LINK = "https://brand.example/product"
 UNCACHED_TARGET: Target = (">=", 0.5, "issue 2")
 IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
@@ -786,6 +797,12 @@ class Suite:
         group: dict[str, Sequence[int]] = {"server": [node.pid]}
         path = "/api/handles/" + bench_http.handle_text(plan.cached_id)
         rounds: list[dict[str, Any]] = []
+        # The HTTP ceiling: uvicorn run as the node runs it, with a raw ASGI app.
+        asgi = bench_http.start_listed(
+            ReferenceServer("asgi", self.workdir / "asgi", self.server_cpus), self.servers
+        )
+        asgi_group: dict[str, Sequence[int]] = {"server": [asgi.pid]}
+        gs1_path = self.seed_gs1(node)
         for n in range(s.rounds):
             say(f"  round {n + 1}/{s.rounds} ({self.load.kind})")
             out: dict[str, Any] = {}
@@ -804,6 +821,17 @@ class Suite:
             out["cached"] = self.load.fixed(
                 "cached", node.url, path, body, duration=s.duration, warmup=s.warmup, groups=group
             )
+            out["asgi"] = self.load.fixed(
+                "raw ASGI constant",
+                asgi.url,
+                "/healthz",
+                CONSTANT_BODY,
+                duration=s.duration,
+                warmup=s.warmup,
+                groups=asgi_group,
+            )
+            if self.wrk:
+                out["gs1"] = self.gs1_run(node.url + gs1_path, group)
             if self.load.kind == "python":
                 # The Python generator checked status only: check the body once more here.
                 again = bench_http.fetch(node.port, path)
@@ -838,8 +866,9 @@ class Suite:
                 cpus=self.server_cpus,
             )
             out["asyncpg"]["error_count"] = out["asyncpg"]["errors"] + out["asyncpg"]["missing"]
-            for key in ("bare", "cached", "uncached", "asyncpg"):
-                say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
+            for key in ("bare", "cached", "asgi", "gs1", "uncached", "asyncpg"):
+                if key in out:
+                    say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
             rounds.append(out)
         self.raw["http_rounds"] = rounds
 
@@ -895,6 +924,45 @@ class Suite:
             if fig.detail["exhausted"]:
                 fig.passed = False
                 fig.error = "identifiers used up before the run's end: raise rows"
+        self.add(
+            "asgi",
+            "raw ASGI app, constant bytes, uvicorn as the node runs it (the HTTP ceiling)",
+            median(series("asgi")),
+            "req/s",
+            generator=gen,
+            errors=errors("asgi"),
+            detail=detail("asgi"),
+            cpu=detail("asgi")["cpu"],
+        )
+        comparisons = [("cached_asgi", "cached", "asgi", CEILING_TARGET)]
+        if self.wrk:
+            comparisons.append(("gs1", "gs1", "cached", GS1_TARGET))
+        else:
+            self.notes.append(
+                "gs1: the redirect figure needs wrk (the Python generator counts 200s)"
+            )
+        for key, figure, base, target in comparisons:
+            rs = ratios(figure, base)
+            self.add(
+                key,
+                {
+                    "cached_asgi": "HTTP resolution, cached, vs the raw ASGI app",
+                    "gs1": "GS1 Digital Link 307 redirect (cached) vs cached HTTP resolution",
+                }[key],
+                median(series(figure)),
+                "req/s",
+                baseline=median(series(base)),
+                baseline_label={"asgi": "raw ASGI app", "cached": "cached resolution"}[base],
+                ratio=median(rs),
+                target=target,
+                generator=gen,
+                errors=errors(figure, base),
+                rounds=rs,
+                detail=detail(figure),
+                cpu=detail(figure)["cpu"],
+            )
+        asgi.stop()
+        self.servers.remove(asgi)
         rs = ratios("uncached", "asyncpg")
         self.add(
             "uncached_pg",
@@ -910,6 +978,51 @@ class Suite:
             detail={"asyncpg": detail("asyncpg")},
             cpu=detail("uncached")["cpu"],
         )
+
+    def seed_gs1(self, node: ServeProcess) -> str:
+        """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
+        to redirect there."""
+        path = f"/01/{GS1_GTIN}"
+        values = [{"index": 1, "type": "GS1.defaultLink", "data": GS1_LINK}]
+        identity = f"300%3A{PREFIX}/ADMIN:{self.secret}"
+        conn = http.client.HTTPConnection(HOST, node.port, timeout=10)
+        try:
+            conn.request(
+                "PUT",
+                f"/api/handles/{PREFIX}{path}",
+                json.dumps(values),
+                {
+                    "Content-Type": "application/json",
+                    "Authorization": "Basic " + base64.b64encode(identity.encode()).decode(),
+                },
+            )
+            written = conn.getresponse()
+            written.read()
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            answer.read()
+        finally:
+            conn.close()
+        if written.status not in (200, 201) or answer.status != 307:
+            raise RuntimeError(f"GS1 record: PUT {written.status}, GET {answer.status}")
+        if answer.getheader("location") != GS1_LINK:
+            raise RuntimeError(f"GS1 redirect to {answer.getheader('location')}")
+        return path
+
+    def gs1_run(self, url: str, groups: dict[str, Sequence[int]]) -> dict[str, Any]:
+        """wrk on one Digital Link: every answer a 307 with an empty body."""
+        s = self.s
+        common: dict[str, Any] = {
+            "concurrency": s.concurrency,
+            "cpus": self.gen_cpus,
+            "status": 307,
+        }
+        if s.warmup > 0:
+            run_wrk("gs1 warm-up", url, b"", duration=s.warmup, **common)
+        result = run_wrk("gs1", url, b"", duration=s.duration, cpu_groups=groups, **common)
+        out = result.as_dict()
+        out["generator"] = "wrk"
+        return out
 
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import uvicorn
 
@@ -35,26 +36,30 @@ def app_from_env() -> ASGIApp:
     return create_app(build_node(settings))
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How a node runs uvicorn: also used by the benchmark's raw ASGI app, so that the HTTP
+    ceiling it measures is that of the very server configuration the node has."""
+    host, port = settings.address
+    return {
+        "host": host,
+        "port": port,
+        "workers": settings.workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "server_header": False,
+        # Peers' replication long polls would otherwise hold a stop for their whole wait.
+        "timeout_graceful_shutdown": 1,
+    }
+
+
 def serve(settings: Settings) -> None:
     """Run the node until interrupted; with several workers each is a process of its own."""
-    host, port = settings.address
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     # Worker processes are spawned: they get the effective settings through the environment.
     os.environ[EFFECTIVE_SETTINGS] = settings.model_dump_json()
-    uvicorn.run(
-        "nodes.http.server:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        # Peers' replication long polls would otherwise hold a stop for their whole wait.
-        timeout_graceful_shutdown=1,
-    )
+    uvicorn.run("nodes.http.server:app_from_env", factory=True, **uvicorn_options(settings))
