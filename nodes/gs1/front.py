@@ -66,6 +66,22 @@ class Reading:
     expires: float
 
 
+Message = dict[str, Any]
+Kept = tuple[tuple[tuple[str, int], ...], float, Message, Message]
+"""A kept answer: the :class:`Reading`'s keys and expiry, then its two ASGI messages."""
+_EMPTY_BODY: Message = {"type": "http.response.body", "body": b""}
+
+
+def _messages(response: Response) -> tuple[Message, Message]:
+    length = (b"content-length", str(len(response.body)).encode())
+    start = {
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [*response.headers, length],
+    }
+    return start, {"type": "http.response.body", "body": response.body}
+
+
 def _header(headers: Headers, name: bytes) -> bytes:
     for key, value in headers:
         if key == name:
@@ -87,33 +103,39 @@ class Gs1Front:
         self._prefix: str = node.settings.gs1.prefix
         self._root: str | None = node.settings.gs1.root
         self._name: str = node.settings.gs1.name
-        self._cache: dict[tuple[Any, ...], tuple[Reading, Response]] = {}
+        self._cache: dict[tuple[Any, ...], Kept] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
         # The API's paths pass at the cost of one test: REST resolution is a hot path too.
         if scope["type"] != "http" or scope["path"].startswith("/api/"):
             await self._app(scope, receive, send)
             return
-        # Raw: a value may hold an encoded slash (/10/AB%2FC).
-        path: str = scope["raw_path"].decode("latin-1").split("?", 1)[0]
         method = scope["method"]
+        head = method == "HEAD"
+        accept = languages = host = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+            elif name == b"accept-language":
+                languages = value
+            elif name == b"host":
+                host = value
+        # Raw: a value may hold an encoded slash (/10/AB%2FC).
+        raw: bytes = scope["raw_path"]
+        key = (raw, scope["query_string"], LINKSET in accept, languages, host)
+        if head or method == "GET":
+            entry = self._cache.get(key)
+            if entry is not None:
+                keys, expires, start, body = entry
+                if expires > time.time() and self._unchanged(keys):
+                    await send(start)
+                    await send(_EMPTY_BODY if head else body)
+                    return
+                del self._cache[key]
+        path = raw.decode("latin-1").split("?", 1)[0]
         ours = path == WELL_KNOWN or is_digital_link_path(path)
         if not ours and not (method in ("GET", "HEAD", "OPTIONS") and looks_compressed(path)):
             await self._app(scope, receive, send)
-            return
-        headers: Headers = scope["headers"]
-        head = method == "HEAD"
-        accept = _header(headers, b"accept")
-        key = (
-            path,
-            scope["query_string"],
-            LINKSET in accept,
-            _header(headers, b"accept-language"),
-            _header(headers, b"host"),
-        )
-        cached = self._cached(key) if method in ("GET", "HEAD") else None
-        if cached is not None:
-            await self._send(send, cached, head)
             return
         try:
             response = await self._answer(scope, method, path, key)
@@ -123,24 +145,19 @@ class Gs1Front:
         except Exception:
             log.exception("GS1 resolution of %r failed", path)
             response = _error(500, "internal error")
-        await self._send(send, response, head)
+        start, body = _messages(response)
+        await send(start)
+        await send(_EMPTY_BODY if head else body)
 
-    def _cached(self, key: tuple[Any, ...]) -> Response | None:
-        entry = self._cache.get(key)
-        if entry is None:
-            return None
-        reading, response = entry
+    def _unchanged(self, keys: tuple[tuple[str, int], ...]) -> bool:
         current = self._node.generations.current
-        if reading.expires <= time.time() or any(current(k) != g for k, g in reading.keys):
-            del self._cache[key]
-            return None
-        return response
+        return all(current(k) == generation for k, generation in keys)
 
-    @staticmethod
-    async def _send(send: Send, response: Response, head: bool) -> None:
-        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else response.body})
+    def _keep(self, key: tuple[Any, ...], reading: Reading, response: Response) -> None:
+        cache = self._cache
+        if key not in cache and len(cache) >= MAX_ENTRIES:
+            del cache[next(iter(cache))]
+        cache[key] = (reading.keys, reading.expires, *_messages(response))
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -170,9 +187,7 @@ class Gs1Front:
         except InvalidDigitalLink as error:
             return _error(400, str(error))
         reading, response = await self._resolve(link, root, key, extra)
-        if len(self._cache) >= MAX_ENTRIES:
-            del self._cache[next(iter(self._cache))]
-        self._cache[key] = (reading, response)
+        self._keep(key, reading, response)
         return response
 
     def _host_root(self, scope: Scope) -> str:
