@@ -1,4 +1,5 @@
-"""The GS1-Conformant resolver (standard 1.2) as a raw ASGI layer in front of the HTTP API.
+"""The GS1-Conformant resolver (standard 1.2) as a raw ASGI layer in front of the HTTP API
+(behind the REST resolution front, which passes it every path but ``/api/handles/``).
 
 A GS1 key maps onto the idis identifier ``{IDIS_GS1__PREFIX}/{canonical Digital Link path}``
 (``88.100.1/01/09506000134352/10/LOT1``); its links are values of that identifier
@@ -106,7 +107,7 @@ class Gs1Front:
         self._cache: dict[tuple[Any, ...], Kept] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        # The API's paths pass at the cost of one test: REST resolution is a hot path too.
+        # The API's paths pass at the cost of one test.
         if scope["type"] != "http" or scope["path"].startswith("/api/"):
             await self._app(scope, receive, send)
             return

@@ -16,12 +16,13 @@ from nodes.settings import Settings, load_settings
 
 
 def create_app(node: Node) -> ASGIApp:
-    """The node's ASGI application: the GS1 resolver when ``IDIS_GS1__PREFIX`` is set, the
-    resolution front, then the API behind them."""
-    app: ASGIApp = ResolutionFront(node, create_api(node))
+    """The node's ASGI application: the resolution front, the GS1 resolver when
+    ``IDIS_GS1__PREFIX`` is set, then the API behind them (REST resolution first: its cached
+    answers pay for no other layer)."""
+    app: ASGIApp = create_api(node)
     if node.settings.gs1.prefix:
         app = Gs1Front(node, app)
-    return app
+    return ResolutionFront(node, app)
 
 
 EFFECTIVE_SETTINGS = "IDIS_EFFECTIVE_SETTINGS"
