@@ -801,35 +801,23 @@ class Suite:
         asgi = bench_http.start_listed(
             ReferenceServer("asgi", self.workdir / "asgi", self.server_cpus), self.servers
         )
-        asgi_group: dict[str, Sequence[int]] = {"server": [asgi.pid]}
         gs1_path = self.seed_gs1(node)
+
+        def fixed(label: str, base: str, path: str, expected: bytes, on: Any) -> dict[str, Any]:
+            groups = {"server": [on.pid]}
+            return self.load.fixed(
+                label, base, path, expected, duration=s.duration, warmup=s.warmup, groups=groups
+            )
+
         for n in range(s.rounds):
             say(f"  round {n + 1}/{s.rounds} ({self.load.kind})")
             out: dict[str, Any] = {}
-            out["bare"] = self.load.fixed(
-                "bare /healthz",
-                node.url,
-                "/healthz",
-                CONSTANT_BODY,
-                duration=s.duration,
-                warmup=s.warmup,
-                groups=group,
-            )
+            out["bare"] = fixed("bare /healthz", node.url, "/healthz", CONSTANT_BODY, node)
             status, body, _ = bench_http.fetch(node.port, path)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
-            out["cached"] = self.load.fixed(
-                "cached", node.url, path, body, duration=s.duration, warmup=s.warmup, groups=group
-            )
-            out["asgi"] = self.load.fixed(
-                "raw ASGI constant",
-                asgi.url,
-                "/healthz",
-                CONSTANT_BODY,
-                duration=s.duration,
-                warmup=s.warmup,
-                groups=asgi_group,
-            )
+            out["cached"] = fixed("cached", node.url, path, body, node)
+            out["asgi"] = fixed("raw ASGI constant", asgi.url, "/healthz", CONSTANT_BODY, asgi)
             if self.wrk:
                 out["gs1"] = self.gs1_run(node.url + gs1_path, group)
             if self.load.kind == "python":
@@ -878,6 +866,15 @@ class Suite:
         def ratios(key: str, base: str) -> list[float]:
             return [a / b for a, b in zip(series(key), series(base), strict=True) if b]
 
+        def per_core_ratio(key: str, base: str) -> float | None:
+            def per_core(fig: dict[str, Any]) -> float | None:
+                used = fig.get("cpu", {}).get("server")
+                return fig["rate"] / used if used else None
+
+            pairs = [(per_core(r[key]), per_core(r[base])) for r in rounds]
+            found = [a / b for a, b in pairs if a and b]
+            return round(median(found), 3) if found else None
+
         def errors(*keys: str) -> int:
             return sum(int(r[k]["error_count"]) for r in rounds for k in keys)
 
@@ -891,16 +888,20 @@ class Suite:
             }
 
         gen = self.load.kind
-        self.add(
-            "bare",
-            "bare FastAPI route GET /healthz (the HTTP baseline)",
-            median(series("bare")),
-            "req/s",
-            generator=gen,
-            errors=errors("bare"),
-            detail=detail("bare"),
-            cpu=detail("bare")["cpu"],
-        )
+
+        def info(key: str, name: str) -> None:
+            self.add(
+                key,
+                name,
+                median(series(key)),
+                "req/s",
+                generator=gen,
+                errors=errors(key),
+                detail=detail(key),
+                cpu=detail(key)["cpu"],
+            )
+
+        info("bare", "bare FastAPI route GET /healthz (the HTTP baseline)")
         for key, name, target in (
             ("cached", "HTTP resolution, cached identifier", CACHED_TARGET),
             ("uncached", "HTTP resolution, uncached identifiers", UNCACHED_TARGET),
@@ -924,16 +925,7 @@ class Suite:
             if fig.detail["exhausted"]:
                 fig.passed = False
                 fig.error = "identifiers used up before the run's end: raise rows"
-        self.add(
-            "asgi",
-            "raw ASGI app, constant bytes, uvicorn as the node runs it (the HTTP ceiling)",
-            median(series("asgi")),
-            "req/s",
-            generator=gen,
-            errors=errors("asgi"),
-            detail=detail("asgi"),
-            cpu=detail("asgi")["cpu"],
-        )
+        info("asgi", "raw ASGI app, constant bytes, uvicorn as the node runs it (the HTTP ceiling)")
         comparisons = [("cached_asgi", "cached", "asgi", CEILING_TARGET)]
         if self.wrk:
             comparisons.append(("gs1", "gs1", "cached", GS1_TARGET))
@@ -958,7 +950,9 @@ class Suite:
                 generator=gen,
                 errors=errors(figure, base),
                 rounds=rs,
-                detail=detail(figure),
+                # Steadier than req/s on a shared machine: requests per CPU-second of each
+                # server process, compared the same way.
+                detail=detail(figure) | {"per_server_core": per_core_ratio(figure, base)},
                 cpu=detail(figure)["cpu"],
             )
         asgi.stop()
@@ -1533,6 +1527,11 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if "scale10x" in raw:
         lines.append(f"scale10x: rows added by {raw['scale10x']['seeded']}")
+    for f in report["figures"]:
+        if f["detail"].get("per_server_core") is not None:
+            lines.append(
+                f"{f['key']}: per CPU-second of each server, {f['detail']['per_server_core']:.2f}x"
+            )
     loads = [f["other_load"] for f in report["figures"] if f.get("other_load") is not None]
     if loads:
         busy = median(loads)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from gs1 import compress_gs1_digital_link
-from nodeproc import PREFIX, NodeProcess
+from nodeproc import PREFIX, NodeProcess, stop_checked
 
 from nodes.processes import run_cli
 
@@ -51,9 +51,7 @@ def node(node_factory, pg_factory, redis_url) -> Iterator[NodeProcess]:
         extra_env={"IDIS_GS1__PREFIX": PREFIX},
     )
     yield started
-    log = started.log()
-    started.stop()
-    assert "Traceback" not in log, log
+    stop_checked(started)
 
 
 @pytest.fixture(scope="module")
