@@ -23,7 +23,9 @@ from typing import Any
 
 import orjson
 
+from nodes.http.errors import http_status
 from resolver.answers import Answer, Outcome
+from resolver.errors import HandleError
 from resolver.gs1 import links as gs1links
 from resolver.gs1.compressed import decompress, looks_compressed
 from resolver.gs1.keys import DigitalLink, InvalidDigitalLink, is_digital_link_path, parse
@@ -143,6 +145,8 @@ class Gs1Front:
         except _NotOurs:
             await self._app(scope, receive, send)
             return
+        except HandleError as error:  # the registry unreachable: 503, as on every door
+            response = _error(http_status(error.code, resolving=True), error.message)
         except Exception:
             log.exception("GS1 resolution of %r failed", path)
             response = _error(500, "internal error")
@@ -167,24 +171,25 @@ class Gs1Front:
             response = _error(405, "a GS1 resolver answers GET, HEAD and OPTIONS")
             response.headers.append((b"allow", b"GET, HEAD, OPTIONS"))
             return response
+        root = self._root or self._host_root(scope)
+        query = scope["query_string"].decode("latin-1")
+        extra: list[tuple[str, str]] = []
+        compressed = path != WELL_KNOWN and not is_digital_link_path(path)
+        if compressed:
+            try:
+                link = decompress(path, query)
+            except InvalidDigitalLink:
+                raise _NotOurs from None
+            # The standard: expose the uncompressed URI, do not redirect to it.
+            extra.append((root + link.path, "owl:sameAs"))
         if method == "OPTIONS":
             return Response(204, [*CORS, (b"allow", b"GET, HEAD, OPTIONS")], b"")
-        root = self._root or self._host_root(scope)
         if path == WELL_KNOWN:
             body = gs1links.description(root, self._name)
             return Response(200, [(b"content-type", JSON), *CORS], body)
-        query = scope["query_string"].decode("latin-1")
-        extra: list[tuple[str, str]] = []
         try:
-            if is_digital_link_path(path):
+            if not compressed:
                 link = parse(path, query)
-            else:
-                try:
-                    link = decompress(path, query)
-                except InvalidDigitalLink:
-                    raise _NotOurs from None
-                # The standard: expose the uncompressed URI, do not redirect to it.
-                extra.append((root + link.path, "owl:sameAs"))
         except InvalidDigitalLink as error:
             return _error(400, str(error))
         reading, response = await self._resolve(link, root, key, extra)

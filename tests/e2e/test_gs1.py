@@ -327,6 +327,8 @@ def test_compressed_uri(http: httpx.Client, node: NodeProcess) -> None:
     # What does not decompress is no GS1 request: the API answers it as before.
     api = http.get("/notcompressedatall")
     assert "responseCode" in api.json() and "status" not in api.json(), api.text
+    assert http.options("/notcompressedatall").status_code != 204
+    assert http.options(short).status_code == 204
     assert http.get("/healthz").status_code == 200
 
 
