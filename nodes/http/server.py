@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -34,7 +35,11 @@ def app_from_env() -> ASGIApp:
     :func:`serve` resolved (or, run directly, from the environment)."""
     effective = os.environ.get(EFFECTIVE_SETTINGS)
     settings = Settings.model_validate_json(effective) if effective else load_settings()
-    return create_app(build_node(settings))
+    app = create_app(build_node(settings))
+    # Everything loaded so far (modules, FastAPI's routes and models) lives as long as the
+    # process: out of the collector's sight, full collections no longer walk it.
+    gc.freeze()
+    return app
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
