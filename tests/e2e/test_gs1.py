@@ -19,6 +19,7 @@ from gs1 import compress_gs1_digital_link
 from nodeproc import PREFIX, NodeProcess, stop_checked
 
 from nodes.processes import run_cli
+from resolver.sites import site_data
 
 GTIN = "09506000134352"  # GS1's own example: a valid check digit
 BRAND = "https://brand.example"
@@ -371,3 +372,24 @@ def test_batch_and_import_write_links(http: httpx.Client, node: NodeProcess, tmp
     lines.write_text(json.dumps(record) + "\n")
     run_cli(node.env, "import", str(lines))
     assert location(http.get(imported)) == f"{BRAND}/imp"
+
+
+def test_handled_by_where_the_registry_refers(node_factory, pg_factory) -> None:
+    """A top-level node whose GS1 prefix is delegated to another site sends GS1 requests
+    there: the registry's referral, as a GS1 ``handledBy``."""
+    top = node_factory(
+        database_url=pg_factory(),
+        prefix="88",
+        extra_env={"IDIS_ROLE": "top-level", "IDIS_GS1__PREFIX": "88.100"},
+    )
+    elsewhere = "http://127.0.0.1:9"
+    site = {"format": "site", "value": site_data([elsewhere], "the GS1 prefix's home")}
+    values = [{"index": 1, "type": "HS_SITE", "data": site}]
+    with top.client(follow_redirects=False) as http:
+        written = http.put("/api/handles/0.NA/88.100", json=values, auth=top.auth)
+        assert written.status_code in (200, 201), written.text
+        gtin = new_gtin()
+        response = http.get(f"/01/{gtin}/10/L1?17=260101")
+        assert location(response) == f"{elsewhere}/01/{gtin}/10/L1?17=260101"
+        assert 'rel="gs1:handledBy"' in response.headers["link"]
+    stop_checked(top)
