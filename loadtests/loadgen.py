@@ -433,23 +433,50 @@ class ReferenceServer(ServeProcess):
     as an ``idis serve`` node is, by :mod:`nodes.processes`; its output in ``home/serve.log``."""
 
     def __init__(
-        self, kind: str, home: Path, cpus: Sequence[int] | None = None, workers: int = 1
+        self,
+        kind: str,
+        home: Path,
+        cpus: Sequence[int] | None = None,
+        workers: int = 1,
+        answer: bytes | None = None,
     ) -> None:
+        """``answer``: for ``asgi``, the body of a node's cached resolution to answer with."""
+        extra = {}
+        if answer is not None:
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "answer").write_bytes(answer)
+            extra[ANSWER_FILE] = str(home / "answer")
         # At level warning readiness is the answer alone: these servers log nothing.
-        env = node_env(home, free_ports(1)[0], name=kind, workers=workers, log_level="warning")
+        env = node_env(
+            home, free_ports(1)[0], name=kind, workers=workers, log_level="warning", extra=extra
+        )
         super().__init__(kind, env, home, cpus=cpus)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "loadtests.loadgen", self.name, "--port", str(self.port)]
 
 
+ANSWER_FILE = "LOADGEN_ANSWER_FILE"
+"""With this environment variable naming a file, the raw ASGI app answers with that file's
+bytes, and the headers a node's cached resolution has (``x-idis-source: memory`` too): the
+same response as the node's, without the node."""
+
+
 def constant_asgi_app() -> Any:
     """A minimal raw ASGI app answering every request with constant JSON (uvicorn factory)."""
     body = CONSTANT_BODY
+    extra: list[tuple[bytes, bytes]] = []
+    if os.environ.get(ANSWER_FILE):
+        body = Path(os.environ[ANSWER_FILE]).read_bytes()
+        extra.append((b"x-idis-source", b"memory"))
     start = {
         "type": "http.response.start",
         "status": 200,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            *extra,
+        ],
     }
     message = {"type": "http.response.body", "body": body}
 

@@ -12,6 +12,9 @@ cached        HTTP resolution, cached identifier     bare FastAPI route of the n
 asgi          raw ASGI app, constant bytes, under    (information: the HTTP ceiling)   info
               uvicorn run as the node runs it
 cached_asgi   HTTP resolution, cached identifier     raw ASGI app (same server)        >= 0.9
+asgi_same     the raw ASGI app sending the cached    raw ASGI app, constant bytes      info
+              answer's bytes and headers
+cached_same   HTTP resolution, cached identifier     asgi_same: the app's own work     info
 gs1           GS1 Digital Link 307 redirect, cached  cached HTTP resolution            >= 0.8
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
@@ -801,6 +804,13 @@ class Suite:
         asgi = bench_http.start_listed(
             ReferenceServer("asgi", self.workdir / "asgi", self.server_cpus), self.servers
         )
+        # And the same app sending the node's cached answer, byte for byte: what the response
+        # itself costs, apart from the work of producing it.
+        answer = bench_http.fetch(node.port, path)[1]
+        same = bench_http.start_listed(
+            ReferenceServer("asgi", self.workdir / "asgi-same", self.server_cpus, answer=answer),
+            self.servers,
+        )
         gs1_path = self.seed_gs1(node)
 
         def fixed(label: str, base: str, path: str, expected: bytes, on: Any) -> dict[str, Any]:
@@ -818,6 +828,7 @@ class Suite:
                 raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
             out["cached"] = fixed("cached", node.url, path, body, node)
             out["asgi"] = fixed("raw ASGI constant", asgi.url, "/healthz", CONSTANT_BODY, asgi)
+            out["asgi_same"] = fixed("raw ASGI, the cached answer", same.url, "/", answer, same)
             if self.wrk:
                 out["gs1"] = self.gs1_run(node.url + gs1_path, group)
             if self.load.kind == "python":
@@ -854,7 +865,7 @@ class Suite:
                 cpus=self.server_cpus,
             )
             out["asyncpg"]["error_count"] = out["asyncpg"]["errors"] + out["asyncpg"]["missing"]
-            for key in ("bare", "cached", "asgi", "gs1", "uncached", "asyncpg"):
+            for key in ("bare", "cached", "asgi", "asgi_same", "gs1", "uncached", "asyncpg"):
                 if key in out:
                     say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
             rounds.append(out)
@@ -926,7 +937,11 @@ class Suite:
                 fig.passed = False
                 fig.error = "identifiers used up before the run's end: raise rows"
         info("asgi", "raw ASGI app, constant bytes, uvicorn as the node runs it (the HTTP ceiling)")
-        comparisons = [("cached_asgi", "cached", "asgi", CEILING_TARGET)]
+        comparisons: list[tuple[str, str, str, Target | None]] = [
+            ("cached_asgi", "cached", "asgi", CEILING_TARGET),
+            ("asgi_same", "asgi_same", "asgi", None),
+            ("cached_same", "cached", "asgi_same", None),
+        ]
         if self.wrk:
             comparisons.append(("gs1", "gs1", "cached", GS1_TARGET))
         else:
@@ -939,12 +954,18 @@ class Suite:
                 key,
                 {
                     "cached_asgi": "HTTP resolution, cached, vs the raw ASGI app",
+                    "asgi_same": "raw ASGI app sending the cached answer's bytes and headers",
+                    "cached_same": "HTTP resolution, cached, vs the raw ASGI app sending it",
                     "gs1": "GS1 Digital Link 307 redirect (cached) vs cached HTTP resolution",
                 }[key],
                 median(series(figure)),
                 "req/s",
                 baseline=median(series(base)),
-                baseline_label={"asgi": "raw ASGI app", "cached": "cached resolution"}[base],
+                baseline_label={
+                    "asgi": "raw ASGI app",
+                    "asgi_same": "raw ASGI, same answer",
+                    "cached": "cached resolution",
+                }[base],
                 ratio=median(rs),
                 target=target,
                 generator=gen,
@@ -955,8 +976,9 @@ class Suite:
                 detail=detail(figure) | {"per_server_core": per_core_ratio(figure, base)},
                 cpu=detail(figure)["cpu"],
             )
-        asgi.stop()
-        self.servers.remove(asgi)
+        for server in (asgi, same):
+            server.stop()
+            self.servers.remove(server)
         rs = ratios("uncached", "asyncpg")
         self.add(
             "uncached_pg",
