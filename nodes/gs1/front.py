@@ -50,7 +50,10 @@ CORS: Headers = [
 ]
 VARY = (b"vary", b"Accept, Accept-Language")
 LINKSET_TYPES = ("linkset", "all")
-MAX_ENTRIES = 100_000
+MAX_ENTRIES = 10_000
+"""Rendered answers kept per worker: each is several objects the cycle collector tracks (see
+resolver/cache.py for what many of those cost), so they are bounded well below the memory
+cache; one evicted is rendered again from it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,11 @@ _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 Hot = tuple[str, int, float, dict[str, Any], dict[str, Any]]
 """A hot answer: ``(key, generation, expires, start message, body message)``."""
 
+HOT_ENTRIES = 4096
+"""How many hot answers a worker keeps.  Unlike the memory cache's entries (resolver/cache.py),
+each is several objects the cycle collector tracks, so they are few: popular handles take
+them, and one evicted is kept again on its next request, from the memory cache."""
+
 
 class ResolutionFront:
     """Serves resolutions itself and passes every other request to ``app``.
@@ -110,7 +115,6 @@ class ResolutionFront:
         self._node = node
         self._app = app
         self._hot: dict[bytes, Hot] = {}
-        self._hot_max = max(1, node.settings.cache.max_entries)
         self._current = node.generations.current
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
@@ -156,7 +160,7 @@ class ResolutionFront:
         self, path: bytes, key: str, generation: int, expires: float, body: bytes, source: bytes
     ) -> None:
         hot = self._hot
-        if path not in hot and len(hot) >= self._hot_max:
+        if path not in hot and len(hot) >= HOT_ENTRIES:
             del hot[next(iter(hot))]  # the oldest, as the memory cache evicts
         headers = [
             (b"content-type", JSON),
