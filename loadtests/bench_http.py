@@ -176,9 +176,14 @@ def node_settings(
     dsn: str, data_dir: Path, port: int, *, workers: int = 1, redis: str | None = None
 ) -> dict[str, str]:
     """The environment of a benchmark node (:func:`nodes.processes.node_env`): its database,
-    not migrated on start, warnings only, Redis if given, named (as are its Redis keys) after
-    this process."""
-    extra = {"IDIS_DATABASE_URL": dsn, "IDIS_MIGRATE_ON_START": "false"}
+    not migrated on start, warnings only, Redis if given, the GS1 resolver on for PREFIX, named
+    (as are its Redis keys) after this process."""
+    # The GS1 resolver is on, as a node serving both would run: REST pays its pass-through.
+    extra = {
+        "IDIS_DATABASE_URL": dsn,
+        "IDIS_MIGRATE_ON_START": "false",
+        "IDIS_GS1__PREFIX": PREFIX,
+    }
     if redis:
         extra["IDIS_REDIS_URL"] = redis
     return node_env(

@@ -17,7 +17,7 @@ the run is then flagged ``exhausted`` and its rate is not a valid figure.
 Processes of their own (``python -m loadtests.loadgen <command>``):
 
 ``constant``  raw uvloop HTTP server answering every request with constant bytes
-``asgi``      uvicorn (uvloop, httptools) with a minimal raw ASGI app answering constant JSON
+``asgi``      uvicorn as the node runs it, with a minimal raw ASGI app answering constant JSON
 ``pg``        raw asyncpg primary-key lookups on connections held from a pool, distinct keys
 """
 
@@ -167,7 +167,7 @@ end
 function response(status, headers, body)
   if exhausted == 1 then return end  -- the run is void; STOP_PATH answers are not errors
   received = received + 1
-  if status ~= 200 then
+  if status ~= STATUS then
     bad_status = bad_status + 1
   elseif CHECK(body) then
     ok = ok + 1
@@ -271,10 +271,16 @@ class WrkResult:
 
 
 def lua_script(
-    expected: bytes, *, distinct: Distinct | None = None, threads: int, max_requests: int
+    expected: bytes,
+    *,
+    distinct: Distinct | None = None,
+    threads: int,
+    max_requests: int,
+    status: int = 200,
 ) -> str:
-    """The Lua script: exact-body checks for a fixed path, body-start checks for distinct ones."""
-    parts = [f"local MARK = {_lua_str(_MARK)}\n"]
+    """The Lua script: exact-body checks for a fixed path, body-start checks for distinct ones;
+    every answer must have ``status``."""
+    parts = [f"local MARK = {_lua_str(_MARK)}\nlocal STATUS = {int(status)}\n"]
     per_thread_cap = max(1, max_requests // threads)
     if distinct is None:
         parts.append(f"local MAX_PER_THREAD = {per_thread_cap}\n")
@@ -306,8 +312,10 @@ def run_wrk(
     max_requests: int = 20_000_000,
     cpus: Sequence[int] | None = None,
     cpu_groups: dict[str, Sequence[int]] | None = None,
+    status: int = 200,
 ) -> WrkResult:
-    """One wrk run of ``duration`` seconds (and at most ``max_requests`` requests) on ``url``.
+    """One wrk run of ``duration`` seconds (and at most ``max_requests`` requests) on ``url``,
+    each answer checked for ``status`` and the body.
 
     ``url`` is the whole URL for a fixed path, or only ``http://host:port`` with ``distinct``.
     ``cpus`` pins wrk; ``cpu_groups`` names process trees whose CPU use is reported (wrk's own
@@ -316,7 +324,9 @@ def run_wrk(
     wrk = find_wrk()
     if concurrency < threads:
         raise ValueError("wrk needs at least one connection per thread")
-    script = lua_script(expected, distinct=distinct, threads=threads, max_requests=max_requests)
+    script = lua_script(
+        expected, distinct=distinct, threads=threads, max_requests=max_requests, status=status
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     seconds = max(1, round(duration))
@@ -422,42 +432,76 @@ class ReferenceServer(ServeProcess):
     started, awaited (``GET /healthz``, which it answers as it answers every path) and stopped
     as an ``idis serve`` node is, by :mod:`nodes.processes`; its output in ``home/serve.log``."""
 
-    def __init__(self, kind: str, home: Path, cpus: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        home: Path,
+        cpus: Sequence[int] | None = None,
+        workers: int = 1,
+        answer: bytes | None = None,
+    ) -> None:
+        """``answer``: for ``asgi``, the body of a node's cached resolution to answer with."""
+        extra = {}
+        if answer is not None:
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "answer").write_bytes(answer)
+            extra[ANSWER_FILE] = str(home / "answer")
         # At level warning readiness is the answer alone: these servers log nothing.
-        env = node_env(home, free_ports(1)[0], name=kind, log_level="warning")
+        env = node_env(
+            home, free_ports(1)[0], name=kind, workers=workers, log_level="warning", extra=extra
+        )
         super().__init__(kind, env, home, cpus=cpus)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "loadtests.loadgen", self.name, "--port", str(self.port)]
 
 
-def serve_asgi(host: str, port: int, body: bytes = CONSTANT_BODY) -> None:
-    """uvicorn as the node runs it, with a minimal raw ASGI app answering constant JSON."""
-    import uvicorn
+ANSWER_FILE = "LOADGEN_ANSWER_FILE"
+"""With this environment variable naming a file, the raw ASGI app answers with that file's
+bytes, and the headers a node's cached resolution has (``x-idis-source: memory`` too): the
+same response as the node's, without the node."""
 
+
+def constant_asgi_app() -> Any:
+    """A minimal raw ASGI app answering every request with constant JSON (uvicorn factory)."""
+    body = CONSTANT_BODY
+    extra: list[tuple[bytes, bytes]] = []
+    if os.environ.get(ANSWER_FILE):
+        body = Path(os.environ[ANSWER_FILE]).read_bytes()
+        extra.append((b"x-idis-source", b"memory"))
     start = {
         "type": "http.response.start",
         "status": 200,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            *extra,
+        ],
     }
     message = {"type": "http.response.body", "body": body}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         await send(start)
         await send(message)
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-    )
+    return app
+
+
+def serve_asgi(host: str, port: int) -> None:
+    """uvicorn run exactly as the node runs it (:func:`nodes.http.server.uvicorn_options`,
+    from the same ``IDIS_*`` settings, workers included), with :func:`constant_asgi_app`."""
+    import uvicorn
+
+    from nodes.http.server import uvicorn_options
+    from nodes.settings import load_settings
+
+    options = uvicorn_options(load_settings(http=f"{host}:{port}"))
+    uvicorn.run("loadtests.loadgen:constant_asgi_app", factory=True, **options)
 
 
 # --- raw asyncpg lookups -------------------------------------------------------------------

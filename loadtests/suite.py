@@ -14,6 +14,13 @@ native_tcp    native resolution over TCP, cached     cached REST resolution     
 native_unc..  native resolution, uncached            uncached REST resolution          info
 hostile       the same, 1,000 idle connections and   the same without them             >= 0.8
               a slow-header client attached
+asgi          raw ASGI app, constant bytes, under    (information: the HTTP ceiling)   info
+              uvicorn run as the node runs it
+cached_asgi   HTTP resolution, cached identifier     raw ASGI app (same server)        >= 0.9
+asgi_same     the raw ASGI app sending the cached    raw ASGI app, constant bytes      info
+              answer's bytes and headers
+cached_same   HTTP resolution, cached identifier     asgi_same: the app's own work     info
+gs1           GS1 Digital Link 307 redirect, cached  cached HTTP resolution            >= 0.8
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 logins        cached resolution under failed logins  the same without them             >= 0.8
@@ -25,13 +32,12 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 14:
-hostile, logins) except
-``scale10x`` (lookups should stay flat as the table grows: the suite's own expectation).  HTTP
-throughput uses ``wrk`` when it is installed, else the Python generator of
-:mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
-the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
-server are measured and reported in every run.
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 13:
+cached_asgi, gs1; 14: hostile, logins) except ``scale10x`` (lookups should stay flat as the
+table grows: the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed,
+else the Python generator of :mod:`loadtests.drive` (the report says which, per figure);
+latency probes, registration and the Zipf mix always use the Python generator.  Both
+generators' ceilings against a constant server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -43,8 +49,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import http.client
 import io
 import json
 import os
@@ -99,6 +107,10 @@ STEPS = (
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
 CACHED_TARGET: Target = (">=", 1.0, "issue 2")
+CEILING_TARGET: Target = (">=", 0.9, "issue 13")
+GS1_TARGET: Target = (">=", 0.8, "issue 13")
+GS1_GTIN = "09506000134352"
+GS1_LINK = "https://brand.example/product"
 UNCACHED_TARGET: Target = (">=", 0.5, "issue 2")
 IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
@@ -816,24 +828,37 @@ class Suite:
         group: dict[str, Sequence[int]] = {"server": [node.pid]}
         path = "/api/handles/" + bench_http.handle_text(plan.cached_id)
         rounds: list[dict[str, Any]] = []
+        # The HTTP ceiling: uvicorn run as the node runs it, with a raw ASGI app.
+        asgi = bench_http.start_listed(
+            ReferenceServer("asgi", self.workdir / "asgi", self.server_cpus), self.servers
+        )
+        # And the same app sending the node's cached answer, byte for byte: what the response
+        # itself costs, apart from the work of producing it.
+        answer = bench_http.fetch(node.port, path)[1]
+        same = bench_http.start_listed(
+            ReferenceServer("asgi", self.workdir / "asgi-same", self.server_cpus, answer=answer),
+            self.servers,
+        )
+        gs1_path = self.seed_gs1(node)
+
+        def fixed(label: str, base: str, path: str, expected: bytes, on: Any) -> dict[str, Any]:
+            groups = {"server": [on.pid]}
+            return self.load.fixed(
+                label, base, path, expected, duration=s.duration, warmup=s.warmup, groups=groups
+            )
+
         for n in range(s.rounds):
             say(f"  round {n + 1}/{s.rounds} ({self.load.kind})")
             out: dict[str, Any] = {}
-            out["bare"] = self.load.fixed(
-                "bare /healthz",
-                node.url,
-                "/healthz",
-                CONSTANT_BODY,
-                duration=s.duration,
-                warmup=s.warmup,
-                groups=group,
-            )
+            out["bare"] = fixed("bare /healthz", node.url, "/healthz", CONSTANT_BODY, node)
             status, body, _ = bench_http.fetch(node.port, path)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
-            out["cached"] = self.load.fixed(
-                "cached", node.url, path, body, duration=s.duration, warmup=s.warmup, groups=group
-            )
+            out["cached"] = fixed("cached", node.url, path, body, node)
+            out["asgi"] = fixed("raw ASGI constant", asgi.url, "/healthz", CONSTANT_BODY, asgi)
+            out["asgi_same"] = fixed("raw ASGI, the cached answer", same.url, "/", answer, same)
+            if self.wrk:
+                out["gs1"] = self.gs1_run(node.url + gs1_path, group)
             if self.load.kind == "python":
                 # The Python generator checked status only: check the body once more here.
                 again = bench_http.fetch(node.port, path)
@@ -868,8 +893,9 @@ class Suite:
                 cpus=self.server_cpus,
             )
             out["asyncpg"]["error_count"] = out["asyncpg"]["errors"] + out["asyncpg"]["missing"]
-            for key in ("bare", "cached", "uncached", "asyncpg"):
-                say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
+            for key in ("bare", "cached", "asgi", "asgi_same", "gs1", "uncached", "asyncpg"):
+                if key in out:
+                    say(f"    {key}: {out[key]['rate']:,.0f}/s, errors {out[key]['error_count']}")
             rounds.append(out)
         self.raw["http_rounds"] = rounds
 
@@ -878,6 +904,15 @@ class Suite:
 
         def ratios(key: str, base: str) -> list[float]:
             return [a / b for a, b in zip(series(key), series(base), strict=True) if b]
+
+        def per_core_ratio(key: str, base: str) -> float | None:
+            def per_core(fig: dict[str, Any]) -> float | None:
+                used = fig.get("cpu", {}).get("server")
+                return fig["rate"] / used if used else None
+
+            pairs = [(per_core(r[key]), per_core(r[base])) for r in rounds]
+            found = [a / b for a, b in pairs if a and b]
+            return round(median(found), 3) if found else None
 
         def errors(*keys: str) -> int:
             return sum(int(r[k]["error_count"]) for r in rounds for k in keys)
@@ -892,16 +927,20 @@ class Suite:
             }
 
         gen = self.load.kind
-        self.add(
-            "bare",
-            "bare FastAPI route GET /healthz (the HTTP baseline)",
-            median(series("bare")),
-            "req/s",
-            generator=gen,
-            errors=errors("bare"),
-            detail=detail("bare"),
-            cpu=detail("bare")["cpu"],
-        )
+
+        def info(key: str, name: str) -> None:
+            self.add(
+                key,
+                name,
+                median(series(key)),
+                "req/s",
+                generator=gen,
+                errors=errors(key),
+                detail=detail(key),
+                cpu=detail(key)["cpu"],
+            )
+
+        info("bare", "bare FastAPI route GET /healthz (the HTTP baseline)")
         for key, name, target in (
             ("cached", "HTTP resolution, cached identifier", CACHED_TARGET),
             ("uncached", "HTTP resolution, uncached identifiers", UNCACHED_TARGET),
@@ -925,6 +964,49 @@ class Suite:
             if fig.detail["exhausted"]:
                 fig.passed = False
                 fig.error = "identifiers used up before the run's end: raise rows"
+        info("asgi", "raw ASGI app, constant bytes, uvicorn as the node runs it (the HTTP ceiling)")
+        comparisons: list[tuple[str, str, str, Target | None]] = [
+            ("cached_asgi", "cached", "asgi", CEILING_TARGET),
+            ("asgi_same", "asgi_same", "asgi", None),
+            ("cached_same", "cached", "asgi_same", None),
+        ]
+        if self.wrk:
+            comparisons.append(("gs1", "gs1", "cached", GS1_TARGET))
+        else:
+            self.notes.append(
+                "gs1: the redirect figure needs wrk (the Python generator counts 200s)"
+            )
+        for key, figure, base, target in comparisons:
+            rs = ratios(figure, base)
+            self.add(
+                key,
+                {
+                    "cached_asgi": "HTTP resolution, cached, vs the raw ASGI app",
+                    "asgi_same": "raw ASGI app sending the cached answer's bytes and headers",
+                    "cached_same": "HTTP resolution, cached, vs the raw ASGI app sending it",
+                    "gs1": "GS1 Digital Link 307 redirect (cached) vs cached HTTP resolution",
+                }[key],
+                median(series(figure)),
+                "req/s",
+                baseline=median(series(base)),
+                baseline_label={
+                    "asgi": "raw ASGI app",
+                    "asgi_same": "raw ASGI, same answer",
+                    "cached": "cached resolution",
+                }[base],
+                ratio=median(rs),
+                target=target,
+                generator=gen,
+                errors=errors(figure, base),
+                rounds=rs,
+                # Steadier than req/s on a shared machine: requests per CPU-second of each
+                # server process, compared the same way.
+                detail=detail(figure) | {"per_server_core": per_core_ratio(figure, base)},
+                cpu=detail(figure)["cpu"],
+            )
+        for server in (asgi, same):
+            server.stop()
+            self.servers.remove(server)
         rs = ratios("uncached", "asyncpg")
         self.add(
             "uncached_pg",
@@ -963,6 +1045,51 @@ class Suite:
 
         title = "HTTP resolution, cached, during 200 failed logins/s"
         attacked.run(self, "logins", title, LOGINS_TARGET, attacked.failed_logins(self))
+
+    def seed_gs1(self, node: ServeProcess) -> str:
+        """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
+        to redirect there."""
+        path = f"/01/{GS1_GTIN}"
+        values = [{"index": 1, "type": "GS1.defaultLink", "data": GS1_LINK}]
+        identity = f"300%3A{PREFIX}/ADMIN:{self.secret}"
+        conn = http.client.HTTPConnection(HOST, node.port, timeout=10)
+        try:
+            conn.request(
+                "PUT",
+                f"/api/handles/{PREFIX}{path}",
+                json.dumps(values),
+                {
+                    "Content-Type": "application/json",
+                    "Authorization": "Basic " + base64.b64encode(identity.encode()).decode(),
+                },
+            )
+            written = conn.getresponse()
+            written.read()
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            answer.read()
+        finally:
+            conn.close()
+        if written.status not in (200, 201) or answer.status != 307:
+            raise RuntimeError(f"GS1 record: PUT {written.status}, GET {answer.status}")
+        if answer.getheader("location") != GS1_LINK:
+            raise RuntimeError(f"GS1 redirect to {answer.getheader('location')}")
+        return path
+
+    def gs1_run(self, url: str, groups: dict[str, Sequence[int]]) -> dict[str, Any]:
+        """wrk on one Digital Link: every answer a 307 with an empty body."""
+        s = self.s
+        common: dict[str, Any] = {
+            "concurrency": s.concurrency,
+            "cpus": self.gen_cpus,
+            "status": 307,
+        }
+        if s.warmup > 0:
+            run_wrk("gs1 warm-up", url, b"", duration=s.warmup, **common)
+        result = run_wrk("gs1", url, b"", duration=s.duration, cpu_groups=groups, **common)
+        out = result.as_dict()
+        out["generator"] = "wrk"
+        return out
 
     def register(self) -> None:
         """Batch registration of the realistic population, beside plain COPY of its rows."""
@@ -1477,6 +1604,11 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if "scale10x" in raw:
         lines.append(f"scale10x: rows added by {raw['scale10x']['seeded']}")
+    for f in report["figures"]:
+        if f["detail"].get("per_server_core") is not None:
+            lines.append(
+                f"{f['key']}: per CPU-second of each server, {f['detail']['per_server_core']:.2f}x"
+            )
     loads = [f["other_load"] for f in report["figures"] if f.get("other_load") is not None]
     if loads:
         busy = median(loads)

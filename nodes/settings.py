@@ -156,6 +156,35 @@ class ThrottleSettings(BaseModel):
         return value
 
 
+class Gs1Settings(BaseModel):
+    """The GS1 Digital Link resolver on the HTTP port (nodes/gs1/), off while ``prefix`` is
+    unset."""
+
+    prefix: str | None = Field(
+        None, description="the idis prefix whose identifiers hold the GS1 keys' links"
+    )
+    root: str | None = Field(
+        None, description="the resolver's public base URL (default: the federation site URL)"
+    )
+    name: str = Field("idis GS1-Conformant resolver", description="name in its description file")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value == "":
+            return None
+        if value is not None and "/" in value:
+            raise ValueError(f"{value!r} is a handle prefix, without a slash")
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/") if value else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -194,6 +223,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     federation: FederationSettings = FederationSettings()
     throttle: ThrottleSettings = ThrottleSettings()
+    gs1: Gs1Settings = Gs1Settings()
 
     @field_validator("http")
     @classmethod

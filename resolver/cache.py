@@ -81,14 +81,15 @@ class MemoryCache:
         entry = self._fresh(key)
         return None if entry is None else restore(key, entry[:6])
 
-    def public_body(self, key: str, handle: str) -> tuple[bytes, str] | None:
+    def public_body(self, key: str, handle: str) -> tuple[bytes, str, int, float] | None:
         """For a cached FOUND answer whose record's text is exactly ``handle``: the body
-        answering an anonymous query without filters, and the answer's source.  The body is
+        answering an anonymous query without filters, the answer's source, and what the answer
+        is valid under: the key's generation it was read at, and when it expires.  The body is
         rendered on the first call and kept."""
         entry = self._fresh(key)
         if entry is None:
             return None
-        _, outcome, source, text, _, _, generation, body = entry
+        expires, outcome, source, text, _, _, generation, body = entry
         if outcome != Outcome.FOUND or text != handle:
             return None
         if body is None:
@@ -96,7 +97,7 @@ class MemoryCache:
             assert record is not None
             body = public_resolution(record)
             self._entries[key] = (*entry[:6], generation, body)
-        return body, source
+        return body, source, generation, expires
 
     def put(self, answer: Answer, generation: int) -> None:
         """Cache ``answer``, read when the generation of its key was ``generation``."""

@@ -10,6 +10,7 @@ every other route falls through to the application behind.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
@@ -88,12 +89,33 @@ def answer_or_raise(answer: Answer, handle: str) -> Answer:
     return answer
 
 
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+
+Hot = tuple[str, int, float, dict[str, Any], dict[str, Any]]
+"""A hot answer: ``(key, generation, expires, start message, body message)``."""
+
+HOT_ENTRIES = 4096
+"""How many hot answers a worker keeps.  Unlike the memory cache's entries (resolver/cache.py),
+each is several objects the cycle collector tracks, so they are few: popular handles take
+them, and one evicted is kept again on its next request, from the memory cache."""
+
+
 class ResolutionFront:
-    """Serves resolutions itself and passes every other request to ``app``."""
+    """Serves resolutions itself and passes every other request to ``app``.
+
+    An anonymous query without parameters for a handle cached in memory is answered from
+    ``_hot``: keyed by the raw request path, the two ASGI messages of its answer, built once,
+    sent while the memory cache's entry would still be served (same generation of the key,
+    not expired).  That is a dict lookup, a generation read and two ``send`` calls: the
+    rest of the work (decoding the path, folding it, the cache's own checks, building the
+    headers) cost as much again as uvicorn's own work for the request (loadtests/README.md).
+    """
 
     def __init__(self, node: Any, app: ASGIApp) -> None:
         self._node = node
         self._app = app
+        self._hot: dict[bytes, Hot] = {}
+        self._current = node.generations.current
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
         if (
@@ -104,14 +126,26 @@ class ResolutionFront:
             await self._app(scope, receive, send)
             return
         head = scope["method"] == "HEAD"
+        anonymous = not scope["query_string"] and not _has_credentials(scope["headers"])
+        if anonymous:
+            hot = self._hot.get(scope["raw_path"])
+            if hot is not None:
+                key, generation, expires, start, message = hot
+                if generation == self._current(key) and expires > time.time():
+                    await send(start)
+                    await send(_EMPTY_BODY if head else message)
+                    return
+                del self._hot[scope["raw_path"]]
         text = ""
         try:
             text = path_text(scope, _SKIP)
-            if not scope["query_string"] and not _has_credentials(scope["headers"]):
-                hit = self._node.cache.public_body(fold(text), text)
+            if anonymous:
+                key = fold(text)
+                hit = self._node.cache.public_body(key, text)
                 if hit is not None:
-                    body, source = hit
+                    body, source, generation, expires = hit
                     served = reused_source(source, "memory").encode()
+                    self._keep(scope["raw_path"], key, generation, expires, body, served)
                     await send_body(send, 200, body, source=served, head=head)
                     return
             await self._general(scope, send, text, head)
@@ -123,6 +157,20 @@ class ResolutionFront:
         except Exception:
             log.exception("resolution of %r failed", text)
             await send_body(send, 500, render.error(2, "internal error", text or None), head=head)
+
+    def _keep(
+        self, path: bytes, key: str, generation: int, expires: float, body: bytes, source: bytes
+    ) -> None:
+        hot = self._hot
+        if path not in hot and len(hot) >= HOT_ENTRIES:
+            del hot[next(iter(hot))]  # the oldest, as the memory cache evicts
+        headers = [
+            (b"content-type", JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-idis-source", source),
+        ]
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        hot[path] = (key, generation, expires, start, {"type": "http.response.body", "body": body})
 
     async def _general(self, scope: Scope, send: Send, text: str, head: bool) -> None:
         node = self._node

@@ -135,3 +135,11 @@ def start_node(
         node.stop()
         raise
     return node
+
+
+def stop_checked(node: NodeProcess) -> None:
+    """Stop ``node``, then fail if its log holds a traceback: every bad request got an answer
+    in its protocol's terms, none escaped as a crash."""
+    log = node.log()
+    node.stop()
+    assert "Traceback" not in log, log

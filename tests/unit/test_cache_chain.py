@@ -100,10 +100,11 @@ def test_memory_cache_public_body_is_the_public_resolution() -> None:
     cache.put(answer(marker="https://x"), 0)
     hit = cache.public_body("88/A", "88/A")
     assert hit is not None
-    body, source = hit
+    body, source, generation, expires = hit
     assert orjson.loads(body)["values"][0]["data"]["value"] == "https://x"
     assert body == public_resolution(answer(marker="https://x").record)
     assert source == "store"
+    assert (generation, expires) == (0, answer(marker="https://x").expires)
     again = cache.public_body("88/A", "88/A")
     assert again is not None and again[0] is body  # rendered once
 
