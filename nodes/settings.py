@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from resolver.codecs.dns_names import normalise_zone
+
 Role = Literal["top-level", "dr", "secondary", "enterprise", "recursive"]
 
 
@@ -91,6 +93,10 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
     redis_url: str | None = None
     http: str = "127.0.0.1:8000"
+    dns: str | None = Field(
+        None, description="HOST:PORT to serve DNS on (UDP and TCP); off if unset"
+    )
+    dns_zone: str = Field("idis.example", description="the DNS zone identifiers are named under")
     workers: int = Field(1, ge=1, le=64)
     role: Role = "secondary"
     name: str = "idis"
@@ -105,6 +111,19 @@ class Settings(BaseSettings):
     def _address(cls, value: str) -> str:
         parse_address(value)
         return value
+
+    @field_validator("dns")
+    @classmethod
+    def _dns_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parse_address(value)
+        return value
+
+    @field_validator("dns_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return normalise_zone(value)
 
     @field_validator("database_url")
     @classmethod
