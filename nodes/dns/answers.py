@@ -11,11 +11,11 @@ what the chain says                    DNS answer
 found                                  NAPTR, URI, TXT (ANY: all three), authoritative
 not found (an identifier's name)       NXDOMAIN, the zone's SOA in authority
 structure, prefix without a record     NOERROR, no data, SOA in authority (RFC 8020: names
-                                       below exist)
+(here or anywhere)                     below exist)
 delegated prefix (302/303 referral,    a referral: NS at the prefix's name (the zone cut),
 or a prefix record with HS_SITE        one per server of the site (``ns<serverId>.<cut>``
 for a prefix not homed here)           with A/AAAA glue for an IP address, else the host)
-not homed here                         REFUSED (not authoritative for it)
+an identifier not homed here           REFUSED (not authoritative for it)
 store or upstream unavailable          SERVFAIL, not cached
 outside the zone, class not IN,        REFUSED
 zone transfer
@@ -43,7 +43,6 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -82,7 +81,7 @@ class Reply:
 DROP = Reply(None)
 
 
-def header_error(data: bytes, rcode: int) -> Reply:
+def header_error(data: bytes, rcode: dns.rcode.Rcode) -> Reply:
     """An answer with only a header, for a query too broken to parse (or dropped: a response,
     or less than a header)."""
     if len(data) < 12 or data[2] & 0x80:
@@ -91,7 +90,9 @@ def header_error(data: bytes, rcode: int) -> Reply:
     return Reply(data[:2] + flags.to_bytes(2, "big") + bytes(8))
 
 
-def _rrset(name: dns.name.Name, ttl: int, rdtype: int, texts: list[str]) -> dns.rrset.RRset:
+def _rrset(
+    name: dns.name.Name, ttl: int, rdtype: dns.rdatatype.RdataType, texts: list[str]
+) -> dns.rrset.RRset:
     return dns.rrset.from_text_list(name, ttl, _IN, rdtype, texts)
 
 
@@ -116,6 +117,8 @@ class Answerer:
 
     async def reply(self, data: bytes, tcp: bool) -> Reply:
         """The answer to the query ``data`` (never raises for any input)."""
+        if len(data) >= 12 and data[2] & 0x78:  # not a QUERY: not parsed any further
+            return header_error(data, dns.rcode.NOTIMP)
         try:
             query = dns.message.from_wire(data)
         except Exception:  # dnspython's many parse errors: all mean a malformed query
@@ -132,8 +135,6 @@ class Answerer:
         response = dns.message.make_response(
             query, recursion_available=self._recursive, our_payload=MAX_UDP
         )
-        if query.opcode() != dns.opcode.QUERY:
-            return self._render(response, dns.rcode.NOTIMP, tcp, query)
         if len(query.question) != 1:
             return self._render(response, dns.rcode.FORMERR, tcp, query)
         if query.edns > 0:
@@ -143,7 +144,7 @@ class Answerer:
         if question.rdclass != _IN or rdtype in _TRANSFERS or not name.is_subdomain(self._zone):
             return self._render(response, dns.rcode.REFUSED, tcp, query, expires=STATIC_TTL)
         try:
-            labels = [label.decode("ascii").lower() for label in name.relativize(self._zone)]
+            labels = [label.decode("ascii").lower() for label in name.relativize(self._zone).labels]
             place = place_of(labels)
         except (UnicodeDecodeError, NotAnIdentifier):
             return self._negative(response, dns.rcode.NXDOMAIN, tcp, query, None)
@@ -170,7 +171,8 @@ class Answerer:
         if cut is not None:
             return self._referral(response, cut, tcp, query, noted)
         if place.key is None or (
-            answer.outcome is Outcome.NOT_FOUND and key.startswith(PREFIX_HANDLE_PREFIX + "/")
+            answer.outcome in (Outcome.NOT_FOUND, Outcome.NOT_HOMED)
+            and key.startswith(PREFIX_HANDLE_PREFIX + "/")
         ):
             return self._negative(response, dns.rcode.NOERROR, tcp, query, noted)
         if answer.outcome is Outcome.NOT_FOUND:
@@ -186,7 +188,11 @@ class Answerer:
         return self._render(response, dns.rcode.NOERROR, tcp, query, noted=noted)
 
     def _apex(
-        self, response: dns.message.Message, rdtype: int, tcp: bool, query: dns.message.Message
+        self,
+        response: dns.message.Message,
+        rdtype: dns.rdatatype.RdataType,
+        tcp: bool,
+        query: dns.message.Message,
     ) -> Reply:
         if rdtype in (dns.rdatatype.SOA, dns.rdatatype.ANY):
             response.answer.append(self._soa)
@@ -201,7 +207,7 @@ class Answerer:
     def _negative(
         self,
         response: dns.message.Message,
-        rcode: int,
+        rcode: dns.rcode.Rcode,
         tcp: bool,
         query: dns.message.Message,
         noted: tuple[Answer, int] | None,
@@ -263,7 +269,7 @@ class Answerer:
     def _render(
         self,
         response: dns.message.Message,
-        rcode: int,
+        rcode: dns.rcode.Rcode,
         tcp: bool,
         query: dns.message.Message,
         *,
@@ -290,7 +296,9 @@ class Answerer:
         return Reply(wire)
 
 
-def _data(name: dns.name.Name, rdtype: int, ttl: int, record: Record) -> list[dns.rrset.RRset]:
+def _data(
+    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, ttl: int, record: Record
+) -> list[dns.rrset.RRset]:
     wanted = _DATA_TYPES if rdtype == dns.rdatatype.ANY else (rdtype,)
     values = record.values
     rrsets = []
