@@ -7,6 +7,7 @@ One node on PostgreSQL and Redis homes 88.100.1 and delegates 88.100.1.7 to a si
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import socket
@@ -325,3 +326,28 @@ def test_rest_and_dns_answer_the_same_record(node: NodeProcess) -> None:
         t.split('"')[1] for t in texts(udp(node, dns_name("88.100.1/Same", ZONE), "URI"), "URI")
     ]
     assert urls == dns_urls == ["https://example.com/same"]
+
+
+def test_the_recursive_role_answers_what_its_walk_found(
+    node: NodeProcess, node_factory: StartNode
+) -> None:
+    """A recursive node (two workers sharing the DNS port) whose walk starts at ``node``."""
+    put(node, "88.100.1/Walked", [url_value(1, "https://example.com/walked")])
+    recursive = node_factory(
+        init=False,
+        workers=2,
+        extra_env={
+            "IDIS_ROLE": "recursive",
+            "IDIS_FEDERATION__TOP_LEVEL": json.dumps([node.base_url]),
+            "IDIS_DNS": f"127.0.0.1:{free_ports(1)[0]}",
+            "IDIS_DNS_ZONE": ZONE,
+        },
+    )
+    name = dns_name("88.100.1/Walked", ZONE)
+    for _ in range(4):  # the kernel spreads these over both workers
+        walked = udp(recursive, name, "URI")
+        assert walked.flags & dns.flags.RA and not walked.flags & dns.flags.AA
+        assert texts(walked, "URI") == ['10 1 "https://example.com/walked"']
+        assert texts(tcp(recursive, name, "URI"), "URI") == ['10 1 "https://example.com/walked"']
+    missing = udp(recursive, dns_name("88.100.1/Not-There", ZONE), "URI")
+    assert missing.rcode() == dns.rcode.NXDOMAIN
