@@ -181,7 +181,7 @@ async def fuzz(count: int, seed: int = 1, report_every: float = 0.0) -> Tally:
                     query = rng.randbytes(rng.randrange(64))
                 else:
                     query = mutate(base, rng)
-                answer = front.cached(query, tcp)
+                answer = front.cache.answer(query, tcp)
                 if answer is None:
                     answer = await front.answer(query, tcp)
                 check(query, answer, tcp, tally)

@@ -17,6 +17,8 @@ register      batch registration (POST /api/batch)   plain COPY of the same rows
 import        ``idis import``                        plain COPY of the same rows       >= 0.8
 storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
+dns_cached    DNS NAPTR, cached names (dnsperf)      unbound, local-data, same names   >= 1.0
+dns_uncached  DNS NAPTR, names never asked before    uncached REST on the same node    info
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtests import bench_http, drive
+from loadtests import bench_dns, bench_http, drive
 from loadtests.loadgen import (
     CONSTANT_BODY,
     Distinct,
@@ -76,7 +78,7 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = ("http", "dns", "register", "mix", "storage", "scale10x", "import", "recursive")
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -1249,11 +1251,12 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "register", "mix", "storage", "scale10x"} & set(s.only)
+        needs_node = {"http", "dns", "register", "mix", "storage", "scale10x"} & set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
+            self.step("dns", lambda: bench_dns.run(self))
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

@@ -49,7 +49,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from nodes.dns.wire import MAX_UDP, TCP_LIMIT
+from nodes.dns.wire import MAX_UDP, TCP_LIMIT, QueryShape, shape
 from resolver.answers import Answer, Outcome
 from resolver.codecs import dns_records
 from resolver.codecs.dns_names import NotAnIdentifier, place_of, prefix_labels
@@ -66,6 +66,24 @@ STATIC_TTL = 3600
 _IN = dns.rdataclass.IN
 _DATA_TYPES = (dns.rdatatype.NAPTR, dns.rdatatype.URI, dns.rdatatype.TXT)
 _TRANSFERS = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+_WIRE_TYPES = frozenset(int(t) for t in (*_DATA_TYPES, dns.rdatatype.ANY))
+_OPT = b"\x00\x00\x29" + MAX_UDP.to_bytes(2, "big") + bytes(6)
+"""The OPT record of an answer to an EDNS query: version 0, no flags, no options."""
+
+
+def _labels(data: bytes, end: int) -> list[str] | None:
+    """The labels of the plain name at 12 (``shape`` checked it), lower-cased; None if one is
+    not ASCII."""
+    labels = []
+    at = 12
+    while at < end - 1:
+        length = data[at]
+        try:
+            labels.append(data[at + 1 : at + 1 + length].decode("ascii").lower())
+        except UnicodeDecodeError:
+            return None
+        at += length + 1
+    return labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +120,7 @@ class Answerer:
     def __init__(self, node: Any, zone: str, listen_host: str) -> None:
         self._node = node
         self._zone = dns.name.from_text(zone)
+        self._zone_labels = [label.decode("ascii").lower() for label in self._zone.labels[:-1]]
         self._recursive = node.settings.role == "recursive"
         negative = int(node.settings.cache.negative_ttl)
         self._negative_ttl = negative
@@ -117,6 +136,15 @@ class Answerer:
 
     async def reply(self, data: bytes, tcp: bool) -> Reply:
         """The answer to the query ``data`` (never raises for any input)."""
+        shaped = shape(data, tcp)
+        if shaped is not None:
+            try:
+                found = await self._found(data, shaped)
+            except Exception:
+                log.exception("answering a DNS query failed")
+                return header_error(data, dns.rcode.SERVFAIL)
+            if found is not None:
+                return found
         if len(data) >= 12 and data[2] & 0x78:  # not a QUERY: not parsed any further
             return header_error(data, dns.rcode.NOTIMP)
         try:
@@ -186,6 +214,52 @@ class Answerer:
         if not self._recursive:
             response.flags |= dns.flags.AA
         return self._render(response, dns.rcode.NOERROR, tcp, query, noted=noted)
+
+    async def _found(self, data: bytes, query: QueryShape) -> Reply | None:
+        """The answer to a plain query for data of an identifier that is found, rendered by
+        hand (a fifth of dnspython's cost; the common uncached query), or None for the
+        general path: any other question, name or outcome, or an answer that must be cut."""
+        end = query.question_end
+        rdtype = int.from_bytes(data[end - 4 : end - 2], "big")
+        if data[end - 2 : end] != b"\x00\x01" or rdtype not in _WIRE_TYPES:
+            return None
+        labels = _labels(data, end - 4)
+        zone = self._zone_labels
+        if labels is None or len(labels) <= len(zone) or labels[-len(zone) :] != zone:
+            return None
+        try:
+            place = place_of(labels[: -len(zone)])
+        except NotAnIdentifier:
+            return None
+        key = place.key
+        if key is None or key.startswith(PREFIX_HANDLE_PREFIX + "/"):
+            return None
+        generation = self._node.generations.current(key)
+        try:
+            answer: Answer = await self._node.resolve(key, False)
+        except HandleError:
+            return None  # the general path answers SERVFAIL
+        if answer.outcome is not Outcome.FOUND or answer.record is None:
+            return None
+        ttl = max(0, min(self._max_ttl, int(answer.expires - time.time()))).to_bytes(4, "big")
+        records = []
+        for wanted in _DATA_TYPES if rdtype == dns.rdatatype.ANY else (rdtype,):
+            head = b"\xc0\x0c" + int(wanted).to_bytes(2, "big") + b"\x00\x01" + ttl
+            for rdata in dns_records.wire_rdatas(answer.record.values, wanted):
+                records.append(head + len(rdata).to_bytes(2, "big") + rdata)
+        if not records:
+            return None
+        edns = data[10:12] == b"\x00\x01"
+        flags = 0x8000 | (data[2] & 0x01) << 8  # QR, RD as asked
+        flags |= 0x0080 if self._recursive else 0x0400  # RA or AA
+        counts = b"\x00\x01" + len(records).to_bytes(2, "big") + b"\x00\x00"
+        counts += b"\x00\x01" if edns else b"\x00\x00"
+        wire = b"".join((data[:2], flags.to_bytes(2, "big"), counts, data[12:end], *records))
+        if edns:
+            wire += _OPT
+        if len(wire) > query.limit:
+            return None  # the general path truncates
+        return Reply(wire, answer.expires, key, generation)
 
     def _apex(
         self,

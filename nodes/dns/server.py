@@ -40,10 +40,6 @@ class DnsFront:
         self.pending: set[asyncio.Task[None]] = set()
         """Slow-path tasks of UDP queries (held here: the loop keeps only weak references)."""
 
-    def cached(self, data: bytes, tcp: bool) -> bytes | None:
-        query = shape(data, tcp)
-        return None if query is None else self.cache.answer(data, query)
-
     async def answer(self, data: bytes, tcp: bool) -> bytes | None:
         reply: Reply = await self.answerer.reply(data, tcp)
         if reply.wire is not None and reply.expires is not None:
@@ -63,7 +59,7 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         front = self._front
-        hit = front.cached(data, False)
+        hit = front.cache.answer(data, False)
         if hit is not None:
             self._transport.sendto(hit, addr)
             return
@@ -92,7 +88,7 @@ async def _tcp_client(
             if size == 0:
                 break
             data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
-            wire = front.cached(data, True) or await front.answer(data, True)
+            wire = front.cache.answer(data, True) or await front.answer(data, True)
             if wire is None:
                 break
             writer.write(len(wire).to_bytes(2, "big") + wire)

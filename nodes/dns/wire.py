@@ -105,7 +105,12 @@ on and that key's generation when the answer was read."""
 
 
 class WireCache:
-    """Rendered answers by query key; bounded, the oldest insertion evicted first."""
+    """Rendered answers by query key; bounded, the oldest insertion evicted first.
+
+    In front of the keyed entries sits a map from a query's exact bytes after its ID to the
+    answer's bytes after the ID: a client repeating a query (the same name in the same case,
+    the same EDNS options) is answered with one dictionary lookup and no reading at all.
+    """
 
     def __init__(
         self,
@@ -114,6 +119,8 @@ class WireCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._entries: dict[bytes, Entry] = {}
+        self._exact: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
+        """By transport (UDP, TCP): query bytes after the ID -> answer bytes after the ID."""
         self._generations = generations
         self._max = max_entries
         self._clock = clock
@@ -121,8 +128,18 @@ class WireCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, data: bytes, query: QueryShape) -> bytes | None:
-        """The kept answer to ``data`` with its ID and question patched in, or None."""
+    def answer(self, data: bytes, tcp: bool) -> bytes | None:
+        """The kept answer to the query ``data`` with its ID (and question) patched in."""
+        exact = self._exact[tcp]
+        tail = data[2:]
+        entry = exact.get(tail)
+        if entry is not None:
+            if entry[1] > self._clock() and self._generations.current(entry[2]) == entry[3]:
+                return data[:2] + entry[0]
+            del exact[tail]
+        query = shape(data, tcp)
+        if query is None:
+            return None
         entry = self._entries.get(query.key)
         if entry is None:
             return None
@@ -131,14 +148,19 @@ class WireCache:
             del self._entries[query.key]
             return None
         end = query.question_end
-        return data[:2] + wire[2:12] + data[12:end] + wire[end:]
+        answer = data[:2] + wire[2:12] + data[12:end] + wire[end:]
+        _bounded_put(exact, tail, (answer[2:], expires, generation_key, generation), self._max)
+        return answer
 
     def put(
         self, query: QueryShape, wire: bytes, expires: float, key: str, generation: int
     ) -> None:
-        if self._max <= 0:
-            return
-        entries = self._entries
-        if query.key not in entries and len(entries) >= self._max:
-            del entries[next(iter(entries))]
-        entries[query.key] = (wire, expires, key, generation)
+        _bounded_put(self._entries, query.key, (wire, expires, key, generation), self._max)
+
+
+def _bounded_put(entries: dict[bytes, Entry], key: bytes, entry: Entry, limit: int) -> None:
+    if limit <= 0:
+        return
+    if key not in entries and len(entries) >= limit:
+        del entries[next(iter(entries))]
+    entries[key] = entry

@@ -7,7 +7,7 @@ Only values an anonymous client may read (public read permission) are shown, as 
   index order, service ``E2U+idis:<TYPE>`` (an ENUM-style service, RFC 6116: ``E2U`` then the
   enumservice ``idis`` with the Handle type as subtype; ``.`` in a sub-type becomes ``-``, since
   subtypes are letters, digits and ``-``), regexp ``!^.*$!<URL>!`` (``\\`` and ``!`` in the URL
-  escaped), replacement ``.``.
+  escaped), replacement ``.``; a URL too long for the regexp's 255 bytes has only a URI record.
 - **URI** (RFC 7553): the same values, priority 10 + rank, weight 1, target the URL.
 - **TXT**: one record per public value, its character-strings the index, the type, then the
   data (a string as is; any other format as its REST JSON ``data`` object) cut into pieces of
@@ -75,9 +75,10 @@ def naptr_records(values: Sequence[HandleValue]) -> list[Naptr]:
     records = []
     for rank, (value, url) in enumerate(_url_values(values)):
         escaped = url.replace("\\", "\\\\").replace("!", "\\!")
-        records.append(
-            Naptr(NAPTR_ORDER, 10 + rank, "U", service_of(value.type), f"!^.*$!{escaped}!", ".")
-        )
+        regexp = f"!^.*$!{escaped}!"
+        if len(regexp.encode("utf-8")) > MAX_STRING:
+            continue  # a character-string holds no more: the URI record still carries it
+        records.append(Naptr(NAPTR_ORDER, 10 + rank, "U", service_of(value.type), regexp, "."))
     return records
 
 
@@ -97,3 +98,38 @@ def txt_strings(value: HandleValue) -> list[bytes]:
 
 def txt_records(values: Sequence[HandleValue]) -> list[list[bytes]]:
     return [txt_strings(value) for value in select(values)]
+
+
+# --- wire forms (RFC 1035 section 3.3, RFC 3403 section 4.1, RFC 7553 section 4.5) ----------
+
+
+def _string(data: bytes) -> bytes:
+    """A character-string: a length byte and at most 255 bytes."""
+    data = data[:MAX_STRING]
+    return bytes((len(data),)) + data
+
+
+def naptr_rdata(naptr: Naptr) -> bytes:
+    """The wire form of a NAPTR whose replacement is the root (as all of ours are)."""
+    head = naptr.order.to_bytes(2, "big") + naptr.preference.to_bytes(2, "big")
+    fields = (naptr.flags, naptr.service, naptr.regexp)
+    return head + b"".join(_string(f.encode("utf-8")) for f in fields) + b"\x00"
+
+
+def uri_rdata(uri: Uri) -> bytes:
+    return uri.priority.to_bytes(2, "big") + uri.weight.to_bytes(2, "big") + uri.target.encode()
+
+
+def txt_rdata(strings: list[bytes]) -> bytes:
+    return b"".join(_string(s) for s in strings)
+
+
+def wire_rdatas(values: Sequence[HandleValue], rdtype: int) -> list[bytes]:
+    """The rdatas of type ``rdtype`` (35 NAPTR, 256 URI, 16 TXT) showing ``values``."""
+    if rdtype == 35:
+        return [naptr_rdata(n) for n in naptr_records(values)]
+    if rdtype == 256:
+        return [uri_rdata(u) for u in uri_records(values)]
+    if rdtype == 16:
+        return [txt_rdata(t) for t in txt_records(values)]
+    return []

@@ -1,0 +1,265 @@
+"""``idis bench``'s DNS figures: the node's DNS front end beside unbound and beside REST.
+
+- ``dns_cached``: NAPTR queries per second for the suite's sample identifiers, answered from
+  the wire cache, beside unbound (one thread) serving the same names and the same records
+  from ``local-data`` (both driven by dnsperf in the same run, in alternating rounds; the
+  records unbound holds are the node's own answers, and a check before the runs compares them).
+  Target >= 1.0 (issue 13).
+- ``dns_uncached``: NAPTR queries for identifiers never asked before (each name once, dnsperf
+  ``-n 1``) beside uncached REST resolutions of other such identifiers on the same node.
+
+The node is a second one on the suite's database, with ``IDIS_DNS`` set, on the server CPUs;
+unbound runs there too; dnsperf runs on the generator CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rcode
+
+from loadtests import bench_http
+from loadtests.stats import median
+from nodes.processes import ServeProcess, free_ports, stop_all
+from resolver.codecs.dns_names import dns_name
+
+ZONE = "idis.example"
+HOST = "127.0.0.1"
+DNS_TARGET = (">=", 1.0, "issue 13")
+UNBOUND_READY = 10.0
+
+
+def names(ids: Sequence[int]) -> list[str]:
+    return [dns_name(bench_http.handle_text(i), ZONE) for i in ids]
+
+
+def query_file(path: Path, qnames: Sequence[str], rdtype: str = "NAPTR") -> Path:
+    path.write_text("".join(f"{name} {rdtype}\n" for name in qnames), encoding="ascii")
+    return path
+
+
+def ask(port: int, qname: str, rdtype: str = "NAPTR") -> dns.message.Message:
+    query = dns.message.make_query(qname, rdtype)
+    return dns.query.udp(query, HOST, port=port, timeout=5.0)
+
+
+def answer_text(message: dns.message.Message) -> list[str]:
+    return sorted(f"{r.name} {r.ttl} IN {r.to_text().split(' IN ', 1)[1]}" for r in message.answer)
+
+
+def local_data(port: int, qnames: Sequence[str]) -> list[str]:
+    """unbound ``local-data`` lines holding the node's own NAPTR answers for ``qnames``."""
+    lines = []
+    for qname in qnames:
+        message = ask(port, qname)
+        if message.rcode() != dns.rcode.NOERROR or not message.answer:
+            raise RuntimeError(f"the node answered {qname} with {message}")
+        for rrset in message.answer:
+            for rdata in rrset:
+                lines.append(f"{rrset.name} {rrset.ttl} IN NAPTR {rdata.to_text()}")
+    return lines
+
+
+def unbound_config(home: Path, port: int, data: Sequence[str]) -> Path:
+    local = "".join(f"  local-data: '{line}'\n" for line in data)
+    config = home / "unbound.conf"
+    config.write_text(
+        f"""server:
+  interface: {HOST}
+  port: {port}
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  chroot: ""
+  username: ""
+  directory: "{home}"
+  pidfile: ""
+  num-threads: 1
+  access-control: 127.0.0.0/8 allow
+  local-zone: "{ZONE}." static
+{local}remote-control:
+  control-enable: no
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def _on(cpus: Sequence[int] | None) -> Any:
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def start_unbound(home: Path, data: Sequence[str], cpus: Sequence[int] | None) -> tuple[Any, int]:
+    """unbound on a free loopback port with ``data``; (its process, the port)."""
+    binary = shutil.which("unbound") or "/usr/sbin/unbound"
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_ports(1)[0]
+    config = unbound_config(home, port, data)
+    with (home / "unbound.log").open("ab") as log:
+        process = subprocess.Popen(
+            [binary, "-d", "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_on(cpus),
+        )
+    deadline = time.monotonic() + UNBOUND_READY
+    while True:
+        try:
+            ask(port, ZONE, "SOA")
+            return process, port
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_all([process])
+                log_text = (home / "unbound.log").read_text(errors="replace")
+                raise RuntimeError(f"unbound did not start:\n{log_text}") from None
+            time.sleep(0.1)
+
+
+_FIELDS = {
+    "sent": re.compile(r"Queries sent:\s+(\d+)"),
+    "completed": re.compile(r"Queries completed:\s+(\d+)"),
+    "lost": re.compile(r"Queries lost:\s+(\d+)"),
+    "rate": re.compile(r"Queries per second:\s+([\d.]+)"),
+    "noerror": re.compile(r"NOERROR (\d+)"),
+}
+
+
+def dnsperf(
+    port: int,
+    queries: Path,
+    *,
+    duration: float,
+    cpus: Sequence[int] | None,
+    once: bool = False,
+    clients: int = 4,
+    outstanding: int = 100,
+) -> dict[str, Any]:
+    """One dnsperf run; its figures (``error_count``: queries lost or not answered NOERROR)."""
+    binary = shutil.which("dnsperf")
+    if binary is None:
+        raise RuntimeError("dnsperf is not installed (scripts/test-deps.sh installs it)")
+    argv = [binary, "-s", HOST, "-p", str(port), "-d", str(queries)]
+    argv += ["-l", f"{max(duration, 0.5):g}", "-c", str(clients), "-q", str(outstanding)]
+    if once:
+        argv += ["-n", "1"]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration + 60, preexec_fn=_on(cpus)
+    ).stdout
+    found: dict[str, Any] = {}
+    for key, pattern in _FIELDS.items():
+        match = pattern.search(out)
+        found[key] = float(match.group(1)) if match else 0.0
+    if not found["completed"]:
+        raise RuntimeError(f"dnsperf measured nothing:\n{out}")
+    found["error_count"] = int(found["lost"] + found["completed"] - found["noerror"])
+    return found
+
+
+def dns_node(suite: Any) -> ServeProcess:
+    """A node on the suite's database with DNS on a free port, started."""
+    env = bench_http.node_settings(suite.dsn, suite.workdir / "data", free_ports(1)[0])
+    env["IDIS_DNS"] = f"{HOST}:{free_ports(1)[0]}"
+    env["IDIS_DNS_ZONE"] = ZONE
+    node = ServeProcess("dns-node", env, suite.workdir / "dns-node", cpus=suite.server_cpus)
+    return bench_http.start_listed(node, suite.servers)
+
+
+def run(suite: Any) -> None:
+    """Measure the DNS figures into ``suite`` (a :class:`loadtests.suite.Suite`)."""
+    s, plan = suite.s, suite.plan
+    node = dns_node(suite)
+    port = int(node.env["IDIS_DNS"].rpartition(":")[2])
+    home = suite.workdir / "dns"
+    home.mkdir(parents=True, exist_ok=True)
+    cached = names(plan.sample)
+    data = local_data(port, cached)  # also fills the node's caches
+    unbound, unbound_port = start_unbound(home / "unbound", data, suite.server_cpus)
+    try:
+        mismatched = [
+            q for q in cached[:20] if answer_text(ask(port, q)) != answer_text(ask(unbound_port, q))
+        ]
+        if mismatched:
+            raise RuntimeError(f"unbound and the node answer differently: {mismatched[:3]}")
+        cached_file = query_file(home / "cached.txt", cached)
+        rounds: list[dict[str, Any]] = []
+        for n in range(s.rounds):
+            out: dict[str, Any] = {}
+            for key, target in (("unbound", unbound_port), ("cached", port)):
+                if s.warmup:
+                    dnsperf(target, cached_file, duration=s.warmup, cpus=suite.gen_cpus)
+                out[key] = dnsperf(target, cached_file, duration=s.duration, cpus=suite.gen_cpus)
+            measure = plan.measure[n]
+            half = len(measure) // 2
+            fresh = query_file(home / f"uncached{n}.txt", names(measure[:half]))
+            out["uncached"] = dnsperf(
+                port, fresh, duration=s.duration, cpus=suite.gen_cpus, once=True, outstanding=32
+            )
+            out["rest"] = suite.load.distinct(
+                "REST uncached (DNS node)",
+                node.url,
+                measure[half:],
+                range(0),
+                duration=s.duration,
+                warmup=0.0,
+                groups={"server": [node.pid]},
+            )
+            bench_http.say(
+                f"  dns round {n + 1}: unbound {out['unbound']['rate']:,.0f}/s, cached"
+                f" {out['cached']['rate']:,.0f}/s, uncached {out['uncached']['rate']:,.0f}/s,"
+                f" REST uncached {out['rest']['rate']:,.0f}/s"
+            )
+            rounds.append(out)
+    finally:
+        stop_all([unbound])
+    suite.raw["dns_rounds"] = rounds
+    report(suite, rounds)
+
+
+def report(suite: Any, rounds: list[dict[str, Any]]) -> None:
+    def series(key: str) -> list[float]:
+        return [float(r[key]["rate"]) for r in rounds]
+
+    def ratios(key: str, base: str) -> list[float]:
+        return [a / b for a, b in zip(series(key), series(base), strict=True) if b]
+
+    def errors(*keys: str) -> int:
+        return sum(int(r[k]["error_count"]) for r in rounds for k in keys)
+
+    cached = ratios("cached", "unbound")
+    suite.add(
+        "dns_cached",
+        "DNS NAPTR, cached names (UDP, dnsperf)",
+        median(series("cached")),
+        "q/s",
+        baseline=median(series("unbound")),
+        baseline_label="unbound, 1 thread, local-data",
+        ratio=median(cached),
+        target=DNS_TARGET,
+        generator="dnsperf",
+        errors=errors("cached", "unbound"),
+        rounds=cached,
+    )
+    uncached = ratios("uncached", "rest")
+    suite.add(
+        "dns_uncached",
+        "DNS NAPTR, uncached names (each once)",
+        median(series("uncached")),
+        "q/s",
+        baseline=median(series("rest")),
+        baseline_label="REST, uncached, same node",
+        ratio=median(uncached),
+        generator=f"dnsperf / {suite.load.kind}",
+        errors=errors("uncached", "rest"),
+        rounds=uncached,
+    )
