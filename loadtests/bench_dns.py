@@ -5,6 +5,10 @@
   from ``local-data`` (both driven by dnsperf in the same run, in alternating rounds; the
   records unbound holds are the node's own answers, and a check before the runs compares them).
   Target >= 1.0 (issue 13).
+- ``dns_floor``: a uvloop UDP server in Python that answers every query with its own bytes
+  (QR set) and does nothing else, beside the same unbound: the ceiling of any front end
+  answering one datagram per Python callback on this machine, so that the cached figure can
+  be read as how close it comes to that ceiling (its detail says) and where the rest goes.
 - ``dns_uncached``: NAPTR queries for identifiers never asked before (each name once, dnsperf
   ``-n 1``) beside uncached REST resolutions of other such identifiers on the same node.
 
@@ -14,10 +18,12 @@ unbound runs there too; dnsperf runs on the generator CPU.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,6 +172,40 @@ def dnsperf(
     return found
 
 
+class _Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data[:2] + b"\x81\x80" + data[4:], addr)
+
+
+async def _floor(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(_Echo, local_addr=(HOST, port))
+    await asyncio.Event().wait()
+
+
+def start_floor(cpus: Sequence[int] | None) -> tuple[Any, int]:
+    """The floor server (see the module's docstring) on a free port: (process, port)."""
+    port = free_ports(1)[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.bench_dns", "floor", str(port)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_on(cpus),
+    )
+    deadline = time.monotonic() + UNBOUND_READY
+    while True:
+        try:
+            ask(port, ZONE, "SOA")
+            return process, port
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_all([process])
+                raise RuntimeError("the DNS floor server did not start") from None
+
+
 def dns_node(suite: Any) -> ServeProcess:
     """A node on the suite's database with DNS on a free port, started."""
     env = bench_http.node_settings(suite.dsn, suite.workdir / "data", free_ports(1)[0])
@@ -185,6 +225,7 @@ def run(suite: Any) -> None:
     cached = names(plan.sample)
     data = local_data(port, cached)  # also fills the node's caches
     unbound, unbound_port = start_unbound(home / "unbound", data, suite.server_cpus)
+    floor, floor_port = start_floor(suite.server_cpus)
     try:
         mismatched = [
             q for q in cached[:20] if answer_text(ask(port, q)) != answer_text(ask(unbound_port, q))
@@ -195,7 +236,8 @@ def run(suite: Any) -> None:
         rounds: list[dict[str, Any]] = []
         for n in range(s.rounds):
             out: dict[str, Any] = {}
-            for key, target in (("unbound", unbound_port), ("cached", port)):
+            targets = (("unbound", unbound_port), ("cached", port), ("floor", floor_port))
+            for key, target in targets:
                 if s.warmup:
                     dnsperf(target, cached_file, duration=s.warmup, cpus=suite.gen_cpus)
                 out[key] = dnsperf(target, cached_file, duration=s.duration, cpus=suite.gen_cpus)
@@ -215,13 +257,12 @@ def run(suite: Any) -> None:
                 groups={"server": [node.pid]},
             )
             bench_http.say(
-                f"  dns round {n + 1}: unbound {out['unbound']['rate']:,.0f}/s, cached"
-                f" {out['cached']['rate']:,.0f}/s, uncached {out['uncached']['rate']:,.0f}/s,"
-                f" REST uncached {out['rest']['rate']:,.0f}/s"
+                f"  dns round {n + 1}: "
+                + ", ".join(f"{key} {out[key]['rate']:,.0f}/s" for key in out)
             )
             rounds.append(out)
     finally:
-        stop_all([unbound])
+        stop_all([unbound, floor])
     suite.raw["dns_rounds"] = rounds
     report(suite, rounds)
 
@@ -249,6 +290,19 @@ def report(suite: Any, rounds: list[dict[str, Any]]) -> None:
         generator="dnsperf",
         errors=errors("cached", "unbound"),
         rounds=cached,
+        detail={"of_the_python_floor": median(ratios("cached", "floor"))},
+    )
+    floor = ratios("floor", "unbound")
+    suite.add(
+        "dns_floor",
+        "DNS floor: Python UDP echo, no work (ceiling of the above)",
+        median(series("floor")),
+        "q/s",
+        baseline=median(series("unbound")),
+        baseline_label="unbound, 1 thread, local-data",
+        ratio=median(floor),
+        generator="dnsperf",
+        rounds=floor,
     )
     uncached = ratios("uncached", "rest")
     suite.add(
@@ -263,3 +317,11 @@ def report(suite: Any, rounds: list[dict[str, Any]]) -> None:
         errors=errors("uncached", "rest"),
         rounds=uncached,
     )
+
+
+if __name__ == "__main__":  # python -m loadtests.bench_dns floor PORT: the floor server
+    import uvloop
+
+    if sys.argv[1:2] != ["floor"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m loadtests.bench_dns floor PORT")
+    uvloop.run(_floor(int(sys.argv[2])))
