@@ -41,7 +41,7 @@ from resolver.codecs.dns_names import dns_name
 ZONE = "idis.example"
 HOST = "127.0.0.1"
 DNS_TARGET = (">=", 1.0, "issue 13")
-UNBOUND_READY = 10.0
+READY_TIMEOUT = 10.0
 
 
 def names(ids: Sequence[int]) -> list[str]:
@@ -110,25 +110,31 @@ def start_unbound(home: Path, data: Sequence[str], cpus: Sequence[int] | None) -
     home.mkdir(parents=True, exist_ok=True)
     port = free_ports(1)[0]
     config = unbound_config(home, port, data)
-    with (home / "unbound.log").open("ab") as log:
+    process = _started([binary, "-d", "-c", str(config)], port, cpus, home / "unbound.log")
+    return process, port
+
+
+def _started(argv: list[str], port: int, cpus: Sequence[int] | None, log_path: Path) -> Any:
+    """``argv`` run on ``cpus`` (output to ``log_path``), once it answers DNS on ``port``."""
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [binary, "-d", "-c", str(config)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_on(cpus),
         )
-    deadline = time.monotonic() + UNBOUND_READY
+    deadline = time.monotonic() + READY_TIMEOUT
     while True:
         try:
             ask(port, ZONE, "SOA")
-            return process, port
+            return process
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
                 stop_all([process])
-                log_text = (home / "unbound.log").read_text(errors="replace")
-                raise RuntimeError(f"unbound did not start:\n{log_text}") from None
+                log_text = log_path.read_text(errors="replace")
+                raise RuntimeError(f"{argv[0]} did not answer DNS:\n{log_text}") from None
             time.sleep(0.1)
 
 
@@ -186,24 +192,11 @@ async def _floor(port: int) -> None:
     await asyncio.Event().wait()
 
 
-def start_floor(cpus: Sequence[int] | None) -> tuple[Any, int]:
+def start_floor(home: Path, cpus: Sequence[int] | None) -> tuple[Any, int]:
     """The floor server (see the module's docstring) on a free port: (process, port)."""
     port = free_ports(1)[0]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.bench_dns", "floor", str(port)],
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=_on(cpus),
-    )
-    deadline = time.monotonic() + UNBOUND_READY
-    while True:
-        try:
-            ask(port, ZONE, "SOA")
-            return process, port
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_all([process])
-                raise RuntimeError("the DNS floor server did not start") from None
+    argv = [sys.executable, "-m", "loadtests.bench_dns", "floor", str(port)]
+    return _started(argv, port, cpus, home / "floor.log"), port
 
 
 def dns_node(suite: Any) -> ServeProcess:
@@ -225,7 +218,7 @@ def run(suite: Any) -> None:
     cached = names(plan.sample)
     data = local_data(port, cached)  # also fills the node's caches
     unbound, unbound_port = start_unbound(home / "unbound", data, suite.server_cpus)
-    floor, floor_port = start_floor(suite.server_cpus)
+    floor, floor_port = start_floor(home, suite.server_cpus)
     try:
         mismatched = [
             q for q in cached[:20] if answer_text(ask(port, q)) != answer_text(ask(unbound_port, q))
@@ -267,56 +260,52 @@ def run(suite: Any) -> None:
     report(suite, rounds)
 
 
+UNBOUND = "unbound, 1 thread, local-data"
+FIGURES = (
+    # key, figure, measured, baseline, baseline label, target
+    ("dns_cached", "DNS NAPTR, cached names (UDP, dnsperf)", "cached", "unbound", UNBOUND),
+    (
+        "dns_floor",
+        "DNS floor: Python UDP echo, no work (ceiling of the above)",
+        "floor",
+        "unbound",
+        UNBOUND,
+    ),
+    (
+        "dns_uncached",
+        "DNS NAPTR, uncached names (each once)",
+        "uncached",
+        "rest",
+        "REST, uncached, same node",
+    ),
+)
+
+
 def report(suite: Any, rounds: list[dict[str, Any]]) -> None:
+    """Add the figures of ``rounds`` to ``suite``: medians of the rounds and of their ratios."""
+
     def series(key: str) -> list[float]:
         return [float(r[key]["rate"]) for r in rounds]
 
     def ratios(key: str, base: str) -> list[float]:
         return [a / b for a, b in zip(series(key), series(base), strict=True) if b]
 
-    def errors(*keys: str) -> int:
-        return sum(int(r[k]["error_count"]) for r in rounds for k in keys)
-
-    cached = ratios("cached", "unbound")
-    suite.add(
-        "dns_cached",
-        "DNS NAPTR, cached names (UDP, dnsperf)",
-        median(series("cached")),
-        "q/s",
-        baseline=median(series("unbound")),
-        baseline_label="unbound, 1 thread, local-data",
-        ratio=median(cached),
-        target=DNS_TARGET,
-        generator="dnsperf",
-        errors=errors("cached", "unbound"),
-        rounds=cached,
-        detail={"of_the_python_floor": median(ratios("cached", "floor"))},
-    )
-    floor = ratios("floor", "unbound")
-    suite.add(
-        "dns_floor",
-        "DNS floor: Python UDP echo, no work (ceiling of the above)",
-        median(series("floor")),
-        "q/s",
-        baseline=median(series("unbound")),
-        baseline_label="unbound, 1 thread, local-data",
-        ratio=median(floor),
-        generator="dnsperf",
-        rounds=floor,
-    )
-    uncached = ratios("uncached", "rest")
-    suite.add(
-        "dns_uncached",
-        "DNS NAPTR, uncached names (each once)",
-        median(series("uncached")),
-        "q/s",
-        baseline=median(series("rest")),
-        baseline_label="REST, uncached, same node",
-        ratio=median(uncached),
-        generator=f"dnsperf / {suite.load.kind}",
-        errors=errors("uncached", "rest"),
-        rounds=uncached,
-    )
+    for key, figure, measured, base, label in FIGURES:
+        rs = ratios(measured, base)
+        suite.add(
+            key,
+            figure,
+            median(series(measured)),
+            "q/s",
+            baseline=median(series(base)),
+            baseline_label=label,
+            ratio=median(rs),
+            target=DNS_TARGET if key == "dns_cached" else None,
+            generator="dnsperf" if base != "rest" else f"dnsperf / {suite.load.kind}",
+            errors=sum(int(r[k]["error_count"]) for r in rounds for k in (measured, base)),
+            rounds=rs,
+            detail={"of_the_python_floor": median(ratios(measured, "floor"))},
+        )
 
 
 if __name__ == "__main__":  # python -m loadtests.bench_dns floor PORT: the floor server

@@ -168,29 +168,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     return run_import(settings, Path(args.file), fmt=args.format)
 
 
-def cmd_dns_name(args: argparse.Namespace) -> int:
-    from resolver.codecs.dns_names import NoDnsName, dns_name
+def cmd_dns(args: argparse.Namespace) -> int:
+    """``idis dns name HANDLE`` and ``idis dns handle NAME``: the mapping both ways."""
+    from resolver.codecs.dns_names import NoDnsName, NotAnIdentifier, dns_name, handle_of
 
     zone = args.zone or _settings(args).dns_zone
     try:
-        print(dns_name(args.handle, zone))
-    except NoDnsName as error:
-        print(f"idis: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_dns_handle(args: argparse.Namespace) -> int:
-    from resolver.codecs.dns_names import NotAnIdentifier, handle_of
-
-    zone = args.zone or _settings(args).dns_zone
-    try:
-        key = handle_of(args.name, zone)
-    except (NotAnIdentifier, ValueError) as error:
+        if args.dns_command == "name":
+            print(dns_name(args.text, zone))
+            return 0
+        key = handle_of(args.text, zone)
+    except (NoDnsName, NotAnIdentifier, ValueError) as error:
         print(f"idis: {error}", file=sys.stderr)
         return 1
     if key is None:
-        print(f"idis: {args.name} names no identifier under {zone}", file=sys.stderr)
+        print(f"idis: {args.text} names no identifier under {zone}", file=sys.stderr)
         return 1
     print(key)
     return 0
@@ -258,14 +250,14 @@ def parser() -> argparse.ArgumentParser:
 
     dns = commands.add_parser("dns", help="identifiers as DNS names (IDIS_DNS_ZONE)")
     dns_commands = dns.add_subparsers(dest="dns_command", required=True)
-    name = dns_commands.add_parser("name", help="print the DNS name of an identifier")
-    name.add_argument("handle")
-    name.add_argument("--zone", help="the zone (default: IDIS_DNS_ZONE)")
-    name.set_defaults(run=cmd_dns_name)
-    handle = dns_commands.add_parser("handle", help="print the identifier a DNS name stands for")
-    handle.add_argument("name")
-    handle.add_argument("--zone", help="the zone (default: IDIS_DNS_ZONE)")
-    handle.set_defaults(run=cmd_dns_handle)
+    for command, what, help_text in (
+        ("name", "handle", "print the DNS name of an identifier"),
+        ("handle", "name", "print the identifier a DNS name stands for"),
+    ):
+        sub = dns_commands.add_parser(command, help=help_text)
+        sub.add_argument("text", metavar=what.upper())
+        sub.add_argument("--zone", help="the zone (default: IDIS_DNS_ZONE)")
+        sub.set_defaults(run=cmd_dns)
 
     demo = commands.add_parser("demo", help="run a demonstration on the embedded default")
     demo.add_argument("--once", action="store_true", help="run the steps, report, exit")

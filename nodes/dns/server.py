@@ -9,7 +9,8 @@ any other is answered by a task running :class:`nodes.dns.answers.Answerer`, at 
 does; clients retry).
 
 TCP (RFC 7766): two-byte length framing, queries answered in order, a connection closed after
-:data:`TCP_IDLE` seconds without a query or at a malformed frame.
+:data:`TCP_IDLE` seconds without a query or at a malformed frame; past
+:data:`MAX_TCP_CLIENTS` connections per worker, a new one is closed at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nodes.settings import parse_address
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
+MAX_TCP_CLIENTS = 256
 TCP_IDLE = 10.0
 
 
@@ -37,6 +39,7 @@ class DnsFront:
     def __init__(self, node: Any, zone: str, host: str) -> None:
         self.answerer = Answerer(node, zone, host)
         self.cache = WireCache(node.generations, max_entries=node.settings.cache.max_entries)
+        self.tcp_clients = 0
         self.pending: set[asyncio.Task[None]] = set()
         """Slow-path tasks of UDP queries (held here: the loop keeps only weak references)."""
 
@@ -81,8 +84,10 @@ class _Udp(asyncio.DatagramProtocol):
 async def _tcp_client(
     front: DnsFront, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    front.tcp_clients += 1
+    admitted = front.tcp_clients <= MAX_TCP_CLIENTS
     try:
-        while True:
+        while admitted:
             head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
             size = int.from_bytes(head, "big")
             if size == 0:
@@ -96,6 +101,7 @@ async def _tcp_client(
     except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
+        front.tcp_clients -= 1
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
