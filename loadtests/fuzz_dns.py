@@ -76,7 +76,9 @@ async def memory_node(data_dir: Path) -> Any:
     layers: list[chain.Layer] = [chain.MemoryLayer(cache, generations), chain.CoalesceLayer()]
     resolve = chain.build(layers, chain.StoreLookup(store, homes, TtlPolicy()))
     settings = Settings(data_dir=data_dir, dns="127.0.0.1:53", dns_zone=ZONE)
-    return SimpleNamespace(settings=settings, generations=generations, resolve=resolve, homes=homes)
+    return SimpleNamespace(
+        settings=settings, generations=generations, resolve=resolve, homes=homes, store=store
+    )
 
 
 def seeds() -> list[tuple[bytes, bool]]:

@@ -2,11 +2,9 @@
 
 Each worker process binds the address itself with ``SO_REUSEPORT`` (the kernel spreads
 datagrams and connections over the workers) and answers from its own node: the same resolve
-chain, memory cache and write generations as the worker's REST requests.  A query the
-:class:`nodes.dns.wire.WireCache` holds is answered in the protocol callback, without a task;
-any other is answered by a task running :class:`nodes.dns.answers.Answerer`, at most
-:data:`MAX_PENDING` of them at once per worker (more are dropped, as an overloaded server
-does; clients retry).
+chain, memory cache and write generations as the worker's REST requests.  UDP is read as
+:mod:`nodes.dns.udp` says; a query the :class:`nodes.dns.wire.WireCache` holds is answered
+there, any other by :class:`nodes.dns.answers.Answerer`.
 
 TCP (RFC 7766): two-byte length framing, queries answered in order, a connection closed after
 :data:`TCP_IDLE` seconds without a query or at a malformed frame; past
@@ -23,12 +21,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from nodes.dns.answers import Answerer, Reply
+from nodes.dns.udp import serve_udp
 from nodes.dns.wire import WireCache, shape
 from nodes.settings import parse_address
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 1000
 MAX_TCP_CLIENTS = 256
 TCP_IDLE = 10.0
 
@@ -50,35 +48,6 @@ class DnsFront:
             if query is not None:
                 self.cache.put(query, reply.wire, reply.expires, reply.key, reply.generation)
         return reply.wire
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, front: DnsFront) -> None:
-        self._front = front
-        self._transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # uvloop's is no asyncio.DatagramTransport subclass
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        front = self._front
-        hit = front.cache.answer(data, False)
-        if hit is not None:
-            self._transport.sendto(hit, addr)
-            return
-        if len(front.pending) >= MAX_PENDING:
-            return
-        task = asyncio.ensure_future(self._slow(data, addr))
-        front.pending.add(task)
-        task.add_done_callback(front.pending.discard)
-
-    async def _slow(self, data: bytes, addr: Any) -> None:
-        wire = await self._front.answer(data, False)
-        if wire is not None:
-            self._transport.sendto(wire, addr)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable from a gone client
-        log.debug("DNS over UDP: %r", exc)
 
 
 async def _tcp_client(
@@ -116,11 +85,8 @@ async def serving_dns(node: Any) -> AsyncIterator[DnsFront | None]:
         return
     host, port = parse_address(settings.dns)
     front = DnsFront(node, settings.dns_zone, host)
-    loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    udp, _ = await loop.create_datagram_endpoint(
-        lambda: _Udp(front), local_addr=(host, port), family=family, reuse_port=True
-    )
+    udp = await serve_udp(front, host, port, family)
     tcp = await asyncio.start_server(
         lambda r, w: _tcp_client(front, r, w), host, port, family=family, reuse_port=True
     )
@@ -128,7 +94,7 @@ async def serving_dns(node: Any) -> AsyncIterator[DnsFront | None]:
     try:
         yield front
     finally:
-        udp.close()
+        udp()
         tcp.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(tcp.wait_closed(), 1.0)

@@ -121,6 +121,9 @@ class WireCache:
         self._entries: dict[bytes, Entry] = {}
         self._exact: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         """By transport (UDP, TCP): query bytes after the ID -> answer bytes after the ID."""
+        self.exact_udp = self._exact[0]
+        """The UDP level, which nodes/dns/udp.py's C part reads too."""
+        self.generations = generations
         self._generations = generations
         self._max = max_entries
         self._clock = clock
