@@ -93,10 +93,13 @@ static PyObject *serve(PyObject *self, PyObject *args)
             if (entry == NULL && PyErr_Occurred())
                 return NULL;
             if (entry != NULL) {
+                Py_INCREF(entry); /* current() runs Python code: hold the entry meanwhile */
                 int ok = fresh(entry, now, current);
-                if (ok < 0)
+                if (ok < 0) {
+                    Py_DECREF(entry);
                     return NULL;
-                PyObject *tail = PyTuple_GET_ITEM(entry, 0);
+                }
+                PyObject *tail = ok ? PyTuple_GET_ITEM(entry, 0) : NULL;
                 if (ok && PyBytes_Check(tail) && PyBytes_GET_SIZE(tail) + 2 <= 4096) {
                     Py_ssize_t length = PyBytes_GET_SIZE(tail);
                     memcpy(out_buf[answers], in_buf[i], 2);
@@ -111,6 +114,7 @@ static PyObject *serve(PyObject *self, PyObject *args)
                     answers++;
                     hit = 1;
                 }
+                Py_DECREF(entry);
             }
         }
         if (!hit) {
