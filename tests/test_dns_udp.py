@@ -60,3 +60,34 @@ async def test_answers_hits_misses_writes_and_junk(tmp_path: Path, batches: bool
         assert uris(await ask()) == ['10 1 "https://example.com/v2"']
     finally:
         stop()
+
+
+async def test_mutated_datagrams_through_the_c_reader(tmp_path: Path) -> None:
+    """Mutated queries over a real socket in batches; the server answers a good one after."""
+    import random
+
+    from loadtests.fuzz_dns import mutate, seeds
+
+    node = await memory_node(tmp_path)
+    front = DnsFront(node, ZONE, "127.0.0.1")
+    port = free_ports(1)[0]
+    stop = await udp.serve_udp(front, "127.0.0.1", port, socket.AF_INET, batches=True)
+    rng = random.Random(5)
+    corpus = [query for query, tcp in seeds() if not tcp]
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            for number in range(5000):
+                base = corpus[rng.randrange(len(corpus))]
+                sock.sendto(base if number % 10 == 0 else mutate(base, rng), ("127.0.0.1", port))
+                if number % 100 == 0:
+                    await asyncio.sleep(0.01)  # let the server read; the socket buffer is finite
+        await asyncio.sleep(0.5)
+        query = dns.message.make_query(NAME, "URI")
+        answer = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=5)
+        assert uris(answer) == ['10 1 "https://example.com/p/abc"']
+        assert errors == []
+    finally:
+        stop()
