@@ -30,6 +30,8 @@ register      batch registration (POST /api/batch)   plain COPY of the same rows
 import        ``idis import``                        plain COPY of the same rows       >= 0.8
 storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
+dns_cached    DNS NAPTR, cached names (dnsperf)      unbound, local-data, same names   >= 1.0
+dns_uncached  DNS NAPTR, names never asked before    uncached REST on the same node    info
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 13:
@@ -70,7 +72,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtests import bench_http, drive
+from loadtests import bench_dns, bench_http, drive
 from loadtests.loadgen import (
     CONSTANT_BODY,
     Distinct,
@@ -94,6 +96,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 STEPS = (
     "http",
     "native",
+    "dns",
     "hostile",
     "logins",
     "register",
@@ -1429,7 +1432,7 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "hostile", "logins", "register", "mix", "storage"}
+        needs_node = {"http", "native", "dns", "hostile", "logins", "register", "mix", "storage"}
         needs_node = (needs_node | {"scale10x"}) & set(s.only)
         try:
             if needs_node:
@@ -1438,6 +1441,7 @@ class Suite:
             self.step("native", self.native)
             self.step("hostile", self.hostile)
             self.step("logins", self.logins)
+            self.step("dns", lambda: bench_dns.run(self))
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

@@ -190,6 +190,25 @@ def cmd_site_keygen(args: argparse.Namespace) -> int:
         return 1
     print(f"site key written to {path}; its public half (HS_SITE publicKey):")
     print(json.dumps(public))
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    """``idis dns name HANDLE`` and ``idis dns handle NAME``: the mapping both ways."""
+    from resolver.codecs.dns_names import NoDnsName, NotAnIdentifier, dns_name, handle_of
+
+    zone = args.zone or _settings(args).dns_zone
+    try:
+        if args.dns_command == "name":
+            print(dns_name(args.text, zone))
+            return 0
+        key = handle_of(args.text, zone)
+    except (NoDnsName, NotAnIdentifier, ValueError) as error:
+        print(f"idis: {error}", file=sys.stderr)
+        return 1
+    if key is None:
+        print(f"idis: {args.text} names no identifier under {zone}", file=sys.stderr)
+        return 1
+    print(key)
     return 0
 
 
@@ -271,6 +290,17 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file name")
     load.set_defaults(run=cmd_import)
+
+    dns = commands.add_parser("dns", help="identifiers as DNS names (IDIS_DNS_ZONE)")
+    dns_commands = dns.add_subparsers(dest="dns_command", required=True)
+    for command, what, help_text in (
+        ("name", "handle", "print the DNS name of an identifier"),
+        ("handle", "name", "print the identifier a DNS name stands for"),
+    ):
+        sub = dns_commands.add_parser(command, help=help_text)
+        sub.add_argument("text", metavar=what.upper())
+        sub.add_argument("--zone", help="the zone (default: IDIS_DNS_ZONE)")
+        sub.set_defaults(run=cmd_dns)
 
     demo = commands.add_parser("demo", help="run a demonstration on the embedded default")
     demo.add_argument("--once", action="store_true", help="run the steps, report, exit")

@@ -23,6 +23,7 @@ from pydantic_settings import (
 UNSAFE_SCHEMES = frozenset({"javascript", "vbscript", "data", "blob", "file"})
 """URL schemes the web proxy never redirects to, whatever the settings: they run code in the
 browser, on the page of whoever sent the link, or read the user's own files."""
+from resolver.codecs.dns_names import normalise_zone
 
 Role = Literal["top-level", "dr", "secondary", "enterprise", "recursive"]
 
@@ -209,6 +210,10 @@ class Settings(BaseSettings):
     handle_idle_timeout: float = Field(
         60.0, gt=0, description="seconds a native TCP connection may stay silent"
     )
+    dns: str | None = Field(
+        None, description="HOST:PORT to serve DNS on (UDP and TCP); off if unset"
+    )
+    dns_zone: str = Field("idis.example", description="the DNS zone identifiers are named under")
     workers: int = Field(1, ge=1, le=64)
     role: Role = "secondary"
     name: str = "idis"
@@ -248,6 +253,19 @@ class Settings(BaseSettings):
             if scheme in UNSAFE_SCHEMES:
                 raise ValueError(f"{scheme}: URLs are never safe to redirect a browser to")
         return schemes
+
+    @field_validator("dns")
+    @classmethod
+    def _dns_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parse_address(value)
+        return value
+
+    @field_validator("dns_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return normalise_zone(value)
 
     @field_validator("database_url")
     @classmethod

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.requests import ClientDisconnect
 
+from nodes.dns.server import serving_dns
 from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
@@ -82,7 +83,8 @@ def create_api(node: Any) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with replicating(node, app):  # the puller stops before the node closes
+        # The puller and the DNS front end stop before the node closes.
+        async with replicating(node, app), serving_dns(node):
             yield
         await node.close()
 
