@@ -20,10 +20,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from resolver.codecs.dns_names import normalise_zone
+
 UNSAFE_SCHEMES = frozenset({"javascript", "vbscript", "data", "blob", "file"})
 """URL schemes the web proxy never redirects to, whatever the settings: they run code in the
 browser, on the page of whoever sent the link, or read the user's own files."""
-from resolver.codecs.dns_names import normalise_zone
 
 Role = Literal["top-level", "dr", "secondary", "enterprise", "recursive"]
 
