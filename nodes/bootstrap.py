@@ -25,7 +25,6 @@ from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
 from registry.invalidation import Invalidator
-from registry.replication import authority_check
 from registry.service import Registrar
 from registry.stores.applications import SqlApplications
 from registry.stores.sql import SqlStore
@@ -82,13 +81,12 @@ class Node:
             self.generations.close()
 
 
-JOURNALING_ROLES = ("top-level", "dr")
-"""Roles whose writes go to a transaction log their federation peers replicate."""
+NATIONAL_ROLES = ("top-level", "dr")
+"""Roles of the national tier's sites, which hold the prefix registry."""
 
 
 def build_store(settings: Settings) -> SqlStore:
-    journaled = settings.role in JOURNALING_ROLES
-    return SqlStore(settings.database_url, journal_as=settings.name if journaled else None)
+    return SqlStore(settings.database_url)
 
 
 def build_generations(settings: Settings) -> Generations:
@@ -129,15 +127,11 @@ def build_node(settings: Settings) -> Node:
         # The prefix registry's holders keep it in memory (resolver/prefix_records.py).
         limit = settings.cache.prefix_records
         prefixes = None
-        if settings.role in JOURNALING_ROLES and limit:
+        if settings.role in NATIONAL_ROLES and limit:
             prefixes = PrefixRecords(store, generations, limit)
         terminal = chain.StoreLookup(store, homes, policy, prefixes=prefixes)
     resolve = chain.build(layers, terminal)
     invalidator = Invalidator(generations, shared)
-
-    authority = None
-    if store.journal_as:
-        authority = authority_check(store, {p.name: p.url for p in federation.peers})
 
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
@@ -153,7 +147,7 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
+        registrar=Registrar(store, homes, invalidator, fetch),
         authenticator=Authenticator(fetch),
         fetch=fetch,
         walker=walker,

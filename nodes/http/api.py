@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nodes.changefeed import following
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
 from nodes.http.errors import http_status
@@ -24,8 +25,9 @@ from nodes.http.params import Query, path_text
 from nodes.http.proxy import alias_target, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
-from nodes.replication import replicating
+from nodes.mirror import mirroring
 from registry.service import BatchItem
+from registry.stores.feed import SqlFeed
 from resolver import render
 from resolver.codecs.json_api import parse_values
 from resolver.errors import (
@@ -66,9 +68,12 @@ def _batch_items(raw: Any, now: int) -> list[BatchItem]:
 def create_api(node: Any) -> FastAPI:
     """The FastAPI application of one node (``node`` is a :class:`nodes.bootstrap.Node`)."""
 
+    feed = SqlFeed(node.store)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with replicating(node, app):  # the puller stops before the node closes
+        # The follower and the mirror stop before the node closes.
+        async with following(node, app), mirroring(node, feed, app):
             yield
         await node.close()
 
@@ -184,11 +189,8 @@ def create_api(node: Any) -> FastAPI:
         """Counters of this worker process (caches, coalesced walks, upstream requests)."""
         return json_response({"responseCode": 1, **node.stats()})
 
-    if node.store.journal_as:
-        federation = node.settings.federation
-        app.include_router(
-            replication_router(node.store, name=node.settings.name, secret=federation.secret)
-        )
+    secret = node.settings.federation.secret
+    app.include_router(replication_router(feed, name=node.settings.name, secret=secret))
 
     @app.get("/")
     async def about() -> Response:
