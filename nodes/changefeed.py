@@ -29,12 +29,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from registry.changelog import MAX_BATCH, ChangeLog
 from registry.invalidation import Invalidator
 
 log = logging.getLogger(__name__)
+
+W = TypeVar("W", bound="Worker")
 
 PRUNE_LIMIT = 10_000
 """The most changes one prune deletes (one short transaction)."""
@@ -161,8 +163,27 @@ class ChangeFollower:
         self._next_prune = time.monotonic() + (1.0 if pruned == PRUNE_LIMIT else self._prune_every)
 
 
+class Worker(Protocol):
+    def start(self) -> asyncio.Task[None]: ...
+
+    async def stop(self) -> None: ...
+
+
 @contextlib.asynccontextmanager
-async def following(node: Any, app: Any = None) -> AsyncIterator[ChangeFollower]:
+async def running(worker: W, app: Any, name: str) -> AsyncIterator[W]:
+    """Run ``worker`` in the background for the duration of the block (the application's
+    lifespan), stopping it at the end; with ``app``, it is also ``app.state.<name>``, for
+    ``GET /api/replication/status``."""
+    if app is not None:
+        setattr(app.state, name, worker)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+def following(node: Any, app: Any = None) -> contextlib.AbstractAsyncContextManager[ChangeFollower]:
     """Follow the change log of a :class:`nodes.bootstrap.Node` for the duration of the block
     (the application's lifespan); with ``app``, it is also ``app.state.follower``."""
     settings = node.settings.change_log
@@ -173,10 +194,4 @@ async def following(node: Any, app: Any = None) -> AsyncIterator[ChangeFollower]
         retention=settings.retention,
         prune_every=settings.prune_interval,
     )
-    if app is not None:
-        app.state.follower = follower
-    follower.start()
-    try:
-        yield follower
-    finally:
-        await follower.stop()
+    return running(follower, app, "follower")

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from nodes.changefeed import running
 from registry.changelog import ALL_KEY, MAX_BATCH, FeedEntry
 from registry.stores.feed import SnapshotPage, SqlFeed
 
@@ -328,10 +329,5 @@ async def mirroring(node: Any, feed: SqlFeed, app: Any = None) -> AsyncIterator[
         on_applied=node.invalidator.written,
         lock_path=settings.data_dir / "mirror.lock",
     )
-    if app is not None:
-        app.state.mirror = mirror
-    mirror.start()
-    try:
+    async with running(mirror, app, "mirror"):
         yield mirror
-    finally:
-        await mirror.stop()

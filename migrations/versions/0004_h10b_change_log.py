@@ -17,6 +17,8 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -74,25 +76,5 @@ def downgrade() -> None:
     op.drop_table("feed_cursors")
     op.drop_table("change_log_horizon")
     op.drop_table("change_log")
-    op.create_table(
-        "txlog",
-        sa.Column("seq", Seq, primary_key=True, autoincrement=True),
-        sa.Column("key", KeyText, nullable=False),
-        sa.Column("handle", sa.Text, nullable=False),
-        sa.Column("data", sa.LargeBinary, nullable=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("stamp", sa.BigInteger, nullable=False),
-        sqlite_autoincrement=True,
-    )
-    op.create_table(
-        "origins",
-        sa.Column("key", KeyText, primary_key=True),
-        sa.Column("origin", sa.Text, nullable=False),
-        sa.Column("stamp", sa.BigInteger, nullable=False),
-        sa.Column("deleted", sa.Boolean, nullable=False),
-    )
-    op.create_table(
-        "replication_cursors",
-        sa.Column("peer", sa.Text, primary_key=True),
-        sa.Column("seq", sa.BigInteger, nullable=False),
-    )
+    # Exactly the tables 0002 made, empty.
+    import_module("migrations.versions.0002_replication").upgrade()
