@@ -85,18 +85,20 @@ NATIONAL_ROLES = ("top-level", "dr")
 """Roles of the national tier's sites, which hold the prefix registry."""
 
 
-def build_store(settings: Settings) -> SqlStore:
-    return SqlStore(settings.database_url)
+def build_store(settings: Settings, origin: int | None = None) -> SqlStore:
+    """The registry; ``origin`` is the host its writes are logged as coming from (the
+    :attr:`GenerationBoard.identity` of the board the writer invalidates)."""
+    return SqlStore(settings.database_url, origin=origin)
 
 
-def build_generations(settings: Settings) -> Generations:
+def build_generations(settings: Settings) -> GenerationBoard:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return GenerationBoard(settings.data_dir / "generations.board")
 
 
 def build_node(settings: Settings) -> Node:
-    store = build_store(settings)
     generations = build_generations(settings)
+    store = build_store(settings, generations.identity)
     shared: SharedCache | None = None
     if settings.redis_url:
         shared = RedisCache(

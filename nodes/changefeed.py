@@ -54,8 +54,10 @@ class ChangeFollower:
         retention: float = 7 * 86400.0,
         prune_every: float = 60.0,
         limit: int = MAX_BATCH,
+        origin: int | None = None,
     ) -> None:
         self._changes = changes
+        self._origin = origin
         self._invalidator = invalidator
         self._interval = interval
         self._retention = retention
@@ -135,10 +137,15 @@ class ChangeFollower:
                 log.warning("changes %d to %d were pruned unread: dropping all", cursor, horizon)
                 self._reset()
                 cursor = horizon
-        if changes:
-            keys = list(dict.fromkeys(change.key for change in changes))
+        # This host's own writes were invalidated here before they were acknowledged: doing
+        # it again would only drop the answers cached since.
+        keys = list(
+            dict.fromkeys(c.key for c in changes if c.origin != self._origin or c.origin is None)
+        )
+        if keys:
             await self._invalidator.written(keys)
             self.invalidated += len(keys)
+        if changes:
             cursor = max(cursor, changes[-1].seq)
         self._cursor = cursor
         return len(changes) == self._limit
@@ -193,5 +200,6 @@ def following(node: Any, app: Any = None) -> contextlib.AbstractAsyncContextMana
         interval=settings.poll_interval,
         retention=settings.retention,
         prune_every=settings.prune_interval,
+        origin=node.store.origin,
     )
     return running(follower, app, "follower")

@@ -46,10 +46,13 @@ META_KEYS = (HOMES_KEY, APPLICATIONS_KEY, ALL_KEY)
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One logged write: its place in the log and the key it changed."""
+    """One logged write: its place in the log, the key it changed, and the host that wrote it
+    (:attr:`nodes.generation_board.GenerationBoard.identity`; None if unknown), whose caches
+    were invalidated before the write was acknowledged."""
 
     seq: int
     key: str
+    origin: int | None = None
 
 
 class ChangeLog(Protocol):

@@ -46,6 +46,8 @@ change_log = sa.Table(
     sa.Column("seq", Seq, primary_key=True, autoincrement=True),
     sa.Column("key", KeyText, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The writing host (its generation board), which invalidated its own caches already.
+    sa.Column("origin", sa.BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
 """The key of every committed write, in commit order (seq order is commit order)."""

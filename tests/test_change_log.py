@@ -262,3 +262,23 @@ async def test_a_mirror_applying_the_feed_and_snapshots_ends_identical(
         assert "88.1/S1" in await logged(mirror_store)
     finally:
         await mirror_store.close()
+
+
+async def test_the_follower_leaves_its_own_hosts_writes_alone(url: str) -> None:
+    """The writing host invalidated before acknowledging; a second bump from its follower
+    would only throw away what its workers cached since."""
+    here, there = SqlStore(url, origin=7), SqlStore(url, origin=8)
+    try:
+        generations = LocalGenerations()
+        follower = ChangeFollower(here, Invalidator(generations), prune_every=3600, origin=7)
+        await follower.poll_once()
+        assert await here.put("88.1/MINE", record("m"), None)
+        assert await there.put("88.1/THEIRS", record("t"), None)
+        mine, theirs = generations.current("88.1/MINE"), generations.current("88.1/THEIRS")
+        await follower.poll_once()
+        assert generations.current("88.1/MINE") == mine
+        assert generations.current("88.1/THEIRS") != theirs
+        assert [c.origin for c in await here.changes_after(0)] == [7, 8]
+    finally:
+        await here.close()
+        await there.close()

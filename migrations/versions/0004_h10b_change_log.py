@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("seq", Seq, primary_key=True, autoincrement=True),
         sa.Column("key", KeyText, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("origin", sa.BigInteger, nullable=True),
         sqlite_autoincrement=True,
     )
     horizon = op.create_table(

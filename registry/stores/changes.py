@@ -21,14 +21,17 @@ _LOG_LOCK = 0x6964_6973_6368_6C67
 _PG_SERIALIZE = sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_LOG_LOCK)
 
 
-async def append_changes(conn: AsyncConnection, keys: Sequence[str]) -> None:
-    """Log ``keys`` as changed by the transaction of ``conn``; call it last, just before the
-    commit (it serialises commits on PostgreSQL from here on)."""
+async def append_changes(
+    conn: AsyncConnection, keys: Sequence[str], origin: int | None = None
+) -> None:
+    """Log ``keys`` as changed by the transaction of ``conn``, written on the host ``origin``
+    (see :class:`registry.changelog.Change`); call it last, just before the commit (it
+    serialises commits on PostgreSQL from here on)."""
     if not keys:
         return
     if conn.dialect.name == "postgresql":
         await conn.execute(_PG_SERIALIZE)
-    await conn.execute(change_log.insert(), [{"key": key} for key in keys])
+    await conn.execute(change_log.insert(), [{"key": key, "origin": origin} for key in keys])
 
 
 async def head_and_horizon(conn: AsyncConnection) -> tuple[int, int]:

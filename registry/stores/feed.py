@@ -144,7 +144,7 @@ class SqlFeed:
                 await _set_homes(conn, homes[-1])
                 changed.append(HOMES_KEY)
             await _set_cursor(conn, source, last)
-            await append_changes(conn, changed)
+            await append_changes(conn, changed, self._store.origin)
             return changed
 
     async def apply_page(self, page: SnapshotPage, after: str) -> list[str]:
@@ -167,7 +167,7 @@ class SqlFeed:
             if after == "":
                 await _set_homes(conn, page.homes)
                 changed.append(HOMES_KEY)
-            await append_changes(conn, changed)
+            await append_changes(conn, changed, self._store.origin)
             return changed
 
     async def set_cursor(self, source: str, seq: int) -> None:

@@ -42,7 +42,7 @@ _CHUNK = 500
 _GET_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
 _GET_MANY_SQL = "SELECT key, handle, data, version FROM handles WHERE key = ANY($1::text[])"
 
-_CHANGES_SQL = "SELECT seq, key FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+_CHANGES_SQL = "SELECT seq, key, origin FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2"
 _HEAD_SQL = (
     "SELECT (SELECT coalesce(max(seq), 0) FROM change_log),"
     " (SELECT coalesce(max(seq), 0) FROM change_log_horizon)"
@@ -116,8 +116,11 @@ class SqlStore:
         max_overflow: int = 10,
         read_pool_size: int = 10,
         busy_timeout_ms: int = 5000,
+        origin: int | None = None,
     ) -> None:
         engine_url = async_url(url)
+        self.origin = origin
+        """The host this store writes from, noted with each change it logs."""
         self._read_pool: ReadPool | None = None
         self._insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
         self._engine = make_engine(
@@ -178,7 +181,7 @@ class SqlStore:
         async with self._engine.begin() as conn:
             done = await self._put_one(conn, key, record, expected)
             if done:
-                await append_changes(conn, [key])
+                await self._log(conn, [key])
             return done
 
     async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
@@ -193,7 +196,7 @@ class SqlStore:
         async with self._engine.begin() as conn:
             if len({key for key, _, _ in items}) < len(items):
                 results = [await self._put_one(conn, *item) for item in items]
-                await append_changes(
+                await self._log(
                     conn, [k for (k, _, _), ok in zip(items, results, strict=True) if ok]
                 )
                 return results
@@ -211,7 +214,7 @@ class SqlStore:
                 if expected is not None
             ]
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
-            await append_changes(conn, [key for key, _, _ in ordered if key in done])
+            await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]
 
     async def delete(self, key: str, expected: int) -> bool:
@@ -221,7 +224,7 @@ class SqlStore:
             )
             if result.rowcount != 1:
                 return False
-            await append_changes(conn, [key])
+            await self._log(conn, [key])
             return True
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
@@ -279,12 +282,14 @@ class SqlStore:
             result = await conn.execute(prefixes.delete().where(prefixes.c.key == fold(prefix)))
             return await self._homes_changed(conn, result.rowcount)
 
-    @staticmethod
-    async def _homes_changed(conn: AsyncConnection, rowcount: int) -> bool:
+    async def _homes_changed(self, conn: AsyncConnection, rowcount: int) -> bool:
         if rowcount != 1:
             return False
-        await append_changes(conn, [HOMES_KEY])
+        await self._log(conn, [HOMES_KEY])
         return True
+
+    async def _log(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
+        await append_changes(conn, keys, self.origin)
 
     async def _put_one(
         self, conn: AsyncConnection, key: str, record: Record, expected: int | None
@@ -355,15 +360,15 @@ class SqlStore:
     async def changes_after(self, seq: int, limit: int = MAX_BATCH) -> list[Change]:
         if self._read_pool is not None:
             rows = await self._read_pool.fetch(_CHANGES_SQL, seq, limit)
-            return [Change(row[0], row[1]) for row in rows]
+            return [Change(row[0], row[1], row[2]) for row in rows]
         query = (
-            sa.select(change_log.c.seq, change_log.c.key)
+            sa.select(change_log.c.seq, change_log.c.key, change_log.c.origin)
             .where(change_log.c.seq > seq)
             .order_by(change_log.c.seq)
             .limit(limit)
         )
         async with self._engine.connect() as conn:
-            return [Change(row.seq, row.key) for row in await conn.execute(query)]
+            return [Change(r.seq, r.key, r.origin) for r in await conn.execute(query)]
 
     async def _head_and_horizon(self) -> tuple[int, int]:
         if self._read_pool is not None:
