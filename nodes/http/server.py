@@ -50,6 +50,6 @@ def serve(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         server_header=False,
-        # Peers' replication long polls would otherwise hold a stop for their whole wait.
+        # Change-feed consumers' long polls would otherwise hold a stop for their whole wait.
         timeout_graceful_shutdown=1,
     )
