@@ -68,8 +68,8 @@ class GenerationBoard:
         self._slots = slots
         # flock does not exclude threads sharing this descriptor; this lock does.
         self._thread_lock = threading.Lock()
-        found = os.fstat(self._fd)
-        place = f"{socket.gethostname()}:{found.st_dev}:{found.st_ino}".encode()
+        where = os.fstat(self._fd)
+        place = f"{socket.gethostname()}:{where.st_dev}:{where.st_ino}".encode()
         self.identity = int.from_bytes(hashlib.blake2b(place, digest_size=8).digest()) >> 1
         """This board's file on this host, as a 63-bit number: the same for every process
         sharing the board, so the change log can tell which writes a host has invalidated."""
