@@ -26,7 +26,6 @@ from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
 from registry.invalidation import Invalidator
-from registry.replication import authority_check
 from registry.service import Registrar
 from registry.stores.applications import SqlApplications
 from registry.stores.sql import SqlStore
@@ -87,16 +86,17 @@ class Node:
             self.generations.close()
 
 
-JOURNALING_ROLES = ("top-level", "dr")
-"""Roles whose writes go to a transaction log their federation peers replicate."""
+NATIONAL_ROLES = ("top-level", "dr")
+"""Roles of the national tier's sites, which hold the prefix registry."""
 
 
-def build_store(settings: Settings) -> SqlStore:
-    journaled = settings.role in JOURNALING_ROLES
-    return SqlStore(settings.database_url, journal_as=settings.name if journaled else None)
+def build_store(settings: Settings, origin: int | None = None) -> SqlStore:
+    """The registry; ``origin`` is the host its writes are logged as coming from (the
+    :attr:`GenerationBoard.identity` of the board the writer invalidates)."""
+    return SqlStore(settings.database_url, origin=origin)
 
 
-def build_generations(settings: Settings) -> Generations:
+def build_generations(settings: Settings) -> GenerationBoard:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return GenerationBoard(settings.data_dir / "generations.board")
 
@@ -118,8 +118,8 @@ def build_throttle(settings: Settings) -> Throttle:
 
 
 def build_node(settings: Settings) -> Node:
-    store = build_store(settings)
     generations = build_generations(settings)
+    store = build_store(settings, generations.identity)
     shared: SharedCache | None = None
     if settings.redis_url:
         shared = RedisCache(
@@ -150,15 +150,11 @@ def build_node(settings: Settings) -> Node:
         # The prefix registry's holders keep it in memory (resolver/prefix_records.py).
         limit = settings.cache.prefix_records
         prefixes = None
-        if settings.role in JOURNALING_ROLES and limit:
+        if settings.role in NATIONAL_ROLES and limit:
             prefixes = PrefixRecords(store, generations, limit)
         terminal = chain.StoreLookup(store, homes, policy, prefixes=prefixes)
     resolve = chain.build(layers, terminal)
     invalidator = Invalidator(generations, shared)
-
-    authority = None
-    if store.journal_as:
-        authority = authority_check(store, {p.name: p.url for p in federation.peers})
 
     throttle = build_throttle(settings)
 
@@ -176,7 +172,7 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
+        registrar=Registrar(store, homes, invalidator, fetch),
         authenticator=Authenticator(fetch, throttle=throttle),
         fetch=fetch,
         walker=walker,

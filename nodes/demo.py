@@ -381,21 +381,13 @@ def _plan(demo: Demo) -> None:
     federation_secret = demo.federation_secret = secrets.token_urlsafe(24)
     allocations = {"Beijing": "allocates 88.100", "Shanghai": "allocates 88.101"}
     for city, port in top_ports.items():
-        peers = [
-            {"name": other, "url": f"http://127.0.0.1:{top_ports[other]}"}
-            for other in TOP_LEVEL_CITIES
-            if other != city
-        ]
         serves = "88" + (f"; {allocations[city]}" if city in allocations else "")
         cluster.add(
             city,
             "top-level",
             port,
             serves,
-            {
-                "IDIS_FEDERATION__PEERS": json.dumps(peers),
-                "IDIS_FEDERATION__SECRET": federation_secret,
-            },
+            {"IDIS_FEDERATION__SECRET": federation_secret},
         )
     joins = {"secondary-88.100": "Beijing", "secondary-88.101": "Shanghai"}
     for name, top in joins.items():

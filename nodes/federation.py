@@ -3,7 +3,7 @@
 Registration is an ordinary authenticated Handle write: the node PUTs ``HS_SITE`` (who
 answers for handles under the prefix) and ``HS_SITE.PREFIX`` (who administers prefixes derived
 from it) into ``0.NA/PREFIX`` at a top-level node, as the prefix holder ``300:0.NA/PREFIX``.
-The top level's replication then carries the record to every top-level node.
+The national tier is one registry, so every top-level site has the record at once.
 """
 
 from __future__ import annotations

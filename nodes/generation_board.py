@@ -18,8 +18,10 @@ different processes are never lost.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import mmap
 import os
+import socket
 import threading
 import time
 import zlib
@@ -66,6 +68,11 @@ class GenerationBoard:
         self._slots = slots
         # flock does not exclude threads sharing this descriptor; this lock does.
         self._thread_lock = threading.Lock()
+        where = os.fstat(self._fd)
+        place = f"{socket.gethostname()}:{where.st_dev}:{where.st_ino}".encode()
+        self.identity = int.from_bytes(hashlib.blake2b(place, digest_size=8).digest()) >> 1
+        """This board's file on this host, as a 63-bit number: the same for every process
+        sharing the board, so the change log can tell which writes a host has invalidated."""
 
     def current(self, key: str) -> int:
         return self._view[zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._slots]

@@ -82,9 +82,39 @@ class LimitSettings(BaseModel):
     )
 
 
-class Peer(BaseModel):
-    name: str
-    url: str
+class ChangeLogSettings(BaseModel):
+    """Following and pruning the registry's change log (nodes/changefeed.py)."""
+
+    poll_interval: float = Field(
+        0.1, gt=0, le=10, description="seconds between a process's reads of the change log"
+    )
+    retention: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="seconds a change stays in the log; a feed consumer further behind "
+        "re-synchronises from a snapshot",
+    )
+    prune_interval: float = Field(60.0, gt=0, description="seconds between prunes of the log")
+
+
+class MirrorSettings(BaseModel):
+    """Mirroring another node's registry through its HTTP change feed (nodes/mirror.py)."""
+
+    source: str | None = Field(None, description="base URL of the node mirrored here")
+    secret: str | None = Field(None, description="the source's change-feed secret")
+
+    @field_validator("source", mode="after")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_secret(self) -> MirrorSettings:
+        if self.source and not self.secret:
+            raise ValueError("mirror.secret is needed to follow mirror.source")
+        return self
 
 
 class FederationSettings(BaseModel):
@@ -92,8 +122,9 @@ class FederationSettings(BaseModel):
 
     site_url: str | None = Field(None, description="base URL others reach this node at")
     top_level: list[str] = Field(default_factory=list, description="top-level base URLs")
-    peers: list[Peer] = Field(default_factory=list, description="top-level peers to replicate")
-    secret: str | None = Field(None, description="shared secret of federation replication")
+    secret: str | None = Field(
+        None, description="secret of this node's HTTP change feed (user 'federation')"
+    )
     allow_recursion: bool = Field(False, description="resolve referrals for clients that ask")
     stale_ttl: float = Field(300.0, ge=0, description="serve answers this long past expiry")
     upstream_timeout: float = Field(1.0, gt=0, description="seconds before a peer counts down")
@@ -230,6 +261,8 @@ class Settings(BaseSettings):
     federation: FederationSettings = FederationSettings()
     throttle: ThrottleSettings = ThrottleSettings()
     gs1: Gs1Settings = Gs1Settings()
+    change_log: ChangeLogSettings = ChangeLogSettings()
+    mirror: MirrorSettings = MirrorSettings()
 
     @field_validator("http")
     @classmethod
@@ -290,15 +323,6 @@ class Settings(BaseSettings):
             object.__setattr__(
                 self, "database_url", f"sqlite:///{(self.data_dir / 'idis.db').resolve()}"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _federation(self) -> Settings:
-        names = [peer.name for peer in self.federation.peers]
-        if len(names) != len(set(names)):
-            raise ValueError("federation.peers: peer names must be unique")
-        if names and self.role in ("top-level", "dr") and not self.federation.secret:
-            raise ValueError("federation.secret is needed to replicate with federation.peers")
         return self
 
     @property

@@ -62,9 +62,12 @@ import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
+from registry.changelog import ALL_KEY
 from registry.plain_forms import plain_forms
 from registry.secrets import hash_secret, is_hashed, verify_secret
 from registry.service import default_admin
+from registry.stores.changes import append_changes
+from registry.stores.sql import make_engine
 from resolver.codecs.json_api import parse_value, parse_values
 from resolver.codecs.stored import encode_values
 from resolver.codecs.timefmt import parse_iso
@@ -1423,28 +1426,28 @@ async def import_records(
 # --- the command ---------------------------------------------------------------------------
 
 
+async def log_everything(url: str) -> None:
+    """Append :data:`registry.changelog.ALL_KEY` to the change log of the database at ``url``."""
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await append_changes(conn, [ALL_KEY])
+    finally:
+        await engine.dispose()
+
+
 def run_import(
     settings: Settings, path: str | os.PathLike[str], fmt: str | None = None, *, quiet: bool = False
 ) -> int:
     """``idis import FILE``; the exit code: 0 all loaded, 1 some records rejected, 2 fatal.
 
     Bad records go to stderr as ``FILE:LINE: reason`` and the summary to stdout; the progress
-    bar shows on a terminal unless ``quiet``.  After loading, every worker of this host drops
-    its cached answers, since a bulk load bypasses the write path's invalidation.  Nodes whose
-    writes are journaled for their federation peers refuse: the journal would miss the load.
+    bar shows on a terminal unless ``quiet``.  A bulk load bypasses the write path's
+    invalidation, so afterwards every worker of this host drops its cached answers, and the
+    change log gets :data:`registry.changelog.ALL_KEY`: every other host does the same, and a
+    mirror following the change feed re-synchronises.
     """
     from rich.console import Console
-
-    from nodes.bootstrap import JOURNALING_ROLES
-
-    if settings.role in JOURNALING_ROLES:
-        print(
-            f"idis import: a {settings.role} node journals its writes for its peers and a bulk"
-            " load would bypass the journal; import on the secondary or enterprise node that"
-            " homes the prefix",
-            file=sys.stderr,
-        )
-        return 2
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -1510,10 +1513,20 @@ def run_import(
 
 
 def _invalidate(settings: Settings) -> bool:
-    """Make every worker of this host drop its cached answers; False (and say so) if it fails."""
+    """Make every worker of every host drop its cached answers (this host's at once, the
+    others' through the change log); False (and say so) if it fails."""
     from nodes.bootstrap import build_generations
     from nodes.generation_board import GenerationBoard
 
+    try:
+        asyncio.run(log_everything(settings.database_url))
+    except Exception as error:  # the database went away after the load
+        print(
+            f"idis import: loaded, but cannot log the load in the change log ({error}); other"
+            " hosts and mirrors see the new records as their caches expire",
+            file=sys.stderr,
+        )
+        return False
     try:
         generations = build_generations(settings)
     except (OSError, ValueError) as error:

@@ -8,6 +8,8 @@ from resolver.identifiers import PREFIX_HANDLE_PREFIX
 from resolver.ports import Generations, SharedCache
 
 PREFIX_RECORDS = PREFIX_HANDLE_PREFIX + "/"
+ALL_KEY = "/all"
+"""Written for a bulk load that bypassed the write path (:data:`registry.changelog.ALL_KEY`)."""
 
 
 class Invalidator:
@@ -22,7 +24,7 @@ class Invalidator:
         self._shared = shared
 
     async def written(self, keys: Sequence[str]) -> None:
-        if any(key.startswith(PREFIX_RECORDS) for key in keys):
+        if any(key.startswith(PREFIX_RECORDS) or key == ALL_KEY for key in keys):
             # A prefix record decides the referrals and not-homed answers cached for every
             # handle under it; such writes are rare, so everything cached is let go.
             self._generations.bump_all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from registry.authorization import (
@@ -136,20 +136,13 @@ class Registrar:
         invalidator: Invalidator,
         fetch: Fetch,
         clock: Callable[[], float] = time.time,
-        authority: Callable[[Handle], Awaitable[None]] | None = None,
     ) -> None:
-        """``fetch`` reads records for authorization (through the node's caches).
-
-        ``authority``, if given, may refuse a write to a handle that lives here but is
-        administered elsewhere, by raising (a top-level node's copy of a peer's record:
-        :func:`registry.replication.authority_check`).
-        """
+        """``fetch`` reads records for authorization (through the node's caches)."""
         self._store = store
         self._homes = homes
         self._invalidator = invalidator
         self._fetch = fetch
         self._clock = clock
-        self._authority = authority
 
     # --- authorization -------------------------------------------------------------------
 
@@ -196,8 +189,6 @@ class Registrar:
     async def _check_lives_here(self, handle: Handle) -> None:
         if not await self._homes.serves(handle.key):
             raise PrefixNotHomed(f"prefix {handle.prefix} doesn't live here", handle=handle.text)
-        if self._authority is not None:
-            await self._authority(handle)
 
     # --- preparing values ----------------------------------------------------------------
 

@@ -33,43 +33,40 @@ prefixes = sa.Table(
     sa.Column("homed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
-# --- replication between federation members (see registry/replication.py) -------------------
+# --- the change log (see registry/changelog.py) ---------------------------------------------
 
 # BIGINT on PostgreSQL (a bigserial); on SQLite the column must be spelled INTEGER to be the
 # rowid, and AUTOINCREMENT (``sqlite_autoincrement``) keeps a seq from ever being reused after
-# the newest entry is deleted, which consumers holding that seq as their cursor rely on.
+# the newest entry is pruned, which readers holding that seq as their cursor rely on.
 Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-txlog = sa.Table(
-    "txlog",
+change_log = sa.Table(
+    "change_log",
     metadata,
     sa.Column("seq", Seq, primary_key=True, autoincrement=True),
     sa.Column("key", KeyText, nullable=False),
-    sa.Column("handle", sa.Text, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=True),  # NULL: the write deleted the handle
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("stamp", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The writing host (its generation board), which invalidated its own caches already.
+    sa.Column("origin", sa.BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
-"""This node's own writes, in commit order (only while the store journals)."""
+"""The key of every committed write, in commit order (seq order is commit order)."""
 
-origins = sa.Table(
-    "origins",
+change_log_horizon = sa.Table(
+    "change_log_horizon",
     metadata,
-    sa.Column("key", KeyText, primary_key=True),
-    sa.Column("origin", sa.Text, nullable=False),
-    sa.Column("stamp", sa.BigInteger, nullable=False),
-    sa.Column("deleted", sa.Boolean, nullable=False),
-)
-"""Which federation member wrote each journaled key last, when, and whether it deleted it."""
-
-replication_cursors = sa.Table(
-    "replication_cursors",
-    metadata,
-    sa.Column("peer", sa.Text, primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
 )
-"""The last seq of each peer's log applied here."""
+"""One row (id 1): every change with seq <= ``seq`` has been pruned from ``change_log``."""
+
+feed_cursors = sa.Table(
+    "feed_cursors",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+"""A mirror's position in each change feed it follows (nodes/mirror.py)."""
 
 # --- enterprise prefix applications (see registry/enterprise.py) ----------------------------
 

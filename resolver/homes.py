@@ -5,8 +5,9 @@ from __future__ import annotations
 from resolver.identifiers import PREFIX_HANDLE_PREFIX, fold, parent_prefixes
 from resolver.ports import Generations, RecordStore
 
-HOMES_KEY = "\x00homes"
-"""The generation key bumped whenever a prefix is homed or unhomed."""
+HOMES_KEY = "/homes"
+"""The generation key bumped whenever a prefix is homed or unhomed, and the key the change log
+records for it: no handle's key starts with "/" (a prefix is never empty)."""
 
 
 class Homes:

@@ -9,9 +9,9 @@ a read.
 
 Freshness comes from the write generations (:class:`resolver.ports.Generations`): a write of
 any prefix record bumps every generation (:class:`registry.invalidation.Invalidator`, on every
-worker, for replicated writes too).  The copy is trusted while the generation of
-:data:`SENTINEL` is the one noted before it was read; once it changed, lookups go to the store
-again while a new copy loads in the background.  Writes of other handles rarely share the
+worker, and on every other host through the registry's change log).  The copy is trusted while
+the generation of :data:`SENTINEL` is the one noted before it was read; once it changed, lookups
+go to the store again while a new copy loads in the background.  Writes of other handles rarely share the
 sentinel's generation; when one does, it only costs a reload.  A node holding more than
 ``limit`` prefix records keeps none and reads them from the store, as without this copy.
 

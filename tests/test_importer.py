@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover
 
 from nodes.generation_board import GenerationBoard
 from registry import importer
+from registry.changelog import ALL_KEY
 from registry.importer import (
     ImportFailed,
     ImportReport,
@@ -81,6 +82,15 @@ async def records(url: str) -> dict[str, Record]:
         _, handles = await store.list_handles(PREFIX, 0, 10_000)
         _, prefix_records = await store.list_handles("0.NA", 0, 10_000)
         return await store.get_many([h.upper() for h in handles + prefix_records])
+    finally:
+        await store.close()
+
+
+async def _logged(url: str) -> list[str]:
+    """The keys of the database's change log, in order."""
+    store = SqlStore(url)
+    try:
+        return [change.key for change in await store.changes_after(0)]
     finally:
         await store.close()
 
@@ -803,8 +813,9 @@ def test_command_end_to_end(pg_url: str, tmp_path: Path) -> None:
     done = _idis([str(good)], pg_url, data_dir)
     assert done.returncode == 0, done.stderr
     assert "loaded 50 (0 unchanged), rejected 0" in done.stdout
-    # Every worker's cached answers are invalidated.
+    # Every worker's cached answers are invalidated, and the change log tells other hosts to.
     assert board.current("88.100.1/A") != generation
+    assert asyncio.run(_logged(pg_url))[-1] == ALL_KEY
 
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("handle,index,type,data\n88.100.1/c,1,URL,u\n99.1/c,1,URL,u\n")
@@ -820,10 +831,6 @@ def test_command_end_to_end(pg_url: str, tmp_path: Path) -> None:
     done = _idis([str(tmp_path / "missing.jsonl")], pg_url, data_dir)
     assert done.returncode == 2
     assert "cannot read" in done.stderr
-    # Peers replicate a top-level node's journal, which a bulk load would bypass.
-    done = _idis([str(good)], pg_url, data_dir, env={"IDIS_ROLE": "top-level"})
-    assert done.returncode == 2
-    assert "journal" in done.stderr
     # The command migrates before importing unless told not to; an unreachable database then
     # fails in the import, with a message rather than a traceback.
     done = _idis(

@@ -82,5 +82,44 @@ def test_keys_sort_bytewise_on_postgres(pg_empty_url: str) -> None:
             await engine.dispose()
 
     keyed = {(table.name, "C") for table in metadata.tables.values() if "key" in table.c}
-    assert {("handles", "C"), ("prefixes", "C"), ("txlog", "C"), ("origins", "C")} <= keyed
+    assert {("handles", "C"), ("prefixes", "C"), ("change_log", "C")} <= keyed
     assert asyncio.run(collations()) == keyed
+
+
+def test_the_change_log_continues_the_old_journals_numbering(empty_url: str) -> None:
+    """A consumer holding a cursor into the removed top-level journal is told it fell behind
+    (the old entries count as pruned) rather than silently skipping the new log's start."""
+    from registry.stores import SqlStore
+    from resolver.values import Record
+
+    migrate.upgrade(empty_url, "0003")
+
+    async def journal() -> None:
+        engine = make_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                for seq in (3, 9):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO txlog (seq, key, handle, data, version, stamp)"
+                            " VALUES (:seq, 'K', 'k', NULL, 1, 1)"
+                        ),
+                        {"seq": seq},
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(journal())
+    migrate.upgrade(empty_url)
+
+    async def after() -> tuple[int, int, int]:
+        store = SqlStore(empty_url)
+        try:
+            horizon = await store.change_horizon()
+            assert await store.put("88.1/A", Record("88.1/a", ()), None)
+            return horizon, (await store.changes_after(0))[0].seq, await store.change_head()
+        finally:
+            await store.close()
+
+    horizon, first, head = asyncio.run(after())
+    assert horizon == 9 and first > 9 and head == first

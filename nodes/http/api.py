@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.requests import ClientDisconnect
 
+from nodes.changefeed import following
 from nodes.dns.server import serving_dns
 from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
@@ -39,8 +40,9 @@ from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
-from nodes.replication import replicating
+from nodes.mirror import mirroring
 from registry.service import BatchItem
+from registry.stores.feed import SqlFeed
 from resolver import render
 from resolver.codecs.json_api import parse_values
 from resolver.errors import (
@@ -81,10 +83,12 @@ def _batch_items(raw: Any, now: int) -> list[BatchItem]:
 def create_api(node: Any) -> FastAPI:
     """The FastAPI application of one node (``node`` is a :class:`nodes.bootstrap.Node`)."""
 
+    feed = SqlFeed(node.store)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The puller and the DNS front end stop before the node closes.
-        async with replicating(node, app), serving_dns(node):
+        # The change-log follower, the mirror and the DNS front end stop before the node closes.
+        async with following(node, app), mirroring(node, feed, app), serving_dns(node):
             yield
         await node.close()
 
@@ -259,17 +263,15 @@ def create_api(node: Any) -> FastAPI:
         await operator(request)
         return json_response({"responseCode": 1, **node.stats()})
 
-    if node.store.journal_as:
-        federation = node.settings.federation
-        app.include_router(
-            replication_router(
-                node.store,
-                name=node.settings.name,
-                secret=federation.secret,
-                throttle=node.throttle,
-                guard=operator,
-            )
+    app.include_router(
+        replication_router(
+            feed,
+            name=node.settings.name,
+            secret=node.settings.federation.secret,
+            throttle=node.throttle,
+            guard=operator,
         )
+    )
 
     @app.get("/", openapi_extra=operation("This node", ok=(200, ref("Object")), auth=False))
     async def about() -> Response:

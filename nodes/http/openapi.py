@@ -193,6 +193,7 @@ _REASONS = {
     403: "authentication failed or not allowed (400-406)",
     404: "handle not found (100)",
     409: "handle or value exists (101, 201)",
+    410: "the change log no longer covers this cursor: re-synchronise from the snapshot",
     413: "request body too large",
     429: "too many failed attempts or anonymous requests: see Retry-After",
     503: "a dependency is down (3): see Retry-After",

@@ -67,7 +67,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "lifespan": "on",
         "server_header": False,
-        # Peers' replication long polls would otherwise hold a stop for their whole wait.
+        # Change-feed consumers' long polls would otherwise hold a stop for their whole wait.
         "timeout_graceful_shutdown": 1,
     }
 

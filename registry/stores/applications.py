@@ -16,8 +16,11 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.changelog import APPLICATIONS_KEY
 from registry.enterprise import OPEN_STATUSES, Application, Hosting, Status
+from registry.stores.changes import append_changes
 from registry.stores.sql import make_engine
 from registry.tables import OPEN_APPLICATION
 from registry.tables import prefix_applications as table
@@ -81,7 +84,7 @@ class SqlApplications:
             .on_conflict_do_nothing(index_elements=[table.c.key], index_where=OPEN_APPLICATION)
         )
         async with self._engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            return await _logged(conn, (await conn.execute(stmt)).rowcount)
 
     async def get(self, application_id: str) -> Application | None:
         async with self._engine.connect() as conn:
@@ -123,10 +126,18 @@ class SqlApplications:
             .values(status=status, decided_at=decided_at, decided_by=decided_by, reason=reason)
         )
         async with self._engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            return await _logged(conn, (await conn.execute(stmt)).rowcount)
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+async def _logged(conn: AsyncConnection, rowcount: int) -> bool:
+    """Whether one application was written; if so, say so in the change log."""
+    if rowcount != 1:
+        return False
+    await append_changes(conn, [APPLICATIONS_KEY])
+    return True
 
 
 class MemoryApplications:

@@ -5,9 +5,8 @@ the per-request read (:meth:`SqlStore.get`) goes through held asyncpg connection
 (:mod:`registry.stores.read_pool`), because SQLAlchemy costs 3-6x raw asyncpg on a primary-key
 read (DESIGN section 4).
 
-With ``journal_as`` the store also keeps the replication journal of :mod:`registry.replication`
-(the ``txlog``, ``origins`` and ``replication_cursors`` tables), written in the transaction of
-each write.
+Every write also appends its keys to the change log (:mod:`registry.changelog`) in its own
+transaction.
 """
 
 from __future__ import annotations
@@ -21,10 +20,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from registry.replication import Applied, Entry, Provenance, next_stamp, now_us, supersedes
+from registry.changelog import MAX_BATCH, Change
+from registry.stores.changes import append_changes, head_and_horizon, prune_changes
 from registry.stores.read_pool import ReadPool
-from registry.tables import handles, origins, prefixes, replication_cursors, txlog
+from registry.tables import change_log, handles, prefixes
 from resolver.codecs.stored import decode_record, encode_values
+from resolver.homes import HOMES_KEY
 from resolver.identifiers import fold
 from resolver.values import Record
 
@@ -41,13 +42,11 @@ _CHUNK = 500
 _GET_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
 _GET_MANY_SQL = "SELECT key, handle, data, version FROM handles WHERE key = ANY($1::text[])"
 
-# Journaled transactions run one at a time (see SqlStore._serialize).  On PostgreSQL they hold
-# this transaction-scoped advisory lock ("idistxlg"); on SQLite they take the database's write
-# lock with a write that changes nothing, since the driver begins its transaction lazily at
-# the first write and a read before it would see a state another process can still change.
-_JOURNAL_LOCK = 0x6964_6973_7478_6C67
-_PG_SERIALIZE = sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_JOURNAL_LOCK)
-_SQLITE_SERIALIZE = sa.text("UPDATE replication_cursors SET seq = seq WHERE 0")
+_CHANGES_SQL = "SELECT seq, key, origin FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+_HEAD_SQL = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM change_log),"
+    " (SELECT coalesce(max(seq), 0) FROM change_log_horizon)"
+)
 
 
 def async_url(url: str) -> URL:
@@ -103,12 +102,10 @@ class SqlStore:
     ``pool_size`` and ``max_overflow`` size SQLAlchemy's pool (writes, listings, and reads on
     SQLite); ``read_pool_size`` caps the connections serving :meth:`get` on PostgreSQL.
 
-    ``journal_as`` (the node's federation name) turns the replication journal on: every
-    successful put, put_many and delete also appends a ``txlog`` entry in its own transaction,
-    so a write is journaled iff it committed, and a write to a key whose live record came from
-    a peer fails like a lost compare-and-set.  Journaled writes run one at a time, so seqs
-    increase in commit order; :meth:`get` is untouched.  The replication methods are those of
-    :class:`registry.replication.Journal`.
+    Every successful put, put_many, delete, home_prefix and unhome_prefix appends the keys it
+    changed to the change log in its transaction; the change log's methods are those of
+    :class:`registry.changelog.ChangeLog`, and its reads, like :meth:`get`, go to the local
+    database.
     """
 
     def __init__(
@@ -119,10 +116,11 @@ class SqlStore:
         max_overflow: int = 10,
         read_pool_size: int = 10,
         busy_timeout_ms: int = 5000,
-        journal_as: str | None = None,
+        origin: int | None = None,
     ) -> None:
         engine_url = async_url(url)
-        self._journal_as = journal_as
+        self.origin = origin
+        """The host this store writes from, noted with each change it logs."""
         self._read_pool: ReadPool | None = None
         self._insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
         self._engine = make_engine(
@@ -130,12 +128,10 @@ class SqlStore:
         )
         if engine_url.get_backend_name() == "sqlite":
             self._insert = sqlite.insert
-            self._serializer = _SQLITE_SERIALIZE
         else:
             read_dsn = engine_url.set(drivername="postgresql").render_as_string(hide_password=False)
             self._read_pool = ReadPool(read_dsn, read_pool_size)
             self._insert = postgresql.insert
-            self._serializer = _PG_SERIALIZE
 
     async def open(self) -> None:
         """Connect now (a first PostgreSQL read connection, or the SQLite file). Idempotent."""
@@ -172,11 +168,21 @@ class SqlStore:
             result = await conn.execute(sa.select(handles).where(handles.c.key.in_(keys)))
             return {row.key: _row_record(row) for row in result}
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine of writes and administration (for :mod:`registry.stores.feed`)."""
+        return self._engine
+
+    def insert_statement(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT with this database's ON CONFLICT clauses."""
+        return self._insert(table)
+
     async def put(self, key: str, record: Record, expected: int | None) -> bool:
         async with self._engine.begin() as conn:
-            if self._journal_as is not None:
-                return (await self._journaled_puts(conn, [(key, record, expected)]))[0]
-            return await self._put_one(conn, key, record, expected)
+            done = await self._put_one(conn, key, record, expected)
+            if done:
+                await self._log(conn, [key])
+            return done
 
     async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
         """Like :meth:`put` for each item, in one transaction; conflicting items are skipped.
@@ -188,10 +194,12 @@ class SqlStore:
         if not items:
             return []
         async with self._engine.begin() as conn:
-            if self._journal_as is not None:
-                return await self._journaled_puts(conn, items)
             if len({key for key, _, _ in items}) < len(items):
-                return [await self._put_one(conn, *item) for item in items]
+                results = [await self._put_one(conn, *item) for item in items]
+                await self._log(
+                    conn, [k for (k, _, _), ok in zip(items, results, strict=True) if ok]
+                )
+                return results
             # In key order, concurrent batches sharing keys (a client retrying after a timeout)
             # insert them in the same order, so on PostgreSQL they wait instead of deadlocking.
             ordered = sorted(items, key=lambda item: item[0])
@@ -206,16 +214,18 @@ class SqlStore:
                 if expected is not None
             ]
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
+            await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]
 
     async def delete(self, key: str, expected: int) -> bool:
         async with self._engine.begin() as conn:
-            if self._journal_as is not None:
-                return await self._journaled_delete(conn, key, expected)
             result = await conn.execute(
                 handles.delete().where(handles.c.key == key, handles.c.version == expected)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            await self._log(conn, [key])
+            return True
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         """Count and one page (by key order) of the display texts of handles under a prefix.
@@ -265,12 +275,21 @@ class SqlStore:
             .on_conflict_do_nothing(index_elements=[prefixes.c.key])
         )
         async with self._engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            return await self._homes_changed(conn, (await conn.execute(stmt)).rowcount)
 
     async def unhome_prefix(self, prefix: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(prefixes.delete().where(prefixes.c.key == fold(prefix)))
-            return result.rowcount == 1
+            return await self._homes_changed(conn, result.rowcount)
+
+    async def _homes_changed(self, conn: AsyncConnection, rowcount: int) -> bool:
+        if rowcount != 1:
+            return False
+        await self._log(conn, [HOMES_KEY])
+        return True
+
+    async def _log(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
+        await append_changes(conn, keys, self.origin)
 
     async def _put_one(
         self, conn: AsyncConnection, key: str, record: Record, expected: int | None
@@ -336,217 +355,35 @@ class SqlStore:
             done.update((await conn.execute(stmt)).scalars())
         return done
 
-    # --- replication (registry.replication.Journal) -------------------------------------------
+    # --- the change log (registry.changelog.ChangeLog) ----------------------------------------
 
-    @property
-    def journal_as(self) -> str | None:
-        return self._journal_as
-
-    async def _serialize(self, conn: AsyncConnection) -> None:
-        """Make this transaction the only journaled one until it ends.
-
-        On PostgreSQL a bigserial is drawn when a row is inserted, not when it commits: two
-        concurrent writers could commit seq N+1 before seq N, and a peer reading in between
-        would move its cursor past N for good.  Running journaled transactions one at a time
-        makes seq order commit order; it also makes each read-then-write below consistent.
-        Top-level nodes write rarely, so the cost is small.
-        """
-        await conn.execute(self._serializer)
-
-    async def _provenance(
-        self, conn: AsyncConnection, keys: Sequence[str]
-    ) -> dict[str, Provenance]:
-        held: dict[str, Provenance] = {}
-        unique = sorted(set(keys))
-        for start in range(0, len(unique), _CHUNK):
-            query = sa.select(origins).where(origins.c.key.in_(unique[start : start + _CHUNK]))
-            for row in await conn.execute(query):
-                held[row.key] = Provenance(row.origin, row.stamp, bool(row.deleted))
-        return held
-
-    def _foreign(self, held: Provenance | None) -> bool:
-        return held is not None and not held.deleted and held.origin != self._journal_as
-
-    async def _record_journal(
-        self,
-        conn: AsyncConnection,
-        writes: Sequence[tuple[str, str, bytes | None, int]],
-        held: dict[str, Provenance],
-    ) -> None:
-        """Append ``(key, handle, data, version)`` writes to the log, in order, and note this
-        node as their origin."""
-        if not writes:
-            return
-        assert self._journal_as is not None
-        now = now_us()
-        log_rows, latest = [], {}
-        for key, handle, data, version in writes:
-            stamp = next_stamp(held.get(key), now)
-            held[key] = Provenance(self._journal_as, stamp, data is None)
-            log_rows.append(
-                {"key": key, "handle": handle, "data": data, "version": version, "stamp": stamp}
-            )
-            latest[key] = held[key]
-        # An executemany inserts in list order, so seqs follow the order of the writes.
-        await conn.execute(txlog.insert(), log_rows)
-        await self._upsert_origins(conn, latest)
-
-    async def _upsert_origins(self, conn: AsyncConnection, latest: dict[str, Provenance]) -> None:
-        stmt = self._insert(origins)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[origins.c.key],
-            set_={
-                "origin": stmt.excluded.origin,
-                "stamp": stmt.excluded.stamp,
-                "deleted": stmt.excluded.deleted,
-            },
+    async def changes_after(self, seq: int, limit: int = MAX_BATCH) -> list[Change]:
+        if self._read_pool is not None:
+            rows = await self._read_pool.fetch(_CHANGES_SQL, seq, limit)
+            return [Change(row[0], row[1], row[2]) for row in rows]
+        query = (
+            sa.select(change_log.c.seq, change_log.c.key, change_log.c.origin)
+            .where(change_log.c.seq > seq)
+            .order_by(change_log.c.seq)
+            .limit(limit)
         )
-        rows = [
-            {"key": k, "origin": p.origin, "stamp": p.stamp, "deleted": p.deleted}
-            for k, p in latest.items()
-        ]
-        await conn.execute(stmt, rows)
-
-    async def _journaled_puts(
-        self, conn: AsyncConnection, items: Sequence[tuple[str, Record, int | None]]
-    ) -> list[bool]:
-        """:meth:`put_many` with the journal: item by item (a top-level node's batches are
-        small), refusing keys whose live record came from a peer."""
-        await self._serialize(conn)
-        held = await self._provenance(conn, [key for key, _, _ in items])
-        results, writes = [], []
-        for key, record, expected in items:
-            data = encode_values(record.values)
-            ok = not self._foreign(held.get(key)) and await self._put_data(
-                conn, key, record.handle, data, expected
-            )
-            results.append(ok)
-            if ok:
-                writes.append((key, record.handle, data, (expected or 0) + 1))
-        await self._record_journal(conn, writes, held)
-        return results
-
-    async def _journaled_delete(self, conn: AsyncConnection, key: str, expected: int) -> bool:
-        await self._serialize(conn)
-        held = await self._provenance(conn, [key])
-        if self._foreign(held.get(key)):
-            return False
-        stmt = (
-            handles.delete()
-            .where(handles.c.key == key, handles.c.version == expected)
-            .returning(handles.c.handle)
-        )
-        handle = (await conn.execute(stmt)).scalar_one_or_none()
-        if handle is None:
-            return False
-        await self._record_journal(conn, [(key, handle, None, expected + 1)], held)
-        return True
-
-    async def txlog_after(self, seq: int, limit: int) -> list[Entry]:
-        query = sa.select(txlog).where(txlog.c.seq > seq).order_by(txlog.c.seq).limit(limit)
         async with self._engine.connect() as conn:
-            return [
-                Entry(r.seq, r.key, r.handle, r.data, r.version, r.stamp)
-                for r in await conn.execute(query)
-            ]
+            return [Change(r.seq, r.key, r.origin) for r in await conn.execute(query)]
 
-    async def txlog_head(self) -> int:
+    async def _head_and_horizon(self) -> tuple[int, int]:
+        if self._read_pool is not None:
+            row = await self._read_pool.fetchrow(_HEAD_SQL)
+            assert row is not None
+            return int(row[0]), int(row[1])
         async with self._engine.connect() as conn:
-            head = (await conn.execute(sa.select(sa.func.max(txlog.c.seq)))).scalar_one()
-        return int(head or 0)
+            return await head_and_horizon(conn)
 
-    async def apply_replica(self, peer: str, entries: Sequence[Entry]) -> Applied:
-        if peer == self._journal_as:
-            raise ValueError(f"{peer!r} is this node's own name")
+    async def change_head(self) -> int:
+        return max(await self._head_and_horizon())
+
+    async def change_horizon(self) -> int:
+        return (await self._head_and_horizon())[1]
+
+    async def prune_changes(self, older_than: float, limit: int) -> int:
         async with self._engine.begin() as conn:
-            await self._serialize(conn)
-            cursor = await self._cursor(conn, peer)
-            fresh = sorted((e for e in entries if e.seq > cursor), key=lambda e: e.seq)
-            if not fresh:
-                return Applied(cursor, (), 0, ())
-            held = await self._provenance(conn, [e.key for e in fresh])
-            final: dict[str, Entry] = {}
-            conflicts: dict[str, None] = {}
-            applied = 0
-            for entry in fresh:
-                before = held.get(entry.key)
-                if before is not None and not before.deleted and before.origin != peer:
-                    conflicts[entry.key] = None
-                if supersedes(entry.stamp, peer, before):
-                    applied += 1
-                    held[entry.key] = Provenance(peer, entry.stamp, entry.deleted)
-                    final[entry.key] = entry
-            # Only the last winning entry of each key matters; each key is written once.
-            upserts = [
-                {"key": e.key, "handle": e.handle, "data": e.data, "version": e.version}
-                for e in final.values()
-                if e.data is not None
-            ]
-            if upserts:
-                stmt = self._insert(handles)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[handles.c.key],
-                    set_={
-                        "handle": stmt.excluded.handle,
-                        "data": stmt.excluded.data,
-                        "version": stmt.excluded.version,
-                    },
-                )
-                await conn.execute(stmt, upserts)
-            gone = sorted(e.key for e in final.values() if e.data is None)
-            for start in range(0, len(gone), _CHUNK):
-                await conn.execute(
-                    handles.delete().where(handles.c.key.in_(gone[start : start + _CHUNK]))
-                )
-            if final:
-                await self._upsert_origins(conn, {key: held[key] for key in final})
-            last = max(cursor, fresh[-1].seq)
-            await self._set_cursor(conn, peer, last)
-        return Applied(last, tuple(final), applied, tuple(conflicts))
-
-    async def _cursor(self, conn: AsyncConnection, peer: str) -> int:
-        query = sa.select(replication_cursors.c.seq).where(replication_cursors.c.peer == peer)
-        return int((await conn.execute(query)).scalar_one_or_none() or 0)
-
-    async def _set_cursor(self, conn: AsyncConnection, peer: str, seq: int) -> None:
-        stmt = self._insert(replication_cursors).values(peer=peer, seq=seq)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[replication_cursors.c.peer], set_={"seq": stmt.excluded.seq}
-        )
-        await conn.execute(stmt)
-
-    async def cursor(self, peer: str) -> int:
-        async with self._engine.connect() as conn:
-            return await self._cursor(conn, peer)
-
-    async def reset_cursor(self, peer: str, seq: int) -> None:
-        async with self._engine.begin() as conn:
-            await self._serialize(conn)
-            await self._set_cursor(conn, peer, seq)
-
-    async def origin_of(self, key: str) -> str | None:
-        query = sa.select(origins.c.origin).where(
-            origins.c.key == key, origins.c.deleted.is_(False)
-        )
-        async with self._engine.connect() as conn:
-            origin: str | None = (await conn.execute(query)).scalar_one_or_none()
-        return origin
-
-    async def backfill_journal(self) -> int:
-        if self._journal_as is None:
-            raise ValueError("this store does not journal")
-        unjournaled = (
-            sa.select(handles.c.key, handles.c.handle, handles.c.data, handles.c.version)
-            .where(~sa.exists().where(origins.c.key == handles.c.key))
-            .order_by(handles.c.key)
-        )
-        total = 0
-        async with self._engine.begin() as conn:
-            await self._serialize(conn)
-            rows = (await conn.execute(unjournaled)).all()
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start : start + _CHUNK]
-                writes = [(r.key, r.handle, r.data, r.version) for r in chunk]
-                await self._record_journal(conn, writes, {})
-                total += len(chunk)
-        return total
+            return await prune_changes(conn, older_than, limit)

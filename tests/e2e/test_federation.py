@@ -1,8 +1,10 @@
 """A federation of real ``idis serve`` processes on loopback: delegation, referrals, recursive
-resolution, failover, staleness bounds, coalescing, refused registrations and replication.
+resolution, failover, staleness bounds, coalescing, refused registrations, and the national
+tier as one registry.
 
 One federation is shared by the module (starting it is most of the cost): five top-level
-nodes, each on a PostgreSQL database of its own and replicating with the other four; the
+nodes sharing one PostgreSQL database (the national tier's one registry; each follows its
+change log to keep its caches current); the
 secondary node 88.100 with two servers on one database (joined at Beijing; hosts the enterprise
 prefix 88.100.1 and points the self-hosted 88.100.7 at the enterprise node); the secondary node
 88.101 with one server (joined at Shanghai; hosts 88.101.5); the enterprise node 88.100.7; and a
@@ -76,14 +78,6 @@ def _parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
     return [future.result() for future in futures]
 
 
-def _replicating(top: NodeProcess) -> bool:
-    """Whether the top-level nodes replicate (this node runs a replication puller)."""
-    response = httpx.get(
-        f"{top.base_url}/api/replication/status", auth=top.operator_auth, timeout=HTTP_TIMEOUT
-    )
-    return response.status_code == 200 and response.json().get("puller") is not None
-
-
 def _put(url: str, values: Any, auth: httpx.BasicAuth, **params: Any) -> httpx.Response:
     return httpx.put(url, json=values, auth=auth, params=params, timeout=HTTP_TIMEOUT)
 
@@ -130,23 +124,22 @@ def fed(
     try:
         ports = dict(zip(CITIES, free_ports(len(CITIES)), strict=True))
         urls = {city: f"http://127.0.0.1:{port}" for city, port in ports.items()}
-        databases = {name: pg_factory() for name in (*CITIES, "88.100", "88.101", "88.100.7")}
+        databases = {name: pg_factory() for name in ("national", "88.100", "88.101", "88.100.7")}
         federation_secret = secrets["federation"].read_text(encoding="utf-8").strip()
 
         def top(city: str) -> Callable[[], NodeProcess]:
-            peers = [{"name": c, "url": urls[c]} for c in CITIES if c != city]
             env = {
                 "IDIS_ROLE": "top-level",
                 "IDIS_NAME": city,
                 "IDIS_HTTP": f"127.0.0.1:{ports[city]}",
-                "IDIS_FEDERATION__PEERS": json.dumps(peers),
                 "IDIS_FEDERATION__SECRET": federation_secret,
             }
             return lambda: start(
                 city,
-                database_url=databases[city],
+                database_url=databases["national"],
                 prefix="88",
                 secret=secrets["88"].read_text(encoding="utf-8").strip(),
+                init=city == CITIES[0],  # one registry: the first site homes 88 for all
                 extra_env=env,
             )
 
@@ -157,9 +150,10 @@ def fed(
             # A recursive node homes no prefix: its /api/stats opens to the federation secret.
             "IDIS_FEDERATION__SECRET": federation_secret,
         }
+        first_top = top(CITIES[0])()  # it migrates the shared database and homes 88
         *top_nodes, enterprise, recursive = _parallel(
             [
-                *(top(city) for city in CITIES),
+                *(top(city) for city in CITIES[1:]),
                 lambda: start(
                     "enterprise",
                     database_url=databases["88.100.7"],
@@ -172,19 +166,18 @@ def fed(
                 ),
             ]
         )
-        tops = dict(zip(CITIES, top_nodes, strict=True))
+        tops = dict(zip(CITIES, [first_top, *top_nodes], strict=True))
         for city, node in tops.items():
-            # A port lost to a race would leave the peers' settings pointing elsewhere.
+            # A port lost to a race would leave the recursive node's roots pointing elsewhere.
             assert node.base_url == urls[city], f"{city} had to move to {node.base_url}"
 
-        assert _replicating(tops["Beijing"]), "the top-level nodes do not replicate"
         allocations = {"88.100": "Beijing", "88.101": "Shanghai"}
 
         def allocate(city: str, prefix: str) -> Callable[[], str]:
             args = ("prefix", "allocate", prefix, "--secret-file", str(secrets[prefix]))
             return lambda: run_cli(tops[city].env, *args)
 
-        # Each prefix is allocated at one node; replication carries it to the other four.
+        # Each prefix is allocated at one site; the other four read the same registry.
         _parallel([allocate(city, prefix) for prefix, city in allocations.items()])
 
         def secondary(
@@ -269,7 +262,7 @@ def fed(
             for n in started
             if not n.stopped and not n.alive()
         ]
-        # Stopped together: a top-level node may take seconds to drain its peers' long polls.
+        # Stopped together: stopping is mostly waiting.
         with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
             list(pool.map(NodeProcess.stop, started))
     if crashed:
