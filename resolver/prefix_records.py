@@ -11,9 +11,9 @@ Freshness comes from the write generations (:class:`resolver.ports.Generations`)
 any prefix record bumps every generation (:class:`registry.invalidation.Invalidator`, on every
 worker, and on every other host through the registry's change log).  The copy is trusted while
 the generation of :data:`SENTINEL` is the one noted before it was read; once it changed, lookups
-go to the store again while a new copy loads in the background.  Writes of other handles rarely share the
-sentinel's generation; when one does, it only costs a reload.  A node holding more than
-``limit`` prefix records keeps none and reads them from the store, as without this copy.
+go to the store again while a new copy loads in the background.  Writes of other handles rarely
+share the sentinel's generation; when one does, it only costs a reload.  A node holding more
+than ``limit`` prefix records keeps none and reads them from the store, as without this copy.
 
 A load reads the records a page at a time, so that the node goes on serving between pages (from
 the store), and a new load starts no sooner than :data:`RELOAD_SPACING` times the last load's
