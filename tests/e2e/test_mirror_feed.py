@@ -49,7 +49,8 @@ def _snapshot(node: NodeProcess) -> tuple[list[Any], list[Any]]:
 
 def _status(node: NodeProcess) -> dict[str, Any]:
     with node.client() as client:
-        body: dict[str, Any] = client.get("/api/replication/status").json()
+        answer = client.get("/api/replication/status", auth=node.operator_auth)
+        body: dict[str, Any] = answer.json()
     return body
 
 
