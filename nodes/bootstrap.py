@@ -88,7 +88,14 @@ JOURNALING_ROLES = ("top-level", "dr")
 
 def build_store(settings: Settings) -> SqlStore:
     journaled = settings.role in JOURNALING_ROLES
-    return SqlStore(settings.database_url, journal_as=settings.name if journaled else None)
+    return SqlStore(
+        settings.database_url,
+        journal_as=settings.name if journaled else None,
+        read_url=settings.database_read_url,
+        connect_timeout=settings.database_timeout,
+        read_timeout=settings.database_timeout,
+        write_timeout=settings.database_write_timeout,
+    )
 
 
 def build_generations(settings: Settings) -> Generations:
@@ -153,7 +160,8 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
+        # A site's own member may lag: what a write changes is read where it is written.
+        registrar=Registrar(store.writer_view(), homes, invalidator, fetch, authority=authority),
         authenticator=Authenticator(fetch),
         fetch=fetch,
         walker=walker,

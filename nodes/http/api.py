@@ -19,7 +19,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
-from nodes.http.errors import http_status
+from nodes.http.errors import http_status, retry_after
+from nodes.http.health import health_router
 from nodes.http.params import Query, path_text
 from nodes.http.proxy import alias_target, choose_location
 from nodes.http.replication_api import replication_router
@@ -98,6 +99,9 @@ def create_api(node: Any) -> FastAPI:
         headers = {}
         if error.code == AuthenticationNeeded.code:
             headers["www-authenticate"] = 'Basic realm="idis"'
+        wait = retry_after(error)
+        if wait is not None:
+            headers["retry-after"] = str(wait)
         return Response(body, http_status(error.code), headers, "application/json")
 
     @app.exception_handler(Exception)
@@ -105,9 +109,7 @@ def create_api(node: Any) -> FastAPI:
         log.exception("%s %s failed", request.method, request.url.path)
         return Response(render.error(2, "internal error"), 500, media_type="application/json")
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
+    app.include_router(health_router(node))
 
     @app.put("/api/handles/{handle:path}")
     async def put_handle(request: Request) -> Response:

@@ -31,3 +31,11 @@ def http_status(code: int, *, resolving: bool = False) -> int:
     if code == 200 and resolving:
         return 200
     return _STATUS.get(code, 500)
+
+
+def retry_after(error: BaseException) -> int | None:
+    """Seconds a client should wait before retrying, for a ``Retry-After`` header: set on
+    every code 3 (busy, the database or every upstream unavailable), None otherwise."""
+    if getattr(error, "code", None) != 3:
+        return None
+    return int(getattr(error, "retry_after", 1))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from nodes.http.errors import http_status
+from nodes.http.errors import http_status, retry_after
 from nodes.http.params import Query, path_text
 from registry.authorization import Right, rights
 from resolver import render
@@ -117,7 +117,10 @@ class ResolutionFront:
             await self._general(scope, send, text, head)
         except HandleError as error:
             body = render.error(error.code, error.message, error.handle or text or None)
-            await send_body(send, http_status(error.code, resolving=True), body, head=head)
+            wait = retry_after(error)
+            extra = None if wait is None else [(b"retry-after", str(wait).encode())]
+            status = http_status(error.code, resolving=True)
+            await send_body(send, status, body, head=head, extra=extra)
         except Exception:
             log.exception("resolution of %r failed", text)
             await send_body(send, 500, render.error(2, "internal error", text or None), head=head)
