@@ -245,13 +245,21 @@ class NationalCluster:
     # --- life ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 90.0) -> None:
-        """Start etcd and every member; return once a leader runs and all others stream."""
+        """Start etcd and every member; return once a leader runs and all others stream.
+
+        The first site named starts first, so it bootstraps the cluster and leads: a DR site
+        leading would leave one synchronous candidate, and losing it would stop writes.
+        """
         assert self.root is not None
+        deadline = time.monotonic() + timeout
         try:
             self._start_etcd()
+            first = next(iter(self.members))
+            self.start_member(first)
+            self.wait_leader(timeout)
             for member in self.members.values():
                 self.start_member(member.name)
-            self.wait_streaming(timeout)
+            self.wait_streaming(max(1.0, deadline - time.monotonic()))
         except BaseException:
             self.stop()
             raise
@@ -422,7 +430,7 @@ class NationalCluster:
                     f"host replication replicator {HOST}/32 trust",
                 ],
             },
-            "tags": {"nosync": not member.dr, "nofailover": not member.dr},
+            "tags": {"nosync": not member.dr},
         }
         path = member.home / "patroni.yml"
         # JSON is YAML: no YAML writer needed.
