@@ -127,13 +127,21 @@ def read(
 def write(
     method: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Guard a store method that writes: the caller waits up to ``write_timeout`` and is then
-    told the outcome is unknown (code 3), while the write runs on, never cancelled."""
+    """Guard a store method that writes.
+
+    While the database is unavailable (a planned switchover moves the leader in about 4 s) the
+    write is tried again, with pooled write connections dropped, until ``write_timeout`` has
+    passed since the call; the caller then gets code 3, and a write still running runs on,
+    never cancelled (its outcome unknown to the caller).  A retry after a failure of unknown
+    outcome is safe for the stores' compare-and-set writes: if the first try committed, the
+    retry finds the version moved and answers False, and the registrar reads again.
+    """
 
     @functools.wraps(method)
     async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         store: Guarded = args[0]  # type: ignore[assignment]
-        task = asyncio.ensure_future(method(*args, **kwargs))
+        deadline = time.monotonic() + store.write_timeout
+        task = asyncio.ensure_future(_retrying(store, deadline, method, *args, **kwargs))
         _RUNNING.add(task)  # a caller cancelled or timed out leaves it running: keep it
         task.add_done_callback(_finished)
         try:
@@ -145,7 +153,6 @@ def write(
         except Exception as error:
             if not unavailable(error):
                 raise
-            await store.lost_writer()
             raise store.outage.failed(
                 error, "the registry's database cannot take writes now (a failover?); retry"
             ) from error
@@ -154,6 +161,28 @@ def write(
         return result
 
     return guarded
+
+
+async def _retrying(
+    store: Guarded,
+    deadline: float,
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    pause = 0.1
+    while True:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as error:
+            if not unavailable(error):
+                raise
+            store.outage.failed(error)  # logs the outage's start once
+            await store.lost_writer()
+            if time.monotonic() + pause >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _finished(task: asyncio.Task[Any]) -> None:
