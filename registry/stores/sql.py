@@ -631,6 +631,7 @@ class SqlStore:
             await self._serialize(conn)
             await self._set_cursor(conn, peer, seq)
 
+    @outage.read
     async def origin_of(self, key: str) -> str | None:
         query = sa.select(origins.c.origin).where(
             origins.c.key == key, origins.c.deleted.is_(False)
