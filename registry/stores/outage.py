@@ -171,13 +171,16 @@ async def _retrying(
     **kwargs: _P.kwargs,
 ) -> _T:
     pause = 0.1
+    tries = 0
     while True:
         try:
             return await method(*args, **kwargs)
         except Exception as error:
             if not unavailable(error):
                 raise
-            store.outage.failed(error)  # logs the outage's start once
+            tries += 1
+            if tries > 1:  # one lost connection, replaced at once, is no outage
+                store.outage.failed(error)  # logs the outage's start once
             await store.lost_writer()
             if time.monotonic() + pause >= deadline:
                 raise

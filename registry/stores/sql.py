@@ -181,7 +181,13 @@ class SqlStore:
         self.write_timeout = write_timeout
         postgres = engine_url.get_backend_name() != "sqlite"
         # No command timeout on the writer: a write is never cancelled (registry/stores/outage).
-        bounded: dict[str, Any] = {"connect_args": {"timeout": connect_timeout}} if postgres else {}
+        # Pooled connections are checked on checkout (one round trip): after an outage or a
+        # failover, a dead one is replaced rather than failing a write.
+        bounded: dict[str, Any] = (
+            {"connect_args": {"timeout": connect_timeout}, "pool_pre_ping": True}
+            if postgres
+            else {}
+        )
         self._engine = make_engine(
             url,
             busy_timeout_ms=busy_timeout_ms,
