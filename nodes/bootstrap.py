@@ -144,7 +144,7 @@ def build_node(settings: Settings) -> Node:
 
     authority = None
     if store.journal_as:
-        authority = authority_check(store, {p.name: p.url for p in federation.peers})
+        authority = authority_check(store.writer_view(), {p.name: p.url for p in federation.peers})
 
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)

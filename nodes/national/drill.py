@@ -16,11 +16,13 @@ failed resolution), and for each write the times it was sent and answered.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -34,6 +36,8 @@ class Write:
     answered: float
     status: int
     """HTTP status, or 0 when no answer came (connection refused, timeout)."""
+    message: str = ""
+    """What a failed write was told."""
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Drill:
     bad: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._run = uuid.uuid4().hex[:8]  # handles of this drill only: every write creates
         self._stop = threading.Event()
         self._dropped: set[str] = set()
         self._lock = threading.Lock()
@@ -74,8 +79,15 @@ class Drill:
         for thread in self._threads:
             thread.join(self.timeout + 5)
 
-    def _spawn(self, target: object, site: str, url: str) -> None:
-        thread = threading.Thread(target=target, args=(site, url), daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, loop: Callable[[str, str], None], site: str, url: str) -> None:
+        def run() -> None:
+            try:
+                loop(site, url)
+            except Exception as error:  # counted, so that a broken drill cannot pass
+                with self._lock:
+                    self.bad.append(f"drill thread at {site} failed: {error!r}")
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         self._threads.append(thread)
 
@@ -98,7 +110,7 @@ class Drill:
         """The longest time between write acknowledgements within ``[start, end]``."""
         times = sorted(w.answered for w in self.acknowledged() if start <= w.answered <= end)
         marks = [start, *times, end]
-        return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(marks))
 
     # --- loops -----------------------------------------------------------------------------
 
@@ -108,16 +120,18 @@ class Drill:
         with httpx.Client(base_url=url, auth=self.auth, timeout=self.timeout) as client:
             while not self._stop.is_set() and site not in self._dropped:
                 n += 1
-                handle = f"{self.prefix}/DRILL-{site}-{n}"
+                handle = f"{self.prefix}/DRILL-{self._run}-{site}-{n}"
                 sent = time.monotonic()
-                status = 0
-                retry_after = None
-                with contextlib.suppress(httpx.TransportError):
+                status, retry_after, message = 0, None, ""
+                try:
                     answer = client.put(f"/api/handles/{handle}", json={"values": values})
                     status, retry_after = answer.status_code, answer.headers.get("retry-after")
+                    message = "" if status < 300 else answer.text[:200]
+                except httpx.TransportError as error:
+                    message = repr(error)
                 answered = time.monotonic()
                 with self._lock:
-                    self.writes.append(Write(handle, site, sent, answered, status))
+                    self.writes.append(Write(handle, site, sent, answered, status, message))
                     self.answers["write", site, status] += 1
                     self._judge("write", site, handle, status, retry_after)
                 self._stop.wait(max(0.0, 1.0 / self.rate - (answered - sent)))
@@ -128,9 +142,10 @@ class Drill:
             while not self._stop.is_set() and site not in self._dropped:
                 settled = time.monotonic() - self.settle
                 with self._lock:
-                    ready = [w.handle for w in self.writes if w.status in (200, 201)]
                     ready = [
-                        w for w, t in zip(ready, self._ack_times(), strict=True) if t < settled
+                        w.handle
+                        for w in self.writes
+                        if w.status in (200, 201) and w.answered < settled
                     ]
                 if not ready:
                     self._stop.wait(0.05)
@@ -149,9 +164,6 @@ class Drill:
                     if not ok:
                         self.bad.append(f"resolve {handle} at {site}: HTTP {status}")
                 self._stop.wait(1.0 / self.rate)
-
-    def _ack_times(self) -> list[float]:
-        return [w.answered for w in self.writes if w.status in (200, 201)]
 
     def _judge(
         self, kind: str, site: str, handle: str, status: int, retry_after: str | None

@@ -62,28 +62,39 @@ def unavailable(error: BaseException) -> bool:
 
 
 class Outage:
-    """Whether a database is down, with one log line when it goes and one when it is back."""
+    """Whether a database is down, with one log line when it goes and one when it is back.
 
-    def __init__(self, what: str) -> None:
+    Failures that come back within ``quiet`` seconds of a recovery (a failover, where some
+    requests get through while others still fail) continue the outage already logged.
+    """
+
+    def __init__(self, what: str, quiet: float = 30.0) -> None:
         self.what = what
+        self.quiet = quiet
         self.since: float | None = None
         """``time.monotonic()`` of the first failure of the outage under way, else None."""
+        self._logged = False
+        self._ended = -quiet
 
     def failed(self, error: BaseException, message: str | None = None) -> StorageUnavailable:
         """Note a failure; the error to raise for it."""
         if self.since is None:
             self.since = time.monotonic()
-            log.warning(
-                "%s unavailable (%s: %s); answering code 3 until it is back",
-                self.what,
-                type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
-            )
-        return StorageUnavailable(message or "the registry's database is unavailable; retry")
+            self._logged = self.since - self._ended >= self.quiet
+            if self._logged:
+                log.warning(
+                    "%s unavailable (%s: %s); answering code 3 until it is back",
+                    self.what,
+                    type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "",
+                )
+        return StorageUnavailable(message or f"{self.what} is unavailable; retry")
 
     def succeeded(self) -> None:
         if self.since is not None:
-            log.warning("%s available again after %.1f s", self.what, time.monotonic() - self.since)
+            self._ended = time.monotonic()
+            if self._logged:
+                log.warning("%s available again after %.1f s", self.what, self._ended - self.since)
             self.since = None
 
 
@@ -91,8 +102,13 @@ class Guarded(Protocol):
     """What :func:`read` and :func:`write` need of the store they guard."""
 
     outage: Outage
+    """Of the database reads go to."""
+    write_outage: Outage
+    """Of the database writes go to (the same object when it is the same database)."""
     read_timeout: float
     write_timeout: float
+    patient: bool
+    """Reads wait through an outage as writes do (the reads a write depends on)."""
 
     async def lost_writer(self) -> None:
         """Drop pooled write connections (they may lead to a member that no longer leads)."""
@@ -105,20 +121,29 @@ _RUNNING: set[asyncio.Task[Any]] = set()
 def read(
     method: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Guard a store method that only reads: bounded by ``read_timeout`` (then cancelled)."""
+    """Guard a store method that only reads: bounded by ``read_timeout`` (then cancelled).
+
+    A ``patient`` store's reads (those a write depends on) are tried again through an outage,
+    as writes are, for up to ``write_timeout``."""
 
     @functools.wraps(method)
     async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         store: Guarded = args[0]  # type: ignore[assignment]
+        outage = store.write_outage if store.patient else store.outage
         try:
-            async with asyncio.timeout(store.read_timeout):
-                result = await method(*args, **kwargs)
+            if store.patient:
+                deadline = time.monotonic() + store.write_timeout
+                async with asyncio.timeout(store.write_timeout):
+                    result = await _retrying(store, deadline, method, *args, **kwargs)
+            else:
+                async with asyncio.timeout(store.read_timeout):
+                    result = await method(*args, **kwargs)
         except Exception as error:
             if not unavailable(error):
                 raise
-            raise store.outage.failed(error) from error
-        if store.outage.since is not None:
-            store.outage.succeeded()
+            raise outage.failed(error) from error
+        if outage.since is not None:
+            outage.succeeded()
         return result
 
     return guarded
@@ -147,17 +172,17 @@ def write(
         try:
             result = await asyncio.wait_for(asyncio.shield(task), store.write_timeout)
         except TimeoutError as error:
-            raise store.outage.failed(
+            raise store.write_outage.failed(
                 error, "the database did not confirm the write in time; its outcome is unknown"
             ) from error
         except Exception as error:
             if not unavailable(error):
                 raise
-            raise store.outage.failed(
+            raise store.write_outage.failed(
                 error, "the registry's database cannot take writes now (a failover?); retry"
             ) from error
-        if store.outage.since is not None:
-            store.outage.succeeded()
+        if store.write_outage.since is not None:
+            store.write_outage.succeeded()
         return result
 
     return guarded
@@ -180,7 +205,7 @@ async def _retrying(
                 raise
             tries += 1
             if tries > 1:  # one lost connection, replaced at once, is no outage
-                store.outage.failed(error)  # logs the outage's start once
+                store.write_outage.failed(error)  # logs the outage's start once
             await store.lost_writer()
             if time.monotonic() + pause >= deadline:
                 raise

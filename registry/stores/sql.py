@@ -176,9 +176,13 @@ class SqlStore:
         self._journal_as = journal_as
         self._read_pool: ReadPool | None = None
         self._insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
-        self.outage = outage.Outage("the registry's database")
+        self.outage = outage.Outage(
+            "the site's database member" if read_url else "the registry's database"
+        )
+        self.write_outage = outage.Outage("the registry's leader") if read_url else self.outage
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
+        self.patient = False
         postgres = engine_url.get_backend_name() != "sqlite"
         # No command timeout on the writer: a write is never cancelled (registry/stores/outage).
         # Pooled connections are checked on checkout (one round trip): after an outage or a
@@ -209,6 +213,7 @@ class SqlStore:
             connect = functools.partial(
                 asyncpg.connect, timeout=connect_timeout, command_timeout=read_timeout
             )
+            self._read_dsn, self._connect = read_dsn, connect
             self._read_pool = ReadPool(read_dsn, read_pool_size, connect)
             self._insert = postgresql.insert
             self._serializer = _PG_SERIALIZE
@@ -231,14 +236,16 @@ class SqlStore:
             await self._reader.dispose()
 
     def writer_view(self) -> SqlStore:
-        """This store with its reads going where its writes go, for the read-then-write of the
-        registrar: a site's own member may lag behind the leader.  It shares this store's
+        """This store with its reads going where its writes go, and waiting through an outage
+        as writes do, for the read-then-write of the registrar: a site's own member may lag
+        behind the leader.  It shares this store's
         connections; close this store, not the view."""
         if self._reader is self._engine:
             return self
         view = copy.copy(self)
         view._reader = self._engine
         view._read_pool = None
+        view.patient = True  # its reads wait through a switchover as the writes do
         return view
 
     async def lost_writer(self) -> None:
@@ -250,7 +257,13 @@ class SqlStore:
         """Whether the database reads come from is a leader or a standby, and its lag."""
         if self._read_pool is None:
             return MemberState(True, 0.0)
-        row = await self._read_pool.fetchrow(_MEMBER_SQL)
+        # A connection of its own: pooled ones may have fallen over to another member while
+        # the site's own was down, and this is about the member reads go to first.
+        conn = await self._connect(self._read_dsn)
+        try:
+            row = await conn.fetchrow(_MEMBER_SQL)
+        finally:
+            conn.terminate()
         assert row is not None
         return MemberState(not row[0], max(0.0, float(row[1])))
 
