@@ -82,6 +82,14 @@ class FederationSettings(BaseModel):
         return value
 
 
+class NationalSettings(BaseModel):
+    """The national tier's registry as Patroni runs it (``idis national ...``)."""
+
+    patroni: list[str] = Field(
+        default_factory=list, description="Patroni REST API URLs of the cluster's members"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -117,6 +125,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
     federation: FederationSettings = FederationSettings()
+    national: NationalSettings = NationalSettings()
 
     @field_validator("http")
     @classmethod

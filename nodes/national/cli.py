@@ -4,21 +4,19 @@ Patroni runs it, seen and moved through Patroni's REST API (idis itself elects n
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-PATRONI_ENV = "IDIS_NATIONAL__PATRONI"
-"""Comma-separated Patroni REST API URLs, when ``--patroni`` is not given."""
-
 
 def _apis(args: argparse.Namespace) -> list[str]:
-    from nodes.settings import SettingsError
+    from nodes.settings import SettingsError, load_settings
 
-    text = args.patroni or os.environ.get(PATRONI_ENV, "")
-    urls = [url.strip() for url in text.split(",") if url.strip()]
+    if args.patroni:
+        urls = [url.strip() for url in args.patroni.split(",") if url.strip()]
+    else:
+        urls = load_settings().national.patroni
     if not urls:
-        raise SettingsError(f"name a Patroni REST API with --patroni or {PATRONI_ENV}")
+        raise SettingsError("name a Patroni REST API with --patroni or IDIS_NATIONAL__PATRONI")
     return urls
 
 
@@ -51,7 +49,7 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 def add_national_commands(commands: Any) -> None:
     national = commands.add_parser("national", help="the national tier's Patroni cluster")
     national.add_argument(
-        "--patroni", help=f"Patroni REST API URL(s), comma-separated ({PATRONI_ENV})"
+        "--patroni", help="Patroni REST API URLs, comma-separated (default: IDIS_NATIONAL__PATRONI)"
     )
     sub = national.add_subparsers(dest="national_command", required=True)
     status = sub.add_parser("status", help="each member's role, state and lag")

@@ -17,6 +17,7 @@ than assuming them.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -197,7 +198,7 @@ def test_planned_switchover_fails_no_write(national: National) -> None:
     drill.start()
     time.sleep(2)
     started = time.monotonic()
-    env = national.nodes[leader].env | {"IDIS_NATIONAL__PATRONI": ",".join(cluster.api_urls)}
+    env = national.nodes[leader].env | {"IDIS_NATIONAL__PATRONI": json.dumps(cluster.api_urls)}
     out = run_cli(env, "national", "switchover", cwd=REPO, timeout=90)
     ended = time.monotonic()
     _run(drill, 3)
