@@ -44,6 +44,9 @@ _ASYNC_DRIVERS = {
 # bind-parameter limits of both SQLite (32766) and PostgreSQL (32767).
 _CHUNK = 500
 
+READ_RECYCLE = 60.0
+"""Seconds a read connection of a multi-host read URL is used before it is replaced."""
+
 _GET_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
 _GET_MANY_SQL = "SELECT key, handle, data, version FROM handles WHERE key = ANY($1::text[])"
 
@@ -214,7 +217,9 @@ class SqlStore:
                 asyncpg.connect, timeout=connect_timeout, command_timeout=read_timeout
             )
             self._read_dsn, self._connect = read_dsn, connect
-            self._read_pool = ReadPool(read_dsn, read_pool_size, connect)
+            # Reads that fell over from the site's own member come back to it within a minute.
+            recycle = READ_RECYCLE if read_url and "," in read_url else None
+            self._read_pool = ReadPool(read_dsn, read_pool_size, connect, max_age=recycle)
             self._insert = postgresql.insert
             self._serializer = _PG_SERIALIZE
 
