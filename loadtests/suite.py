@@ -17,6 +17,10 @@ register      batch registration (POST /api/batch)   plain COPY of the same rows
 import        ``idis import``                        plain COPY of the same rows       >= 0.8
 storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
+takeover      writes back after the leader site is   Patroni's ttl (20 s: no takeover  <= 1.5
+              SIGKILLed (national tier, Patroni)     can be sooner)                    (30 s)
+switchover    write pause of a planned switchover    longest write gap, quiet window   <= 5 s
+lost          acknowledged writes lost (kill)        acknowledged writes               0
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
@@ -76,7 +80,7 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = ("http", "register", "mix", "storage", "scale10x", "import", "recursive", "failover")
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -86,6 +90,10 @@ IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
 COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+TAKEOVER_TARGET: Target = ("<=", 1.5, "issue 10: 30 s")
+LOST_TARGET: Target = ("<=", 0.0, "issue 10")
+SWITCHOVER_LIMIT = 5.0
+"""Seconds a planned switchover may pause writes (issue 10)."""
 
 
 def say(text: str) -> None:
@@ -1244,6 +1252,47 @@ class Suite:
         if report.get("checks", {}).get("before") not in (None, "ok"):
             self.notes.append(f"recursive: checks before the runs: {report['checks']['before']}")
 
+    def failover(self) -> None:
+        """The national tier's takeover and switchover (loadtests.bench_failover)."""
+        from loadtests import bench_failover
+
+        result = bench_failover.run(window=3.0 if self.s.mode == "quick" else 6.0)
+        self.raw["failover"] = result
+        take, switch = result["takeover"], result["switchover"]
+        self.add(
+            "takeover",
+            "writes back after the leader site is SIGKILLed",
+            take["seconds"],
+            "s",
+            baseline=bench_failover.TTL,
+            baseline_label="Patroni's ttl (the floor)",
+            target=TAKEOVER_TARGET,
+            errors=len(take["bad"]),
+            detail={k: take[k] for k in ("leader", "new_leader", "acknowledged")},
+        )
+        self.add(
+            "lost",
+            "acknowledged writes lost when the leader site died",
+            take["lost"],
+            "writes",
+            baseline=take["acknowledged"],
+            baseline_label="acknowledged writes",
+            ratio=take["lost"] / max(1, take["acknowledged"]),
+            target=LOST_TARGET,
+        )
+        fig = self.add(
+            "switchover",
+            "write pause of a planned switchover",
+            switch["pause"],
+            "s",
+            baseline=result["quiet_pause"],
+            baseline_label="longest write gap, quiet window",
+            errors=switch["failed_writes"] + len(switch["bad"]),
+            detail={k: switch[k] for k in ("from", "to", "failed_writes", "writes")},
+        )
+        fig.target, fig.target_source = f"<= {SWITCHOVER_LIMIT:g} s", "issue 10"
+        fig.passed = switch["pause"] <= SWITCHOVER_LIMIT and fig.errors == 0
+
     # -- the whole run --
 
     def run(self) -> dict[str, Any]:
@@ -1270,6 +1319,7 @@ class Suite:
                     asyncio.run(bench_http._drop_database(self.admin_dsn, self.dbname))
         self.step("import", self.import_)
         self.step("recursive", self.recursive)
+        self.step("failover", self.failover)
         return self.report(time.monotonic() - started)
 
     def report(self, seconds: float) -> dict[str, Any]:

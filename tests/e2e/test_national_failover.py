@@ -16,110 +16,40 @@ than assuming them.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
-from conftest import StartNode
-from nodeproc import REPO, NodeProcess
+from nodeproc import REPO
 
 from nodes.national.cluster import MissingBinaries, NationalCluster
 from nodes.national.drill import Drill
-from nodes.processes import run_cli, signal_group
-from registry import migrate
+from nodes.national.tier import SMALL_SITES as SITES
+from nodes.national.tier import NationalTier
+from nodes.processes import run_cli
 
-SITES = {"beijing": False, "nanjing": True, "guiyang": True}
-"""Site name → DR site (a synchronous standby); the first leads at the start."""
-DATABASE = "idis"
 TAKEOVER_LIMIT = 30.0
 
 
-@dataclass
-class National:
-    cluster: NationalCluster
-    nodes: dict[str, NodeProcess]
-
-    def urls(self, names: list[str]) -> dict[str, str]:
-        return {name: self.nodes[name].url for name in names}
-
-    def kill_site(self, name: str) -> float:
-        """SIGKILL the site's idis, Patroni and PostgreSQL together; the moment."""
-        moment = time.monotonic()
-        node = self.nodes[name]
-        assert node.process is not None
-        signal_group(node.process, signal.SIGKILL)
-        self.cluster.members[name].kill()
-        node.process.wait(10)
-        return moment
-
-    def restart_site(self, name: str) -> None:
-        self.cluster.start_member(name)
-        self.cluster.wait_streaming(90)
-        self.nodes[name].start(60)
-
-    def drill(self, writers: list[str], readers: list[str]) -> Drill:
-        node = next(iter(self.nodes.values()))
-        return Drill(self.urls(writers), self.urls(readers), node.auth, node.prefix)
-
-
 @pytest.fixture(scope="module")
-def national(node_factory: StartNode) -> Iterator[National]:
+def national() -> Iterator[NationalTier]:
     try:
-        cluster = NationalCluster(SITES)
+        tier = NationalTier(SITES)
     except MissingBinaries as error:
         pytest.fail(str(error))
-    nodes: dict[str, NodeProcess] = {}
     try:
-        cluster.start(120)
-        asyncio.run(cluster.create_database(DATABASE))
-        migrate.upgrade(cluster.write_url(DATABASE))
-        secret = None
-        for name, dr in SITES.items():
-            node = node_factory(
-                database_url=cluster.write_url(DATABASE),
-                init=secret is None,
-                secret=secret,
-                extra_env={
-                    "IDIS_DATABASE_READ_URL": cluster.read_url(name, DATABASE),
-                    "IDIS_ROLE": "dr" if dr else "top-level",
-                    "IDIS_DATABASE_WRITE_TIMEOUT": "8",
-                    "IDIS_MIGRATE_ON_START": "false",
-                },
-            )
-            secret = node.secret
-            nodes[name] = node
-        yield National(cluster, nodes)
+        tier.start()
+        yield tier
     finally:
-        for node in nodes.values():
-            node.stop()
-        cluster.stop()
+        tier.stop()
 
 
 def _role(cluster: NationalCluster, role: str) -> str:
     names = [m.name for m in cluster.state() if m.role == role]
     assert names, f"no {role}: {cluster.state()}"
     return names[0]
-
-
-def _missing(national: National, site: str, handles: list[str], timeout: float = 20.0) -> list[str]:
-    """Handles not found at ``site`` (reading past every cache) once ``timeout`` has passed
-    (an asynchronous standby may lag a moment)."""
-    deadline = time.monotonic() + timeout
-    with national.nodes[site].client(timeout=10) as client:
-        pending = list(handles)
-        while pending:
-            pending = [
-                h for h in pending if client.get(f"/api/handles/{h}?auth=true").status_code != 200
-            ]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    return pending
 
 
 def _run(drill: Drill, seconds: float) -> None:
@@ -129,7 +59,7 @@ def _run(drill: Drill, seconds: float) -> None:
     drill.stop()
 
 
-def test_dr_site_killed_writes_go_on(national: National) -> None:
+def test_dr_site_killed_writes_go_on(national: NationalTier) -> None:
     cluster = national.cluster
     leader = cluster.wait_streaming(60)
     synchronous = _role(cluster, "sync_standby")
@@ -149,10 +79,10 @@ def test_dr_site_killed_writes_go_on(national: National) -> None:
     acked = [w.handle for w in drill.acknowledged()]
     assert len(acked) > 20
     for site in SITES:
-        assert _missing(national, site, acked) == [], site
+        assert national.missing(site, acked) == [], site
 
 
-def test_leader_site_killed(national: National) -> None:
+def test_leader_site_killed(national: NationalTier) -> None:
     cluster = national.cluster
     leader = cluster.wait_streaming(60)
     survivors = [n for n in SITES if n != leader]
@@ -174,7 +104,7 @@ def test_leader_site_killed(national: National) -> None:
     acked = [w.handle for w in drill.acknowledged()]
     assert any(w.sent < killed for w in drill.acknowledged())
     for site in survivors:
-        assert _missing(national, site, acked) == [], site
+        assert national.missing(site, acked) == [], site
     resolved = sum(n for (kind, site, status), n in drill.answers.items() if kind == "resolve")
     assert resolved > 20
     for site in survivors:
@@ -185,13 +115,12 @@ def test_leader_site_killed(national: National) -> None:
 
     national.restart_site(leader)
     assert cluster.leader() != leader
-    assert _missing(national, leader, acked) == []
-    with national.nodes[leader].client() as client:
-        ready = client.get("/readyz").json()
+    assert national.missing(leader, acked) == []
+    ready = httpx.get(f"{national.nodes[leader].url}/readyz", timeout=10).json()
     assert ready["database"]["member"] == "standby" and ready["name"]
 
 
-def test_planned_switchover_fails_no_write(national: National) -> None:
+def test_planned_switchover_fails_no_write(national: NationalTier) -> None:
     cluster = national.cluster
     leader = cluster.wait_streaming(60)
     drill = national.drill(list(SITES), list(SITES))
@@ -212,10 +141,10 @@ def test_planned_switchover_fails_no_write(national: National) -> None:
     assert pause < 15, f"writes paused {pause:.1f} s"
     acked = [w.handle for w in drill.acknowledged()]
     for site in SITES:
-        assert _missing(national, site, acked) == [], site
+        assert national.missing(site, acked) == [], site
 
 
-def test_readyz_names_site_role_and_member(national: National) -> None:
+def test_readyz_names_site_role_and_member(national: NationalTier) -> None:
     leader = national.cluster.wait_streaming(60)
     for name, node in national.nodes.items():
         body = httpx.get(f"{node.url}/readyz", timeout=10).json()
