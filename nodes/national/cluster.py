@@ -304,10 +304,18 @@ class NationalCluster:
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
         )
 
-    def stop(self) -> None:
-        """Stop every member, then etcd, then remove the folder.  Idempotent."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every member (all at once: SIGTERM, SIGKILL after ``timeout``), then etcd,
+        then remove the folder.  Idempotent."""
+        running = [m for m in self.members.values() if m.alive()]
+        for member in running:
+            assert member.process is not None
+            _kill(member.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for member in running:
+            member.stop(max(0.1, deadline - time.monotonic()))
         for member in self.members.values():
-            member.stop()
+            member.kill()
         if self.etcd is not None:
             _kill(self.etcd.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -78,9 +78,9 @@ def run_national(console: Console, *, once: bool, state_file: Path | None) -> in
 
 
 def _show(console: Console, tier: NationalTier) -> None:
-    leader = tier.leader()
+    roles = {m.name: m.role.replace("_", " ") for m in tier.cluster.state()}
     for name, dr in tier.sites.items():
-        member = "leader" if name == leader else ("sync standby" if dr else "async standby")
+        member = roles.get(name, "down")
         console.print(
             f"  {name:<10} {'dr' if dr else 'top-level':<9} {member:<13} {tier.nodes[name].url}"
         )
