@@ -38,8 +38,10 @@ import asyncpg
 from nodes.national import patroni
 from nodes.processes import HOST, free_ports
 
-PATRONI_VENV = Path(os.environ.get("IDIS_PATRONI_VENV", "/opt/idis-patroni"))
-PG_BIN = Path(os.environ.get("IDIS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PATRONI_VENV = Path("/opt/idis-patroni")
+"""Where scripts/test-deps.sh installs Patroni (else ``patroni`` on the PATH is used)."""
+PG_BINS = Path("/usr/lib/postgresql")
+"""Debian's PostgreSQL server binaries live in ``<version>/bin`` here; the newest is used."""
 RUN_AS = "postgres"
 """The user Patroni and PostgreSQL run as when this runs as root."""
 SUPERUSER = "postgres"
@@ -66,14 +68,22 @@ def find_binaries() -> Binaries:
     """Where etcd, Patroni and the PostgreSQL server binaries are; raises
     :class:`MissingBinaries` naming every one missing and how to get it."""
     etcd = shutil.which("etcd")
-    patroni_bin = PATRONI_VENV / "bin" / "patroni"
+    patroni_bin: Path | str | None = PATRONI_VENV / "bin" / "patroni"
+    if not os.access(patroni_bin, os.X_OK):
+        patroni_bin = shutil.which("patroni")
+    servers = sorted(
+        (p.parent for p in PG_BINS.glob("*/bin/postgres") if p.parent.parent.name.isdigit()),
+        key=lambda p: int(p.parent.name),
+    )
     missing = []
     if etcd is None:
         missing.append("etcd (Debian package etcd-server)")
-    if not os.access(patroni_bin, os.X_OK):
-        missing.append(f"Patroni at {patroni_bin} (pip install 'patroni[etcd3]' in a venv there)")
-    if not os.access(PG_BIN / "postgres", os.X_OK):
-        missing.append(f"PostgreSQL 15 server binaries in {PG_BIN} (Debian postgresql-15)")
+    if patroni_bin is None:
+        missing.append(
+            f"Patroni (pip install 'patroni[etcd3]' psycopg[binary] into a venv at {PATRONI_VENV})"
+        )
+    if not servers:
+        missing.append(f"PostgreSQL server binaries in {PG_BINS}/VERSION/bin (Debian postgresql)")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(RUN_AS)
@@ -83,8 +93,8 @@ def find_binaries() -> Binaries:
         raise MissingBinaries(
             "the national tier needs " + "; ".join(missing) + f": {HOW_TO_INSTALL}"
         )
-    assert etcd is not None
-    return Binaries(Path(etcd), patroni_bin, PG_BIN)
+    assert etcd is not None and patroni_bin is not None
+    return Binaries(Path(etcd), Path(patroni_bin), servers[-1])
 
 
 def _owner() -> tuple[int, int] | None:
