@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from nodes.federation import basic_auth
 from nodes.national.cluster import NationalCluster
 from nodes.national.drill import Drill
 from nodes.processes import (
@@ -89,7 +90,7 @@ class NationalTier:
 
     @property
     def auth(self) -> httpx.BasicAuth:
-        return httpx.BasicAuth(self.identity.replace(":", "%3A", 1), self.secret)
+        return basic_auth(self.identity, self.secret)
 
     def start(self, timeout: float = 120.0) -> None:
         from registry import migrate
