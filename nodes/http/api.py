@@ -27,6 +27,7 @@ from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.replication import replicating
 from registry.service import BatchItem
+from registry.stores.outage import Outage, unavailable
 from resolver import render
 from resolver.codecs.json_api import parse_values
 from resolver.errors import (
@@ -43,6 +44,8 @@ from resolver.values import Ref
 log = logging.getLogger(__name__)
 
 MAX_ALIAS_HOPS = 5
+UNGUARDED = Outage("a database")
+"""Outages met by stores that do not guard themselves (see registry/stores/outage.py)."""
 
 
 def _batch_items(raw: Any, now: int) -> list[BatchItem]:
@@ -106,6 +109,8 @@ def create_api(node: Any) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
+        if unavailable(error):  # a store not guarded itself: still code 3, logged once
+            return await handle_error(request, UNGUARDED.failed(error))
         log.exception("%s %s failed", request.method, request.url.path)
         return Response(render.error(2, "internal error"), 500, media_type="application/json")
 
