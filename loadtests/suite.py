@@ -21,6 +21,8 @@ takeover      writes back after the leader site is   Patroni's ttl (20 s: no tak
               SIGKILLed (national tier, Patroni)     can be sooner)                    (30 s)
 switchover    write pause of a planned switchover    longest write gap, quiet window   <= 5 s
 lost          acknowledged writes lost (kill)        acknowledged writes               0
+sync_cost     batch registration, synchronous DR     the same, synchronous mode off    info
+              copy (national tier, loopback)
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive) except ``scale10x``
@@ -1291,6 +1293,15 @@ class Suite:
             detail={k: switch[k] for k in ("from", "to", "failed_writes", "writes")},
         )
         fig.target, fig.target_source = f"<= {SWITCHOVER_LIMIT:g} s", "issue 10"
+        cost = result["sync_cost"]
+        self.add(
+            "sync_cost",
+            f"batch registration ({cost['batch']}/batch), synchronous DR copy, loopback",
+            cost["synchronous"],
+            "ids/s",
+            baseline=cost["asynchronous"],
+            baseline_label="the same, synchronous mode off",
+        )
         fig.passed = switch["pause"] <= SWITCHOVER_LIMIT and fig.errors == 0
 
     # -- the whole run --

@@ -90,3 +90,16 @@ def switchover(
     if answer.status_code != 200:
         raise PatroniError(f"Patroni refused the switchover ({answer.status_code}): {answer.text}")
     return current.name, candidate
+
+
+def patch_config(api_urls: Sequence[str], changes: dict[str, Any]) -> None:
+    """Change the cluster's dynamic configuration (``PATCH /config``), e.g. synchronous mode."""
+    last: Exception | None = None
+    for url in api_urls:
+        try:
+            answer = httpx.patch(f"{url.rstrip('/')}/config", json=changes, timeout=TIMEOUT)
+            answer.raise_for_status()
+            return
+        except httpx.HTTPError as error:
+            last = error
+    raise PatroniError(f"no Patroni REST API took the configuration change: {last}")
