@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -25,6 +26,8 @@ def health_router(node: Any) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     settings = node.settings
     started = time.monotonic()
+    # Constant bytes: the benchmarks use this route as the bare framework route's baseline.
+    alive = orjson.dumps({"status": "ok", "name": settings.name, "role": settings.role})
 
     def about(status: str) -> dict[str, Any]:
         redis = "off" if node.shared is None else ("down" if node.shared.down else "up")
@@ -38,7 +41,7 @@ def health_router(node: Any) -> APIRouter:
 
     @router.get("/healthz")
     async def healthz() -> Response:
-        return json_response(about("ok"))
+        return Response(alive, media_type="application/json")
 
     @router.get("/readyz")
     async def readyz() -> Response:
