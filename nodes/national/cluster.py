@@ -68,9 +68,8 @@ def find_binaries() -> Binaries:
     """Where etcd, Patroni and the PostgreSQL server binaries are; raises
     :class:`MissingBinaries` naming every one missing and how to get it."""
     etcd = shutil.which("etcd")
-    patroni_bin: Path | str | None = PATRONI_VENV / "bin" / "patroni"
-    if not os.access(patroni_bin, os.X_OK):
-        patroni_bin = shutil.which("patroni")
+    venv_patroni = PATRONI_VENV / "bin" / "patroni"
+    patroni_bin = str(venv_patroni) if os.access(venv_patroni, os.X_OK) else shutil.which("patroni")
     servers = sorted(
         (p.parent for p in PG_BINS.glob("*/bin/postgres") if p.parent.parent.name.isdigit()),
         key=lambda p: int(p.parent.name),
