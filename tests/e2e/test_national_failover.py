@@ -5,6 +5,8 @@ Patroni and its idis (reads from its own member, writes to whichever member lead
 Under a bounded write and resolve load (:class:`nodes.national.drill.Drill`):
 
 - a DR site killed: writes go on (the other DR site becomes the synchronous standby);
+- both DR sites killed: no write is acknowledged (each waits, then gets 503), and writes come
+  back once a DR site does;
 - the leader site killed with SIGKILL (idis, Patroni, PostgreSQL): no acknowledged write is
   lost at any site, no HTTP 5xx but 503 (with Retry-After), no failed resolution at the
   surviving sites, writes back within 30 s, and the old leader, restarted, rejoins as a standby;
@@ -80,6 +82,38 @@ def test_dr_site_killed_writes_go_on(national: NationalTier) -> None:
     assert len(acked) > 20
     for site in SITES:
         assert national.missing(site, acked) == [], site
+
+
+def test_both_dr_sites_lost_no_write_is_acknowledged(national: NationalTier) -> None:
+    cluster = national.cluster
+    leader = cluster.wait_streaming(60)
+    dr_sites = [name for name, dr in SITES.items() if dr]
+    assert leader not in dr_sites
+    drill = national.drill([leader], [leader])
+    drill.start()
+    time.sleep(2)
+    for site in dr_sites:
+        drill.drop(site)
+        national.kill_site(site)
+    lost_at = time.monotonic()
+    time.sleep(12)  # writes sent now wait for a DR copy, then get 503 (IDIS_..._WRITE_TIMEOUT 8)
+    for site in dr_sites:
+        national.cluster.start_member(site)
+    _run(drill, 0)
+
+    assert drill.bad == []
+    acknowledged = [w for w in drill.acknowledged() if w.sent > lost_at + 1]
+    # Until a DR site is back (it takes seconds to start), nothing is acknowledged.
+    assert [w for w in acknowledged if w.answered < lost_at + 10] == []
+    refused = [w for w in drill.failed_writes() if w.sent > lost_at + 1]
+    assert refused and all(w.status == 503 for w in refused), refused[:3]
+    cluster.wait_streaming(90)
+    for site in dr_sites:
+        national.nodes[site].start(60)
+    with httpx.Client(base_url=national.nodes[leader].url, auth=national.auth) as client:
+        values = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/back"}]}
+        answer = client.put(f"/api/handles/{national.prefix}/DR-BACK", json=values, timeout=30)
+    assert answer.status_code == 201
 
 
 def test_leader_site_killed(national: NationalTier) -> None:
