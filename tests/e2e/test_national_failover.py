@@ -10,7 +10,8 @@ Under a bounded write and resolve load (:class:`nodes.national.drill.Drill`):
 - the leader site killed with SIGKILL (idis, Patroni, PostgreSQL): no acknowledged write is
   lost at any site, no HTTP 5xx but 503 (with Retry-After), no failed resolution at the
   surviving sites, writes back within 30 s, and the old leader, restarted, rejoins as a standby;
-- a planned switchover (``idis national switchover``): no write fails.
+- a planned switchover (``idis national switchover``): no write fails;
+- etcd frozen: the leader, cut off, stops accepting writes; they come back with etcd.
 
 The tests share one cluster and run in this order; each reads the roles from Patroni rather
 than assuming them.
@@ -19,6 +20,8 @@ than assuming them.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -194,3 +197,37 @@ def test_readyz_names_site_role_and_member(national: NationalTier) -> None:
         assert body["role"] == ("dr" if SITES[name] else "top-level")
         assert body["database"]["member"] == ("leader" if name == leader else "standby")
         assert body["database"]["lag"] >= 0
+
+
+def test_a_leader_cut_off_from_etcd_stops_accepting_writes(national: NationalTier) -> None:
+    """Fencing: with etcd frozen no member can hold the leader lock, so the leader demotes
+    itself (DESIGN.md section 5: after about 7 s) and no write is acknowledged until etcd is
+    back; then writes come back by themselves."""
+    cluster = national.cluster
+    leader = cluster.wait_streaming(60)
+    assert cluster.etcd is not None
+    drill = national.drill(list(SITES), [leader])
+    drill.start()
+    time.sleep(2)
+    os.kill(cluster.etcd.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    fenced = frozen_at + 12  # the leader has demoted itself by then
+    try:
+        deadline = frozen_at + 60
+        while not _sent_after(drill.failed_writes(), fenced) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.kill(cluster.etcd.pid, signal.SIGCONT)
+    thawed_at = time.monotonic()
+    back = time.monotonic() + 60
+    while drill.first_ack_after(thawed_at) is None and time.monotonic() < back:
+        time.sleep(0.2)
+    _run(drill, 0)
+
+    assert drill.bad == []
+    fenced_acks = [w for w in _sent_after(drill.acknowledged(), fenced) if w.answered < thawed_at]
+    assert fenced_acks == [], "a write was acknowledged by a leader cut off from etcd"
+    refused = _sent_after(drill.failed_writes(), fenced)
+    assert refused and all(w.status == 503 for w in refused), refused[:3]
+    assert drill.first_ack_after(thawed_at) is not None, "writes did not come back"
+    cluster.wait_streaming(90)
