@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import sqlalchemy.exc
 
-from nodes.national import cluster
+from nodes.national import binaries
 from registry.stores import outage
 from registry.stores.sql import SqlStore, async_url
 from resolver.errors import StorageUnavailable
@@ -81,11 +81,11 @@ async def test_a_store_whose_database_is_down_answers_code_3_in_bounded_time() -
 
 
 def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(cluster, "PATRONI_VENV", tmp_path)
-    monkeypatch.setattr(cluster, "PG_BINS", tmp_path)
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: None)
-    with pytest.raises(cluster.MissingBinaries) as missing:
-        cluster.find_binaries()
+    monkeypatch.setattr(binaries, "PATRONI_VENV", tmp_path)
+    monkeypatch.setattr(binaries, "PG_BINS", tmp_path)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(binaries.MissingBinaries) as missing:
+        binaries.find_binaries()
     text = str(missing.value)
     assert "etcd" in text and "Patroni" in text and "PostgreSQL" in text
     assert "test-deps.sh" in text

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -36,103 +35,19 @@ from pathlib import Path
 import asyncpg
 
 from nodes.national import patroni
+from nodes.national.binaries import (
+    SUPERUSER,
+    ClusterFailed,
+    alive,
+    find_binaries,
+    hand_over,
+    signal_process,
+    spawn,
+    tail,
+)
 from nodes.processes import HOST, free_ports
 
-PATRONI_VENV = Path("/opt/idis-patroni")
-"""Where scripts/test-deps.sh installs Patroni (else ``patroni`` on the PATH is used)."""
-PG_BINS = Path("/usr/lib/postgresql")
-"""Debian's PostgreSQL server binaries live in ``<version>/bin`` here; the newest is used."""
-RUN_AS = "postgres"
-"""The user Patroni and PostgreSQL run as when this runs as root."""
-SUPERUSER = "postgres"
-HOW_TO_INSTALL = "scripts/test-deps.sh installs them (make test runs it)"
 _POLL = 0.2
-
-
-class MissingBinaries(RuntimeError):
-    """What the national tier needs and this machine lacks; the message names each."""
-
-
-class ClusterFailed(RuntimeError):
-    """The cluster did not reach the state waited for in time; the message ends with logs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Binaries:
-    etcd: Path
-    patroni: Path
-    pg_bin: Path
-
-
-def find_binaries() -> Binaries:
-    """Where etcd, Patroni and the PostgreSQL server binaries are; raises
-    :class:`MissingBinaries` naming every one missing and how to get it."""
-    etcd = shutil.which("etcd")
-    venv_patroni = PATRONI_VENV / "bin" / "patroni"
-    patroni_bin = str(venv_patroni) if os.access(venv_patroni, os.X_OK) else shutil.which("patroni")
-    servers = sorted(
-        (p.parent for p in PG_BINS.glob("*/bin/postgres") if p.parent.parent.name.isdigit()),
-        key=lambda p: int(p.parent.name),
-    )
-    missing = []
-    if etcd is None:
-        missing.append("etcd (Debian package etcd-server)")
-    if patroni_bin is None:
-        missing.append(
-            f"Patroni (pip install 'patroni[etcd3]' psycopg[binary] into a venv at {PATRONI_VENV})"
-        )
-    if not servers:
-        missing.append(f"PostgreSQL server binaries in {PG_BINS}/VERSION/bin (Debian postgresql)")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(RUN_AS)
-        except KeyError:
-            missing.append(f"the user {RUN_AS} to run PostgreSQL as")
-    if missing:
-        raise MissingBinaries(
-            "the national tier needs " + "; ".join(missing) + f": {HOW_TO_INSTALL}"
-        )
-    assert etcd is not None and patroni_bin is not None
-    return Binaries(Path(etcd), Path(patroni_bin), servers[-1])
-
-
-def _owner() -> tuple[int, int] | None:
-    """(uid, gid) to run PostgreSQL as, when this process is root; else None (run as is)."""
-    if os.geteuid() != 0:
-        return None
-    entry = pwd.getpwnam(RUN_AS)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _spawn(argv: Sequence[str], log: Path, *, as_owner: bool, env: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
-    owner = _owner() if as_owner else None
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            user=owner[0] if owner else None,
-            group=owner[1] if owner else None,
-            extra_groups=[] if owner else None,
-            env=dict(env) if env is not None else None,
-            cwd=log.parent,
-        )
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    with contextlib.suppress(OSError):
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-    return ""
 
 
 @dataclass
@@ -173,7 +88,7 @@ class Member:
         if self.process is not None and self.process.poll() is None:
             pids.append(self.process.pid)
         postmaster = self.postmaster_pid()
-        if postmaster is not None and _alive(postmaster):
+        if postmaster is not None and alive(postmaster):
             pids.append(postmaster)
         return pids
 
@@ -183,7 +98,7 @@ class Member:
     def kill(self) -> None:
         """SIGKILL Patroni and PostgreSQL at once, as a site lost for good would be."""
         for pid in self.pids():
-            _kill(pid, signal.SIGKILL)
+            signal_process(pid, signal.SIGKILL)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
@@ -191,23 +106,10 @@ class Member:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM Patroni (it stops PostgreSQL), then SIGKILL what is left after ``timeout``."""
         if self.process is not None and self.process.poll() is None:
-            _kill(self.process.pid, signal.SIGTERM)
+            signal_process(self.process.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout)
         self.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers signal 0; its state in /proc says it is gone.
-    with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 @dataclass
@@ -235,9 +137,7 @@ class NationalCluster:
             member = Member(name, dr, ports[2 + 2 * n], ports[3 + 2 * n], home)
             self.members[name] = member
             self._write_config(member)
-            owner = _owner()
-            if owner:
-                os.chown(home, *owner)
+            hand_over(home)
 
     # --- addresses -----------------------------------------------------------------------
 
@@ -284,7 +184,7 @@ class NationalCluster:
     def _start_etcd(self) -> None:
         assert self.root is not None
         client, peer = f"http://{HOST}:{self.etcd_port}", f"http://{HOST}:{self._etcd_peer}"
-        self.etcd = _spawn(
+        self.etcd = spawn(
             [
                 str(self.binaries.etcd),
                 "--name=idis",
@@ -306,7 +206,7 @@ class NationalCluster:
         member = self.members[name]
         if member.alive():
             return
-        member.process = _spawn(
+        member.process = spawn(
             [str(self.binaries.patroni), str(member.home / "patroni.yml")],
             member.log_path,
             as_owner=True,
@@ -319,17 +219,17 @@ class NationalCluster:
         running = [m for m in self.members.values() if m.alive()]
         for member in running:
             assert member.process is not None
-            _kill(member.process.pid, signal.SIGTERM)
+            signal_process(member.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for member in running:
             member.stop(max(0.1, deadline - time.monotonic()))
         for member in self.members.values():
             member.kill()
         if self.etcd is not None:
-            _kill(self.etcd.pid, signal.SIGTERM)
+            signal_process(self.etcd.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.etcd.wait(10)
-            _kill(self.etcd.pid, signal.SIGKILL)
+            signal_process(self.etcd.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.etcd.wait(10)
         if self.root is not None and self.root.exists():
@@ -394,10 +294,10 @@ class NationalCluster:
     def _failed(self, what: str, timeout: float) -> ClusterFailed:
         assert self.root is not None
         logs = [
-            f"--- {m.name} ({'up' if m.alive() else 'down'})\n{_tail(m.log_path)}"
+            f"--- {m.name} ({'up' if m.alive() else 'down'})\n{tail(m.log_path)}"
             for m in self.members.values()
         ]
-        logs.append(f"--- etcd\n{_tail(self.root / 'etcd.log')}")
+        logs.append(f"--- etcd\n{tail(self.root / 'etcd.log')}")
         return ClusterFailed(f"{what} within {timeout:g}s\n" + "\n".join(logs))
 
     # --- configuration -------------------------------------------------------------------
@@ -460,96 +360,4 @@ class NationalCluster:
         path = member.home / "patroni.yml"
         # JSON is YAML: no YAML writer needed.
         path.write_text(json.dumps(config, indent=1), encoding="utf-8")
-        owner = _owner()
-        if owner:
-            os.chown(path, *owner)
-
-
-class PostgresServer:
-    """A lone PostgreSQL server (no Patroni) in a folder of its own, on a free loopback port:
-    a single node's database that a test may stop and start again."""
-
-    def __init__(self, root: Path | None = None) -> None:
-        self.binaries = find_binaries()
-        self.root = root or Path(tempfile.mkdtemp(prefix="idis-postgres-"))
-        self.root.chmod(0o755)
-        self.port = free_ports(1)[0]
-        self.data_dir = self.root / "data"
-        self.log_path = self.root / "postgres.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        owner = _owner()
-        if owner:
-            os.chown(self.root, *owner)
-
-    def url(self, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Create the cluster on first use, start the server, return once it accepts."""
-        if not self.data_dir.exists():
-            init = _spawn(
-                [
-                    str(self.binaries.pg_bin / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",
-                ],
-                self.root / "initdb.log",
-                as_owner=True,
-            )
-            if init.wait(timeout) != 0:
-                raise ClusterFailed(f"initdb failed:\n{_tail(self.root / 'initdb.log')}")
-        self.process = _spawn(
-            [
-                str(self.binaries.pg_bin / "postgres"),
-                "-D",
-                str(self.data_dir),
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.root),
-                "-c",
-                f"listen_addresses={HOST}",
-                "-c",
-                "shared_buffers=32MB",
-            ],
-            self.log_path,
-            as_owner=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ClusterFailed(f"postgres exited:\n{_tail(self.log_path)}")
-            probe = [
-                str(self.binaries.pg_bin / "pg_isready"),
-                "-q",
-                "-h",
-                HOST,
-                "-p",
-                str(self.port),
-            ]
-            if subprocess.run(probe, check=False, timeout=10).returncode == 0:
-                return
-            time.sleep(_POLL)
-        raise ClusterFailed(f"postgres not ready within {timeout:g}s:\n{_tail(self.log_path)}")
-
-    def stop(self, *, kill: bool = False, timeout: float = 30.0) -> None:
-        """Stop the server (fast shutdown; SIGKILL with ``kill`` or after ``timeout``)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None and not kill:
-            _kill(self.process.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
-        _kill(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout)
-
-    def remove(self) -> None:
-        """Stop the server and delete its folder.  Idempotent."""
-        self.stop(kill=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        hand_over(path)

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from nodes.national.cluster import MissingBinaries, find_binaries
+from nodes.national.binaries import MissingBinaries, find_binaries
 from nodes.national.tier import NATIONAL_SITES, SMALL_SITES, NationalTier
 
 NATIONAL_PREFIX = "88"

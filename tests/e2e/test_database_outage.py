@@ -18,7 +18,8 @@ import pytest
 from conftest import StartNode
 from nodeproc import NodeProcess
 
-from nodes.national.cluster import MissingBinaries, PostgresServer
+from nodes.national.binaries import MissingBinaries
+from nodes.national.postgres import PostgresServer
 from registry import migrate
 
 VALUES = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/outage"}]}

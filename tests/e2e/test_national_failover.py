@@ -29,7 +29,8 @@ import httpx
 import pytest
 from nodeproc import REPO
 
-from nodes.national.cluster import MissingBinaries, NationalCluster
+from nodes.national.binaries import MissingBinaries
+from nodes.national.cluster import NationalCluster
 from nodes.national.drill import Drill, Write
 from nodes.national.tier import SMALL_SITES as SITES
 from nodes.national.tier import NationalTier
