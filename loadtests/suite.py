@@ -33,14 +33,21 @@ scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row co
 dns_cached    DNS NAPTR, cached names (dnsperf)      unbound, local-data, same names   >= 1.0
 dns_uncached  DNS NAPTR, names never asked before    uncached REST on the same node    info
 crosshost     write-to-visible p99, another host     the same read on the writing host p99<=1s
+takeover      writes back after the leader site is   Patroni's ttl (20 s: no takeover  <= 1.5
+              SIGKILLed (national tier, Patroni)     can be sooner)                    (30 s)
+switchover    write pause of a planned switchover    longest write gap, quiet window   <= 5 s
+lost          acknowledged writes lost (kill)        acknowledged writes               0
+sync_cost     batch registration, synchronous DR     the same, synchronous mode off    info
+              copy (national tier, loopback)
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 13:
-cached_asgi, gs1; 14: hostile, logins) except ``scale10x`` (lookups should stay flat as the
-table grows: the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed,
-else the Python generator of :mod:`loadtests.drive` (the report says which, per figure);
-latency probes, registration and the Zipf mix always use the Python generator.  Both
-generators' ceilings against a constant server are measured and reported in every run.
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 10: takeover,
+switchover, lost, crosshost; 11: native; 13: cached_asgi, gs1, dns; 14: hostile, logins) except
+``scale10x`` (lookups should stay flat as the table grows: the suite's own expectation).  HTTP
+throughput uses ``wrk`` when it is installed, else the Python generator of
+:mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
+the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
+server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -107,6 +114,7 @@ STEPS = (
     "crosshost",
     "import",
     "recursive",
+    "failover",
 )
 
 # (operator, bound, where the target comes from)
@@ -123,6 +131,10 @@ COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
 LOGINS_TARGET: Target = (">=", 0.8, "issue 14")
 HOSTILE_TARGET: Target = (">=", 0.8, "issue 14")
+TAKEOVER_TARGET: Target = ("<=", 1.5, "issue 10: 30 s")
+LOST_TARGET: Target = ("<=", 0.0, "issue 10")
+SWITCHOVER_LIMIT = 5.0
+"""Seconds a planned switchover may pause writes (issue 10)."""
 
 
 def say(text: str) -> None:
@@ -1457,6 +1469,56 @@ class Suite:
         if report.get("checks", {}).get("before") not in (None, "ok"):
             self.notes.append(f"recursive: checks before the runs: {report['checks']['before']}")
 
+    def failover(self) -> None:
+        """The national tier's takeover and switchover (loadtests.bench_failover)."""
+        from loadtests import bench_failover
+
+        result = bench_failover.run(window=3.0 if self.s.mode == "quick" else 6.0)
+        self.raw["failover"] = result
+        take, switch = result["takeover"], result["switchover"]
+        self.add(
+            "takeover",
+            "writes back after the leader site is SIGKILLed",
+            take["seconds"],
+            "s",
+            baseline=bench_failover.TTL,
+            baseline_label="Patroni's ttl (the floor)",
+            target=TAKEOVER_TARGET,
+            errors=len(take["bad"]),
+            detail={k: take[k] for k in ("leader", "new_leader", "acknowledged")},
+        )
+        self.add(
+            "lost",
+            "acknowledged writes lost when the leader site died",
+            take["lost"],
+            "writes",
+            baseline=take["acknowledged"],
+            baseline_label="acknowledged writes",
+            ratio=take["lost"] / max(1, take["acknowledged"]),
+            target=LOST_TARGET,
+        )
+        fig = self.add(
+            "switchover",
+            "write pause of a planned switchover",
+            switch["pause"],
+            "s",
+            baseline=result["quiet_pause"],
+            baseline_label="longest write gap, quiet window",
+            errors=switch["failed_writes"] + len(switch["bad"]),
+            detail={k: switch[k] for k in ("from", "to", "failed_writes", "writes")},
+        )
+        fig.target, fig.target_source = f"<= {SWITCHOVER_LIMIT:g} s", "issue 10"
+        cost = result["sync_cost"]
+        self.add(
+            "sync_cost",
+            f"batch registration ({cost['batch']}/batch), synchronous DR copy, loopback",
+            cost["synchronous"],
+            "ids/s",
+            baseline=cost["asynchronous"],
+            baseline_label="the same, synchronous mode off",
+        )
+        fig.passed = switch["pause"] <= SWITCHOVER_LIMIT and fig.errors == 0
+
     # -- the whole run --
 
     def run(self) -> dict[str, Any]:
@@ -1489,6 +1551,7 @@ class Suite:
                     asyncio.run(bench_http._drop_database(self.admin_dsn, self.dbname))
         self.step("import", self.import_)
         self.step("recursive", self.recursive)
+        self.step("failover", self.failover)
         return self.report(time.monotonic() - started)
 
     def report(self, seconds: float) -> dict[str, Any]:

@@ -93,7 +93,14 @@ NATIONAL_ROLES = ("top-level", "dr")
 def build_store(settings: Settings, origin: int | None = None) -> SqlStore:
     """The registry; ``origin`` is the host its writes are logged as coming from (the
     :attr:`GenerationBoard.identity` of the board the writer invalidates)."""
-    return SqlStore(settings.database_url, origin=origin)
+    return SqlStore(
+        settings.database_url,
+        origin=origin,
+        read_url=settings.database_read_url,
+        connect_timeout=settings.database_timeout,
+        read_timeout=settings.database_timeout,
+        write_timeout=settings.database_write_timeout,
+    )
 
 
 def build_generations(settings: Settings) -> GenerationBoard:
@@ -172,7 +179,8 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch),
+        # A site's own member may lag: what a write changes is read where it is written.
+        registrar=Registrar(store.writer_view(), homes, invalidator, fetch),
         authenticator=Authenticator(fetch, throttle=throttle),
         fetch=fetch,
         walker=walker,

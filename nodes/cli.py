@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
+from nodes.national.cli import add_national_commands
 from nodes.settings import Settings, SettingsError, load_settings
 from resolver.errors import HandleError
 
@@ -213,9 +214,17 @@ def cmd_dns(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nodes.demo import run_demo
+    from rich.console import Console
 
-    return run_demo(once=args.once)
+    from nodes.demo import run_demo
+    from nodes.national.demo import run_national
+
+    if args.state:  # the national tier for drills, until interrupted
+        return run_national(Console(highlight=False), once=False, state_file=Path(args.state))
+    code = run_demo(once=args.once)
+    if args.once and code == 0:  # then the national tier: kill its leader site, take over
+        code = run_national(Console(highlight=False), once=True, state_file=None)
+    return code
 
 
 def _version() -> str:
@@ -304,7 +313,15 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run a demonstration on the embedded default")
     demo.add_argument("--once", action="store_true", help="run the steps, report, exit")
+    demo.add_argument(
+        "--state",
+        metavar="FILE",
+        help="run the national tier; once ready write its sites, pids and admin as JSON to FILE",
+    )
     demo.set_defaults(run=cmd_demo)
+
+    # The national tier's Patroni cluster (nodes/national/cli.py).
+    add_national_commands(commands)
 
     # Load testing and the benchmark suite (nodes/loadtest_cli.py, the loadtests package).
     add_loadtest_commands(commands)

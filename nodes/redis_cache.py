@@ -47,6 +47,11 @@ class RedisCache:
         self._down = False
         self._retry_at = 0.0
 
+    @property
+    def down(self) -> bool:
+        """Whether the last operation found Redis out of reach."""
+        return self._down
+
     async def get(self, key: str) -> bytes | None:
         if not self._available():
             return None

@@ -218,6 +218,14 @@ class Gs1Settings(BaseModel):
         return value.rstrip("/") if value else None
 
 
+class NationalSettings(BaseModel):
+    """The national tier's registry as Patroni runs it (``idis national ...``)."""
+
+    patroni: list[str] = Field(
+        default_factory=list, description="Patroni REST API URLs of the cluster's members"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -225,6 +233,24 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("idis-data")
     database_url: str = Field("", description="sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
+    database_read_url: str | None = Field(
+        None,
+        description="where reads go when writes go elsewhere: the site's own member of a "
+        "replicated cluster, while database_url names every member with "
+        "target_session_attrs=read-write",
+    )
+    database_timeout: float = Field(
+        5.0, gt=0, description="seconds to connect to the database, and for a read"
+    )
+    database_write_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="seconds a write is waited for before answering code 3 (outcome unknown; "
+        "the write itself is never cancelled)",
+    )
+    ready_max_lag: float = Field(
+        30.0, ge=0, description="replication lag beyond which /readyz says not ready"
+    )
     redis_url: str | None = None
     http: str = "127.0.0.1:8000"
     handle: str = Field(
@@ -263,6 +289,7 @@ class Settings(BaseSettings):
     gs1: Gs1Settings = Gs1Settings()
     change_log: ChangeLogSettings = ChangeLogSettings()
     mirror: MirrorSettings = MirrorSettings()
+    national: NationalSettings = NationalSettings()
 
     @field_validator("http")
     @classmethod
@@ -307,6 +334,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _read_database(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value or None
 
     @field_validator("redis_url")
     @classmethod

@@ -23,7 +23,17 @@ class ServerError(HandleError):
 
 
 class ServerBusy(HandleError):
+    """The request may succeed if retried later; ``retry_after`` suggests when (seconds)."""
+
     code = 3
+    retry_after = 1
+
+
+class StorageUnavailable(ServerBusy):
+    """The registry's database cannot be reached, or cannot take writes right now (a failover
+    under way).  A write that fails this way may still have committed: retry it idempotently."""
+
+    retry_after = 5
 
 
 class Throttled(HandleError):
@@ -100,10 +110,8 @@ class AuthenticationFailed(HandleError):
     code = 403
 
 
-class UpstreamUnavailable(HandleError):
+class UpstreamUnavailable(ServerBusy):
     """No server of any site that could answer was reachable (a recursive node's failure)."""
-
-    code = 3
 
 
 class PeerRefused(HandleError):

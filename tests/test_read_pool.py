@@ -285,3 +285,15 @@ async def test_get_passes_on_the_stored_form_as_read(pg_url: str) -> None:
         assert got is not None and got.stored == encode_values(record("https://a").values)
     finally:
         await store.close()
+
+
+async def test_a_connection_past_its_max_age_is_replaced_after_its_read() -> None:
+    server = FakeServer()
+    pool = ReadPool("dsn", 2, connect=server.connect, max_age=0.05)
+    assert (await pool.fetchrow("q"))[0] == 0
+    assert (await pool.fetchrow("q"))[0] == 0  # young: kept
+    await asyncio.sleep(0.1)
+    assert (await pool.fetchrow("q"))[0] == 0  # served, then closed: too old
+    assert (await pool.fetchrow("q"))[0] == 1
+    assert server.live() == 1
+    await pool.close()

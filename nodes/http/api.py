@@ -24,6 +24,7 @@ from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
 from nodes.http.errors import error_status
+from nodes.http.health import health_router
 from nodes.http.openapi import (
     FLAG,
     HANDLE,
@@ -43,6 +44,7 @@ from nodes.http.resolution import answer_or_raise, resolve
 from nodes.mirror import mirroring
 from registry.service import BatchItem
 from registry.stores.feed import SqlFeed
+from registry.stores.outage import Outage, unavailable
 from resolver import render
 from resolver.codecs.json_api import parse_values
 from resolver.errors import (
@@ -59,6 +61,8 @@ from resolver.values import Ref
 log = logging.getLogger(__name__)
 
 MAX_ALIAS_HOPS = 5
+UNGUARDED = Outage("a database")
+"""Outages met by stores that do not guard themselves (see registry/stores/outage.py)."""
 
 
 def _batch_items(raw: Any, now: int) -> list[BatchItem]:
@@ -125,12 +129,12 @@ def create_api(node: Any) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
+        if unavailable(error):  # a store not guarded itself: still code 3, logged once
+            return await handle_error(request, UNGUARDED.failed(error))
         log.exception("%s %s failed", request.method, request.url.path)
         return Response(render.error(2, "internal error"), 500, media_type="application/json")
 
-    @app.get("/healthz", openapi_extra=operation("Liveness", ok=(200, ref("Object")), auth=False))
-    async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
+    app.include_router(health_router(node))
 
     @app.put(
         "/api/handles/{handle:path}",

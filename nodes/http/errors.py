@@ -35,12 +35,24 @@ def http_status(code: int, *, resolving: bool = False) -> int:
     return _STATUS.get(code, 500)
 
 
+def retry_after(error: BaseException) -> int | None:
+    """Seconds a client should wait before retrying, for a ``Retry-After`` header: set on
+    every code 3 (busy, the database or every upstream unavailable), None otherwise."""
+    if getattr(error, "code", None) != 3:
+        return None
+    return int(getattr(error, "retry_after", 1))
+
+
 def error_status(error: HandleError, *, resolving: bool = False) -> tuple[int, dict[str, str]]:
     """The HTTP status and extra headers of an error answer: a throttled client gets 429 and
-    when to come back, a missing authentication the Basic challenge."""
+    when to come back, a missing authentication the Basic challenge, every code 3 its
+    ``Retry-After``."""
     if isinstance(error, Throttled):
         return 429, {"retry-after": str(error.retry_after)}
     headers = {}
     if error.code == AuthenticationNeeded.code:
         headers["www-authenticate"] = 'Basic realm="idis"'
+    wait = retry_after(error)
+    if wait is not None:
+        headers["retry-after"] = str(wait)
     return http_status(error.code, resolving=resolving), headers

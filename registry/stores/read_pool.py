@@ -9,6 +9,7 @@ a connection needs no reset and no supervision between reads: a deque of them is
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -31,14 +32,26 @@ class ReadPool:
     whose connection was lost is retried once on another, which is safe because it only reads.
     Errors the server reports about the statement itself reach the caller and leave the
     connection in use.  Nothing connects before the first read or :meth:`open`.
+
+    With ``max_age``, a connection older than that many seconds is closed after its read and
+    replaced by the next reader: with a multi-host DSN naming the site's own server first, reads
+    that fell over to another server while it was down come back to it.
     """
 
-    def __init__(self, dsn: str, size: int, connect: Connect = asyncpg.connect) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        size: int,
+        connect: Connect = asyncpg.connect,
+        max_age: float | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a read pool needs at least one connection")
         self._dsn = dsn
         self._size = size
         self._connect = connect
+        self._max_age = max_age
+        self._born: dict[int, float] = {}
         self._idle: deque[asyncpg.Connection] = deque()
         self._open = 0
         """Connections open or being opened, and places handed to waiting readers to open one."""
@@ -77,8 +90,15 @@ class ReadPool:
                     raise
                 retry = False  # lost before or during the read: once more, on another one
                 continue
-            self._give(conn)
+            if self._max_age is not None and self._aged(conn):
+                self._discard(conn)
+            else:
+                self._give(conn)
             return result
+
+    def _aged(self, conn: asyncpg.Connection) -> bool:
+        assert self._max_age is not None
+        return time.monotonic() - self._born.get(id(conn), 0.0) > self._max_age
 
     async def close(self) -> None:
         """Fail waiting and later reads, and close every connection once its read has ended."""
@@ -109,6 +129,7 @@ class ReadPool:
             conn = self._idle.popleft()
             if not conn.is_closed():
                 return conn
+            self._born.pop(id(conn), None)
             self._open -= 1  # lost while idle; no reader waits while any connection is idle
         if self._open < self._size:
             self._open += 1
@@ -135,10 +156,13 @@ class ReadPool:
     async def _connect_in_place(self) -> asyncpg.Connection:
         """Open a connection in a place already counted in ``_open``; free it on failure."""
         try:
-            return await self._connect(self._dsn)
+            conn = await self._connect(self._dsn)
         except BaseException:
             self._free_place()
             raise
+        if self._max_age is not None:
+            self._born[id(conn)] = time.monotonic()
+        return conn
 
     def _give(self, conn: asyncpg.Connection) -> None:
         """Return a connection: to the first waiting reader, else to the end of the idle line."""
@@ -154,6 +178,7 @@ class ReadPool:
         self._idle.append(conn)
 
     def _discard(self, conn: asyncpg.Connection) -> None:
+        self._born.pop(id(conn), None)
         conn.terminate()
         self._free_place()
 

@@ -11,16 +11,22 @@ transaction.
 
 from __future__ import annotations
 
+import copy
+import functools
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from registry.changelog import MAX_BATCH, Change
+from registry.stores import outage
 from registry.stores.changes import append_changes, head_and_horizon, prune_changes
 from registry.stores.read_pool import ReadPool
 from registry.tables import change_log, handles, prefixes
@@ -39,6 +45,9 @@ _ASYNC_DRIVERS = {
 # bind-parameter limits of both SQLite (32766) and PostgreSQL (32767).
 _CHUNK = 500
 
+READ_RECYCLE = 60.0
+"""Seconds a read connection of a multi-host read URL is used before it is replaced."""
+
 _GET_SQL = "SELECT handle, data, version FROM handles WHERE key = $1"
 _GET_MANY_SQL = "SELECT key, handle, data, version FROM handles WHERE key = ANY($1::text[])"
 
@@ -49,13 +58,27 @@ _HEAD_SQL = (
 )
 
 
+_MULTI_HOST = re.compile(
+    r"^(?P<scheme>[^:/]+://)(?P<user>[^@/]*@)?(?P<hosts>[^/?]*,[^/?]*)(?P<rest>.*)$"
+)
+
+
 def async_url(url: str) -> URL:
     """The SQLAlchemy async-driver URL of a database URL as users write it.
 
     ``sqlite:///path/idis.db`` becomes ``sqlite+aiosqlite:///path/idis.db`` and
     ``postgresql://user@host:port/db`` (or ``postgres://``) becomes ``postgresql+asyncpg://...``;
-    a driver already named in the URL is replaced.  Raise ValueError for other databases.
+    a driver already named in the URL is replaced.  A libpq multi-host URL
+    (``postgresql://user@h1:p1,h2:p2/db?target_session_attrs=read-write``, every host with its
+    port) becomes SQLAlchemy's form of it (``...@/db?host=h1:p1&host=h2:p2&...``).  Raise
+    ValueError for other databases.
     """
+    multi = _MULTI_HOST.match(url)
+    if multi:
+        path, _, query = multi["rest"].partition("?")
+        hosts = "&".join(f"host={host}" for host in multi["hosts"].split(","))
+        url = f"{multi['scheme']}{multi['user'] or ''}{path or '/'}?{hosts}"
+        url += f"&{query}" if query else ""
     parsed = make_url(url)
     backend = parsed.drivername.partition("+")[0]
     if backend not in _ASYNC_DRIVERS:
@@ -92,6 +115,26 @@ def _row_record(row: Any) -> Record:
     return decode_record(row.handle, row.data, row.version)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """What the database a node reads from says of itself (see :meth:`SqlStore.member_state`)."""
+
+    leader: bool
+    """True for a primary (or an embedded database), False for a standby."""
+    lag: float
+    """Seconds of replication a standby has received but not yet applied, as the age of the
+    last applied transaction (0 for a leader, or a standby that has applied all it received)."""
+
+
+_MEMBER_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery()
+              OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
+       END::float8
+"""
+
+
 class SqlStore:
     """A :class:`resolver.ports.RecordStore` on the ``handles`` and ``prefixes`` tables.
 
@@ -106,6 +149,13 @@ class SqlStore:
     changed to the change log in its transaction; the change log's methods are those of
     :class:`registry.changelog.ChangeLog`, and its reads, like :meth:`get`, go to the local
     database.
+
+    ``read_url``, if given, is where reads go (a site's own member of a replicated cluster)
+    while writes go to ``url`` (every member, ``target_session_attrs=read-write``); the
+    registrar's reads before a write go to ``url`` too (:meth:`writer_view`).  Connecting is
+    bounded by ``connect_timeout``, reads by ``read_timeout`` and the wait for a write by
+    ``write_timeout`` seconds; a database out of reach raises
+    :class:`resolver.errors.StorageUnavailable` (see :mod:`registry.stores.outage`).
     """
 
     def __init__(
@@ -117,22 +167,59 @@ class SqlStore:
         read_pool_size: int = 10,
         busy_timeout_ms: int = 5000,
         origin: int | None = None,
+        read_url: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        write_timeout: float = 15.0,
     ) -> None:
         engine_url = async_url(url)
         self.origin = origin
         """The host this store writes from, noted with each change it logs."""
         self._read_pool: ReadPool | None = None
         self._insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
-        self._engine = make_engine(
-            url, busy_timeout_ms=busy_timeout_ms, pool_size=pool_size, max_overflow=max_overflow
+        self.outage = outage.Outage(
+            "the site's database member" if read_url else "the registry's database"
         )
-        if engine_url.get_backend_name() == "sqlite":
+        self.write_outage = outage.Outage("the registry's leader") if read_url else self.outage
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.patient = False
+        postgres = engine_url.get_backend_name() != "sqlite"
+        # No command timeout on the writer: a write is never cancelled (registry/stores/outage).
+        # Pooled connections are checked on checkout (one round trip): after an outage or a
+        # failover, a dead one is replaced rather than failing a write.
+        bounded: dict[str, Any] = (
+            {"connect_args": {"timeout": connect_timeout}, "pool_pre_ping": True}
+            if postgres
+            else {}
+        )
+        self._engine = make_engine(
+            url,
+            busy_timeout_ms=busy_timeout_ms,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            **bounded,
+        )
+        self._reader = self._engine
+        if read_url and read_url != url:
+            self._reader = make_engine(read_url, busy_timeout_ms=busy_timeout_ms, **bounded)
+        if not postgres:
             self._insert = sqlite.insert
         else:
-            read_dsn = engine_url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._read_pool = ReadPool(read_dsn, read_pool_size)
+            # asyncpg reads libpq URLs, multi-host ones included, as users write them.
+            read_dsn = read_url or engine_url.set(drivername="postgresql").render_as_string(
+                hide_password=False
+            )
+            connect = functools.partial(
+                asyncpg.connect, timeout=connect_timeout, command_timeout=read_timeout
+            )
+            self._read_dsn, self._connect = read_dsn, connect
+            # Reads that fell over from the site's own member come back to it within a minute.
+            recycle = READ_RECYCLE if read_url and "," in read_url else None
+            self._read_pool = ReadPool(read_dsn, read_pool_size, connect, max_age=recycle)
             self._insert = postgresql.insert
 
+    @outage.read
     async def open(self) -> None:
         """Connect now (a first PostgreSQL read connection, or the SQLite file). Idempotent."""
         if self._read_pool is not None:
@@ -146,7 +233,42 @@ class SqlStore:
         if self._read_pool is not None:
             await self._read_pool.close()
         await self._engine.dispose()
+        if self._reader is not self._engine:
+            await self._reader.dispose()
 
+    def writer_view(self) -> SqlStore:
+        """This store with its reads going where its writes go, and waiting through an outage
+        as writes do, for the read-then-write of the registrar: a site's own member may lag
+        behind the leader.  It shares this store's
+        connections; close this store, not the view."""
+        if self._reader is self._engine:
+            return self
+        view = copy.copy(self)
+        view._reader = self._engine
+        view._read_pool = None
+        view.patient = True  # its reads wait through a switchover as the writes do
+        return view
+
+    async def lost_writer(self) -> None:
+        """Drop the pooled write connections: a failover may have left them on a standby."""
+        await self._engine.dispose()
+
+    @outage.read
+    async def member_state(self) -> MemberState:
+        """Whether the database reads come from is a leader or a standby, and its lag."""
+        if self._read_pool is None:
+            return MemberState(True, 0.0)
+        # A connection of its own: pooled ones may have fallen over to another member while
+        # the site's own was down, and this is about the member reads go to first.
+        conn = await self._connect(self._read_dsn)
+        try:
+            row = await conn.fetchrow(_MEMBER_SQL)
+        finally:
+            conn.terminate()
+        assert row is not None
+        return MemberState(not row[0], max(0.0, float(row[1])))
+
+    @outage.read
     async def get(self, key: str) -> Record | None:
         """The record of ``key``, with its values' stored form as read (``Record.stored``)."""
         if self._read_pool is not None:
@@ -154,17 +276,18 @@ class SqlStore:
             raw = await self._read_pool.fetchrow(_GET_SQL, key)
             return None if raw is None else decode_record(raw[0], raw[1], raw[2])
         query = sa.select(handles.c.handle, handles.c.data, handles.c.version)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(query.where(handles.c.key == key))).first()
         return None if row is None else _row_record(row)
 
+    @outage.read
     async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
         if self._read_pool is not None:
             rows = await self._read_pool.fetch(_GET_MANY_SQL, list(keys))
             return {row[0]: decode_record(row[1], row[2], row[3]) for row in rows}
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(sa.select(handles).where(handles.c.key.in_(keys)))
             return {row.key: _row_record(row) for row in result}
 
@@ -177,6 +300,7 @@ class SqlStore:
         """An INSERT with this database's ON CONFLICT clauses."""
         return self._insert(table)
 
+    @outage.write
     async def put(self, key: str, record: Record, expected: int | None) -> bool:
         async with self._engine.begin() as conn:
             done = await self._put_one(conn, key, record, expected)
@@ -184,6 +308,7 @@ class SqlStore:
                 await self._log(conn, [key])
             return done
 
+    @outage.write
     async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
         """Like :meth:`put` for each item, in one transaction; conflicting items are skipped.
 
@@ -217,6 +342,7 @@ class SqlStore:
             await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]
 
+    @outage.write
     async def delete(self, key: str, expected: int) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -227,6 +353,7 @@ class SqlStore:
             await self._log(conn, [key])
             return True
 
+    @outage.read
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         """Count and one page (by key order) of the display texts of handles under a prefix.
 
@@ -234,7 +361,7 @@ class SqlStore:
         with ``prefix_key + '/'``, read off the primary-key index.
         """
         under = sa.and_(handles.c.key >= prefix_key + "/", handles.c.key < prefix_key + "0")
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             count = sa.select(sa.func.count()).select_from(handles).where(under)
             total: int = (await conn.execute(count)).scalar_one()
             if limit == 0 or offset >= total:
@@ -248,6 +375,7 @@ class SqlStore:
             )
             return total, list((await conn.execute(page)).scalars())
 
+    @outage.read
     async def records_under(
         self, prefix_key: str, limit: int, after: str = ""
     ) -> dict[str, Record]:
@@ -259,14 +387,16 @@ class SqlStore:
             handles.c.key > after,
         )
         query = sa.select(handles).where(under).order_by(handles.c.key).limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return {row.key: _row_record(row) for row in await conn.execute(query)}
 
+    @outage.read
     async def homed_prefixes(self) -> list[str]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             # Sorted here rather than in SQL: the display column's collation varies by database.
             return sorted((await conn.execute(sa.select(prefixes.c.prefix))).scalars())
 
+    @outage.write
     async def home_prefix(self, prefix: str) -> bool:
         """Home ``prefix`` here; False if it already was (under any ASCII case)."""
         stmt = (
@@ -277,6 +407,7 @@ class SqlStore:
         async with self._engine.begin() as conn:
             return await self._homes_changed(conn, (await conn.execute(stmt)).rowcount)
 
+    @outage.write
     async def unhome_prefix(self, prefix: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(prefixes.delete().where(prefixes.c.key == fold(prefix)))
@@ -357,6 +488,7 @@ class SqlStore:
 
     # --- the change log (registry.changelog.ChangeLog) ----------------------------------------
 
+    @outage.read
     async def changes_after(self, seq: int, limit: int = MAX_BATCH) -> list[Change]:
         if self._read_pool is not None:
             rows = await self._read_pool.fetch(_CHANGES_SQL, seq, limit)
@@ -370,6 +502,7 @@ class SqlStore:
         async with self._engine.connect() as conn:
             return [Change(r.seq, r.key, r.origin) for r in await conn.execute(query)]
 
+    @outage.read
     async def _head_and_horizon(self) -> tuple[int, int]:
         if self._read_pool is not None:
             row = await self._read_pool.fetchrow(_HEAD_SQL)
@@ -384,6 +517,7 @@ class SqlStore:
     async def change_horizon(self) -> int:
         return (await self._head_and_horizon())[1]
 
+    @outage.write
     async def prune_changes(self, older_than: float, limit: int) -> int:
         async with self._engine.begin() as conn:
             return await prune_changes(conn, older_than, limit)

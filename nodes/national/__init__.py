@@ -1,0 +1,1 @@
+"""The national tier: one PostgreSQL registry under Patroni and etcd (DESIGN.md section 1)."""
