@@ -21,6 +21,7 @@ from nodes.generation_board import GenerationBoard
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.settings import Settings
+from registry import secrets
 from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
@@ -97,6 +98,7 @@ def build_generations(settings: Settings) -> Generations:
 
 
 def build_node(settings: Settings) -> Node:
+    secrets.use_key_file(settings.secret_key_path)
     store = build_store(settings)
     generations = build_generations(settings)
     shared: SharedCache | None = None
@@ -143,6 +145,7 @@ def build_node(settings: Settings) -> Node:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
 
+    registrar = Registrar(store, homes, invalidator, fetch, authority=authority)
     return Node(
         settings=settings,
         store=store,
@@ -153,8 +156,8 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
-        authenticator=Authenticator(fetch),
+        registrar=registrar,
+        authenticator=Authenticator(fetch, reseal=registrar.reseal),
         fetch=fetch,
         walker=walker,
         peers=peers,

@@ -10,11 +10,11 @@ import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from registry.authorization import Fetch
-from registry.secrets import verify_secret
+from registry.secrets import needs_resealing, verify_secret
 from resolver.errors import AuthenticationFailed
 from resolver.identifiers import fold
 from resolver.values import HS_SECKEY, Ref
@@ -31,6 +31,9 @@ def parse_identity(text: str) -> Ref:
 class Authenticator:
     """Turns an ``Authorization`` header into an identity, or raises 403 authentication failed.
 
+    A secret still stored as a legacy scrypt hash is handed to ``reseal`` (identity, secret)
+    once it verified, which stores it sealed (:meth:`registry.service.Registrar.reseal`).
+
     Successful checks are remembered for ``remember_seconds`` keyed by identity, a digest of
     the presented secret and the stored hash, so a changed secret is re-checked at once.
     """
@@ -39,11 +42,13 @@ class Authenticator:
         self,
         fetch: Fetch,
         *,
+        reseal: Callable[[Ref, str], Awaitable[None]] | None = None,
         remember_seconds: float = 300.0,
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
+        self._reseal = reseal
         self._remember = remember_seconds
         self._max = max_remembered
         self._clock = clock
@@ -86,8 +91,10 @@ class Authenticator:
             memo = (str(key), digest, stored)
             if self._verified.get(memo, 0.0) > now:
                 return key
-            # scrypt takes tens of milliseconds: keep it off the event loop.
+            # A legacy scrypt hash takes tens of milliseconds: keep it off the event loop.
             if await asyncio.to_thread(verify_secret, secret, stored):
+                if self._reseal is not None and needs_resealing(stored):
+                    await self._reseal(key, secret)
                 if len(self._verified) >= self._max:
                     self._verified.clear()
                 self._verified[memo] = now + self._remember

@@ -20,7 +20,7 @@ from registry.authorization import (
     rights,
 )
 from registry.invalidation import Invalidator
-from registry.secrets import hash_secret, is_hashed, verify_secret
+from registry.secrets import is_stored, needs_resealing, seal_secret, verify_secret
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -191,7 +191,7 @@ class Registrar:
     ) -> tuple[HandleValue, ...]:
         """The values as they will be stored.
 
-        Secrets are hashed (a secret that matches the stored hash keeps it, so re-sending the
+        Secrets are sealed (a secret that matches the stored one keeps it, so re-sending the
         same record is not a change); unchanged values keep their timestamps; values without
         HS_ADMIN get one naming the prefix administrators, on creation and on a whole
         replacement alike, so that re-sending a record is not a change and never strips the
@@ -203,16 +203,16 @@ class Registrar:
             before = previous.get(value.index)
             if value.type == HS_SECKEY and value.data.format == "string":
                 secret = value.data.value
-                # scrypt takes tens of milliseconds: keep it off the event loop.
+                # A legacy scrypt hash takes tens of milliseconds: keep it off the event loop.
                 if (
                     before is not None
                     and before.type == HS_SECKEY
+                    and not needs_resealing(before.data.value)
                     and await asyncio.to_thread(verify_secret, secret, before.data.value)
                 ):
                     value = replace(value, data=before.data)
-                elif not is_hashed(secret):
-                    hashed = await asyncio.to_thread(hash_secret, secret)
-                    value = replace(value, data=Data("string", hashed))
+                elif not is_stored(secret):
+                    value = replace(value, data=Data("string", seal_secret(secret)))
             if before is not None and before.same_content(value):
                 value = before
             settled.append(value)
@@ -403,6 +403,26 @@ class Registrar:
             raise HandleAlreadyExists("handle exists with other values", handle=handle.text)
         await self._check_change(who, record, settled, handle.text)
         return Record(record.handle, settled), record.version
+
+    async def reseal(self, identity: Ref, secret: str) -> None:
+        """Replace the legacy scrypt hash at ``identity`` by ``secret`` sealed, if that hash is
+        still there and matches (its holder just logged in with it); no rights needed."""
+        handle = Handle.parse(identity.handle)
+        for _ in range(MAX_ATTEMPTS):
+            record = await self._store.get(handle.key)
+            value = record.by_index().get(identity.index) if record else None
+            if record is None or value is None or value.type != HS_SECKEY:
+                return
+            stored = value.data.value
+            if not (isinstance(stored, str) and needs_resealing(stored)):
+                return
+            if not await asyncio.to_thread(verify_secret, secret, stored):
+                return
+            sealed = replace(value, data=Data("string", seal_secret(secret)))
+            values = tuple(sealed if v.index == identity.index else v for v in record.values)
+            if await self._store.put(handle.key, Record(record.handle, values), record.version):
+                await self._invalidator.written([handle.key])
+                return
 
     # --- reading lists -------------------------------------------------------------------
 

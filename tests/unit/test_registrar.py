@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
 import pytest
 
-import registry.prefixes
 from registry.authorization import ALL_RIGHTS, DEFAULT_ADMIN_RIGHTS, Right
 from registry.invalidation import Invalidator
 from registry.prefixes import init_prefix
-from registry.secrets import hash_secret, is_hashed, verify_secret
+from registry.secrets import is_stored, verify_secret
 from registry.service import MAX_BATCH, BatchItem, Registrar
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
@@ -35,17 +33,6 @@ from resolver.values import AdminRef, Data, HandleValue, Record, Ref
 
 SECRET = "s3cret:with:colons"
 T1, T2 = 1_700_000_000, 1_700_000_500
-
-
-@pytest.fixture(autouse=True)
-def _fast_prefix_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """init_prefix hashes with scrypt; one hash per secret is enough for these tests."""
-    monkeypatch.setattr(registry.prefixes, "hash_secret", _cached_hash)
-
-
-@functools.cache
-def _cached_hash(secret: str) -> str:
-    return hash_secret(secret)
 
 
 @dataclass
@@ -115,7 +102,7 @@ async def test_init_prefix_homes_the_prefix_and_creates_its_admin(world: World) 
     assert world.admin == Ref("88.100.1/ADMIN", 300)
     assert "88.100.1" in await world.registrar.homed_prefixes()
     key = by_index(await world.record("88.100.1/ADMIN"))[300]
-    assert is_hashed(key.data.value) and verify_secret(SECRET, key.data.value)
+    assert is_stored(key.data.value) and verify_secret(SECRET, key.data.value)
     assert not key.public_read
 
 
@@ -376,7 +363,7 @@ async def test_secret_key_is_stored_hashed(world: World) -> None:
     await world.registrar.put(h("88.100.1/user"), (seckey("pw"),), world.admin)
     stored = by_index(await world.record("88.100.1/user"))[300].data.value
     assert stored != "pw"
-    assert is_hashed(stored) and verify_secret("pw", stored)
+    assert is_stored(stored) and verify_secret("pw", stored)
 
 
 async def test_re_sending_the_same_secret_is_not_a_change(world: World) -> None:
