@@ -57,14 +57,23 @@ def use_key(key: bytes) -> str:
 
 
 def create_key_file(path: Path) -> bool:
-    """Write a new random key to ``path`` (mode 0600) unless one is there; True if written."""
+    """Write a new random key to ``path`` (mode 0600) unless one is there; True if written.
+    Atomic: processes starting together (workers, a CLI command) all end up with one key."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(AESGCM.generate_key(bit_length=KEY_SIZE * 8))
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)  # fails if another process made the key first
     except FileExistsError:
         return False
-    with os.fdopen(fd, "wb") as out:
-        out.write(AESGCM.generate_key(bit_length=KEY_SIZE * 8))
+    finally:
+        temporary.unlink(missing_ok=True)
     return True
 
 
