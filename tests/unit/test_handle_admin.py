@@ -1,0 +1,126 @@
+"""Native administration's codec and challenge bookkeeping: MACs as Handle.Net computes them,
+value data from the wire, pending challenges bounded in count and age and shared by workers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from pathlib import Path
+
+import pytest
+
+from nodes.handle.admin import Challenges
+from resolver.codecs import handle_admin as admin
+from resolver.codecs import handle_wire as wire
+from resolver.codecs.handle_data import encode_data
+from resolver.errors import InvalidValue, ServerBusy
+from resolver.values import AdminRef, Data, HandleValue, Ref
+
+NONCE = bytes(range(16))
+DIGEST = hashlib.sha256(b"the request").digest()
+SECRET = "pässwörd".encode()
+
+
+def _params(salt: bytes, iterations: int, bits: int = 160) -> bytes:
+    return wire.string(salt) + struct.pack(">ii", iterations, bits)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        (admin.MAC_MD5, hashlib.md5(SECRET + NONCE + DIGEST + SECRET).digest()),
+        (admin.MAC_SHA1, hashlib.sha1(SECRET + NONCE + DIGEST + SECRET).digest()),
+        (admin.MAC_SHA256, hashlib.sha256(SECRET + NONCE + DIGEST + SECRET).digest()),
+        (admin.MAC_HMAC_SHA1, hmac.new(SECRET, NONCE + DIGEST, hashlib.sha1).digest()),
+        (admin.MAC_HMAC_SHA256, hmac.new(SECRET, NONCE + DIGEST, hashlib.sha256).digest()),
+    ],
+)
+def test_secret_key_macs_as_the_reference_computes_them(algorithm: int, expected: bytes) -> None:
+    signed = bytes([algorithm]) + expected
+    assert admin.secret_answer(algorithm, NONCE, DIGEST, SECRET) == signed
+    assert admin.secret_answer_matches(signed, NONCE, DIGEST, SECRET, (2, 11))
+    assert not admin.secret_answer_matches(signed, NONCE, DIGEST, b"other", (2, 11))
+    assert not admin.secret_answer_matches(signed[:-1] + b"\x00", NONCE, DIGEST, SECRET, (2, 11))
+
+
+def test_pbkdf2_takes_the_clients_salt_and_the_keys_bytes_as_java_chars() -> None:
+    salt = b"0123456789abcdef"
+    # Java widens each byte to a char, then PBKDF2WithHmacSHA1 encodes the chars as UTF-8.
+    password = SECRET.decode("latin-1").encode("utf-8")
+    derived = hashlib.pbkdf2_hmac("sha1", password, salt, 1000, 20)
+    mac = hmac.new(derived, NONCE + DIGEST, hashlib.sha1).digest()
+    signed = bytes([admin.MAC_PBKDF2_HMAC_SHA1]) + _params(salt, 1000) + wire.string(mac)
+    assert (
+        admin.secret_answer(
+            admin.MAC_PBKDF2_HMAC_SHA1, NONCE, DIGEST, SECRET, salt=salt, iterations=1000
+        )
+        == signed
+    )
+    assert admin.secret_answer_matches(signed, NONCE, DIGEST, SECRET, (2, 11))
+    assert not admin.secret_answer_matches(signed, NONCE, DIGEST, b"x", (2, 11))
+
+
+def test_pbkdf2_work_is_bounded_and_malformed_answers_are_false() -> None:
+    too_many = _params(b"s", admin.MAX_PBKDF2_ITERATIONS + 1) + wire.string(bytes(20))
+    assert not admin.secret_answer_matches(b"\x22" + too_many, NONCE, DIGEST, SECRET, (2, 11))
+    assert not admin.secret_answer_matches(b"\x22\x00", NONCE, DIGEST, SECRET, (2, 11))
+    assert not admin.secret_answer_matches(b"", NONCE, DIGEST, SECRET, (2, 11))
+    assert not admin.secret_answer_matches(b"\x7f" + bytes(20), NONCE, DIGEST, SECRET, (2, 11))
+
+
+def test_before_2_1_the_answer_is_a_bare_md5() -> None:
+    bare = hashlib.md5(SECRET + NONCE + DIGEST + SECRET).digest()
+    assert admin.secret_answer(admin.MAC_MD5_OLD, NONCE, DIGEST, SECRET) == bare
+    assert admin.secret_answer_matches(bare, NONCE, DIGEST, SECRET, (2, 0))
+
+
+def test_value_data_from_the_wire() -> None:
+    ref = AdminRef("0.NA/88.100.1", 200, 0x0FFF)
+    assert admin.wire_data("HS_ADMIN", encode_data(Data("admin", ref))) == Data("admin", ref)
+    refs = (Ref("88.100.1/A", 300), Ref("88.100.1/B", 301))
+    assert admin.wire_data("HS_VLIST", encode_data(Data("vlist", refs))) == Data("vlist", refs)
+    assert admin.wire_data("URL", b"https://x") == Data("string", "https://x")
+    assert admin.wire_data("BLOB", b"\xff\x00") == Data("base64", "/wA=")
+    with pytest.raises(InvalidValue):
+        admin.wire_data("HS_ADMIN", b"\x00")
+
+
+def _request(request_id: int = 1) -> wire.Request:
+    value = HandleValue(1, "URL", Data("string", "https://x"))
+    body = admin.admin_request_body(b"88.100.1/X", (value,))
+    raw = wire.encode_request(100, b"", body=body, request_id=request_id)
+    envelope = wire.decode_envelope(raw)
+    return wire.decode_request(envelope, raw[wire.ENVELOPE_SIZE :])
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_challenge_is_taken_once_by_any_worker(tmp_path: Path) -> None:
+    one, other = Challenges(tmp_path), Challenges(tmp_path)
+    session_id, pending = one.open(_request(7))
+    taken = other.take(session_id)
+    assert taken is not None and taken.nonce == pending.nonce and taken.digest == pending.digest
+    assert taken.request.envelope.request_id == 7 and taken.request.body == _request().body
+    assert one.take(session_id) is None and other.take(session_id) is None
+    assert other.take(0) is None and other.take(123) is None
+
+
+def test_challenges_expire_and_are_bounded(tmp_path: Path) -> None:
+    clock = Clock()
+    challenges = Challenges(tmp_path, clock=clock, ttl=60.0, limit=3)
+    session_id, _ = challenges.open(_request())
+    clock.now += 61
+    assert challenges.take(session_id) is None
+    for _ in range(2):
+        challenges.open(_request())
+    # The limit is checked every 64 opens (a directory scan): reach the next check full.
+    with pytest.raises(ServerBusy):
+        for _ in range(200):
+            challenges.open(_request())
+    assert challenges.sweep() <= 3 + 64
