@@ -38,6 +38,7 @@ from resolver.errors import InvalidValue, ProtocolError
 from resolver.values import (
     HS_ADMIN,
     HS_PUBKEY,
+    HS_SECKEY,
     HS_SITE,
     HS_VLIST,
     MAX_INDEX,
@@ -142,15 +143,22 @@ def wire_data(type_: str, raw: bytes) -> Data:
         if type_ == HS_SITE:
             return Data("site", decode_site(raw))
         if type_ == HS_PUBKEY:
+            # RSA has a JSON form; other keys (DSA, SM2) keep the protocol's bytes.
             key = public_key_json(raw)
-            if key is not None:
-                return Data("key", key)
+            return Data("key", key) if key is not None else _base64(raw)
+        if type_ == HS_SECKEY:
+            # A secret must be text: only text is stored sealed (never as readable base64).
+            return Data("string", raw.decode("utf-8"))
     except (ProtocolError, UnicodeDecodeError, ValueError) as error:
         raise InvalidValue(f"invalid {type_} data: {error}") from None
     try:
         return Data("string", raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return Data("base64", base64.b64encode(raw).decode("ascii"))
+        return _base64(raw)
+
+
+def _base64(raw: bytes) -> Data:
+    return Data("base64", base64.b64encode(raw).decode("ascii"))
 
 
 def decode_challenge_answer(request: Request) -> ChallengeAnswer:

@@ -7,6 +7,7 @@ TCP and the HTTP door; checked against the reference's create-handle bytes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -28,7 +30,7 @@ from loadtests import handle_client as hc
 from nodes.processes import free_ports
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
-from resolver.values import DEFAULT_PERMISSIONS, Data, HandleValue, Ref
+from resolver.values import DEFAULT_PERMISSIONS, AdminRef, Data, HandleValue, Ref
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -354,3 +356,44 @@ def test_verify_challenge_answers_for_identities_living_here(node: Node) -> None
             wire.encode_request(wire.OC_VERIFY_CHALLENGE, b"", body=body, request_id=9)
         )
         assert reply.code == 1 and reply.response.body == expected
+
+
+def test_a_secret_written_natively_is_sealed_and_opens_both_doors(node: Node) -> None:
+    """The identity's secret, sent in a create (100), is stored encrypted (not in the
+    database's bytes), then proves the identity by challenge-response and by HTTP Basic."""
+    answer = secret_answer(node.secret, admin.MAC_HMAC_SHA1)
+    identity = Ref(f"{PREFIX}/ID-{uuid.uuid4().hex[:8]}", 300)
+    secret = f"native-{uuid.uuid4().hex}"
+    seckey = HandleValue(300, "HS_SECKEY", Data("string", secret), permissions=0b1100)
+    assert administer(node.tcp, request(100, identity.handle, (seckey,)), answer).code == 1
+    owned = f"{PREFIX}/by-{identity.handle.split('/')[1]}"
+    rights = HandleValue(
+        100, "HS_ADMIN", Data("admin", AdminRef(identity.handle, identity.index, 0x0FFF))
+    )
+    assert (
+        administer(node.tcp, request(100, owned, (url(1, "https://o"), rights)), answer).code == 1
+    )
+    stored = asyncio.run(_stored(node.node.env["IDIS_DATABASE_URL"], identity.handle))
+    assert stored and secret.encode() not in stored and b"aesgcm$" in stored
+    # The new identity, by challenge-response (PBKDF2), then by Basic on REST.
+    mine = secret_answer(secret, admin.MAC_PBKDF2_HMAC_SHA1, identity)
+    added = administer(node.http, request(wire.OC_ADD_VALUE, owned, (url(2, "https://n"),)), mine)
+    assert added.code == 1, added.message()
+    auth = httpx.BasicAuth(f"300%3A{identity.handle}", secret)
+    response = httpx.put(
+        f"{node.node.base_url}/api/handles/{owned}?index=3",
+        json=[{"index": 3, "type": "URL", "data": "https://rest"}],
+        auth=auth,
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    assert values_of(node, owned)[2] == "https://n" and values_of(node, owned)[3] == "https://rest"
+
+
+async def _stored(url: str, handle: str) -> bytes:
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow("SELECT data FROM handles WHERE key = $1", handle.upper())
+    finally:
+        await connection.close()
+    return bytes(row["data"]) if row else b""

@@ -3,14 +3,17 @@ value data from the wire, pending challenges bounded in count and age and shared
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from nodes.handle.admin import Challenges
+from nodes.handle.admin import Challenges, _is_sm2, _signature_matches
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
 from resolver.codecs.handle_data import encode_data
@@ -84,6 +87,11 @@ def test_value_data_from_the_wire() -> None:
     assert admin.wire_data("BLOB", b"\xff\x00") == Data("base64", "/wA=")
     with pytest.raises(InvalidValue):
         admin.wire_data("HS_ADMIN", b"\x00")
+    # A secret must be text (it is stored sealed); keys other than RSA keep their bytes.
+    assert admin.wire_data("HS_SECKEY", b"s3cret") == Data("string", "s3cret")
+    with pytest.raises(InvalidValue):
+        admin.wire_data("HS_SECKEY", b"\xff")
+    assert admin.wire_data("HS_PUBKEY", b"DSA") == Data("base64", "RFNB")
 
 
 def _request(request_id: int = 1) -> wire.Request:
@@ -124,3 +132,43 @@ def test_challenges_expire_and_are_bounded(tmp_path: Path) -> None:
         for _ in range(200):
             challenges.open(_request())
     assert challenges.sweep() <= 3 + 64
+
+
+def _b64(number: int) -> str:
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_rsa_and_dsa_signatures_verify_against_hs_pubkey_values() -> None:
+    data = NONCE + DIGEST
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = rsa_key.public_key().public_numbers()
+    rsa_value = HandleValue(
+        300, "HS_PUBKEY", Data("key", {"kty": "RSA", "n": _b64(n.n), "e": _b64(n.e)})
+    )
+    signature = rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    assert _signature_matches(rsa_value, b"SHA-256", signature, data)
+    assert not _signature_matches(rsa_value, b"SHA1", signature, data)
+    assert not _signature_matches(rsa_value, b"SHA-256", signature, data + b"x")
+    dsa_key = dsa.generate_private_key(key_size=2048)
+    numbers = dsa_key.public_key().public_numbers()
+    params = numbers.parameter_numbers
+    jwk = {"kty": "DSA", "y": _b64(numbers.y), "p": _b64(params.p), "q": _b64(params.q)}
+    dsa_value = HandleValue(301, "HS_PUBKEY", Data("key", {**jwk, "g": _b64(params.g)}))
+    # As the protocol's bytes too (what a native write stores when the JSON form is unknown).
+    raw = encode_data(dsa_value.data)
+    as_bytes = HandleValue(301, "HS_PUBKEY", Data("base64", base64.b64encode(raw).decode()))
+    dsa_signature = dsa_key.sign(data, hashes.SHA256())
+    assert _signature_matches(dsa_value, b"SHA-256", dsa_signature, data)
+    assert _signature_matches(as_bytes, b"\x03", dsa_signature, data)
+    assert not _signature_matches(dsa_value, b"SHA-256", signature, data)
+
+
+def test_sm2_keys_are_recognised_to_be_refused_clearly() -> None:
+    sm2 = HandleValue(300, "HS_PUBKEY", Data("key", {"kty": "EC", "crv": "SM2", "x": "AA"}))
+    assert _is_sm2(sm2) and not _signature_matches(sm2, b"SHA-256", b"sig", b"data")
+    raw = wire.string(b"SM2_PUB_KEY") + bytes(70)
+    as_bytes = HandleValue(300, "HS_PUBKEY", Data("base64", base64.b64encode(raw).decode()))
+    assert _is_sm2(as_bytes)
+    url = HandleValue(1, "URL", Data("string", "https://example.org"))
+    assert not _is_sm2(url)
