@@ -13,12 +13,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from nodes.handle.admin import Challenges, _is_sm2, _signature_matches
+from nodes.handle.admin import Challenges, NativeAdmin, _is_sm2, _signature_matches
+from registry.secrets import legacy_hash, seal_secret
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
 from resolver.codecs.handle_data import encode_data
-from resolver.errors import InvalidValue, ServerBusy
-from resolver.values import AdminRef, Data, HandleValue, Ref
+from resolver.errors import AuthenticationFailed, InvalidValue, ServerBusy
+from resolver.identifiers import Handle
+from resolver.values import AdminRef, Data, HandleValue, Record, Ref
 
 NONCE = bytes(range(16))
 DIGEST = hashlib.sha256(b"the request").digest()
@@ -172,3 +174,36 @@ def test_sm2_keys_are_recognised_to_be_refused_clearly() -> None:
     assert _is_sm2(as_bytes)
     url = HandleValue(1, "URL", Data("string", "https://example.org"))
     assert not _is_sm2(url)
+
+
+class _Node:
+    def __init__(self, record: Record, data_dir: Path) -> None:
+        self.record = record
+        self.settings = type("S", (), {"data_dir": data_dir})()
+
+    async def fetch(self, key: str) -> Record | None:
+        return self.record if key == Handle.parse(self.record.handle).key else None
+
+
+async def test_a_legacy_hash_cannot_answer_and_says_what_to_do(tmp_path: Path) -> None:
+    stored = legacy_hash("s3cret")
+    record = Record("88.100.1/OLD", (HandleValue(300, "HS_SECKEY", Data("string", stored)),))
+    native = NativeAdmin(_Node(record, tmp_path))
+    _, pending = native.challenges.open(_request())
+    signed = admin.secret_answer(admin.MAC_HMAC_SHA1, pending.nonce, pending.digest, b"s3cret")
+    answer = admin.ChallengeAnswer(admin.SECRET_KEY_TYPE, Ref("88.100.1/OLD", 300), signed)
+    with pytest.raises(AuthenticationFailed, match="one-way hash"):
+        await native._verify(answer, pending, (2, 11))
+    sealed = Record(
+        "88.100.1/OLD", (HandleValue(300, "HS_SECKEY", Data("string", seal_secret("s3cret"))),)
+    )
+    native = NativeAdmin(_Node(sealed, tmp_path))
+    assert await native._verify(answer, pending, (2, 11)) == Ref("88.100.1/OLD", 300)
+    sm2 = {"kty": "EC", "crv": "SM2", "x": "AA", "y": "AA"}
+    keyed = Record("88.100.1/OLD", (HandleValue(300, "HS_PUBKEY", Data("key", sm2)),))
+    native = NativeAdmin(_Node(keyed, tmp_path))
+    by_key = admin.ChallengeAnswer(
+        admin.PUBLIC_KEY_TYPE, Ref("88.100.1/OLD", 300), admin.public_key_answer(b"SM3", b"sig")
+    )
+    with pytest.raises(AuthenticationFailed, match="SM2"):
+        await native._verify(by_key, pending, (2, 11))
