@@ -15,6 +15,11 @@ stored as a legacy scrypt hash cannot answer a challenge (403, saying why).  SM2
 IDIS clients may hold as HS_PUBKEY) are refused with 403 "unsupported key": neither the
 reference protocol nor this server defines their signature encoding.
 
+The IDIS SDK logs in once per TCP connection (opCode 2001 with its own session id, challenged
+and answered as above, the reply carrying opCode 2001); its later administration requests on
+that connection carry only the session id and are done as the logged-in identity
+(:class:`Login`).  2001 on UDP or HTTP answers 5.
+
 opCode 201 (verify challenge) answers another server asking whether a secret-key answer
 matches an identity whose handle lives here (one byte: 1 valid, 0 not).
 """
@@ -160,6 +165,39 @@ class Challenges:
         return left
 
 
+@dataclass(slots=True)
+class Login:
+    """One TCP connection's IDIS login (opCode 2001): the pending challenge, then who logged in
+    under which session id (the SDK's later requests carry only that session id)."""
+
+    pending: Pending | None = None
+    session_id: int = 0
+    identity: Ref | None = None
+
+    def covers(self, request: wire.Request) -> Ref | None:
+        """The identity a request of this connection acts as, if it is in the login session."""
+        session_id = request.envelope.session_id
+        return self.identity if session_id and session_id == self.session_id else None
+
+    def answers(self, request: wire.Request) -> bool:
+        """True if ``request`` (an opCode 200) answers this connection's login challenge."""
+        pending = self.pending
+        return pending is not None and (
+            pending.request.envelope.session_id == request.envelope.session_id
+        )
+
+
+def _answering(original: wire.Request, answer: wire.Request) -> wire.Request:
+    """``original`` as its response must name it: with the answer's request id."""
+    envelope = replace(original.envelope, request_id=answer.envelope.request_id)
+    return replace(original, envelope=envelope)
+
+
+def _refusal(request: wire.Request, error: HandleError) -> Reply:
+    code = wire.wire_code(error.code, wire.response_version(request))
+    return request, code, wire.error_body(error.message.encode())
+
+
 class NativeAdmin:
     """Administration and authentication for one worker's ``node``."""
 
@@ -181,16 +219,47 @@ class NativeAdmin:
         if entry is None:
             message = b"no pending challenge for this session (expired or answered)"
             return request, wire.RC_AUTHEN_TIMEOUT, wire.error_body(message)
-        original = entry.request
-        envelope = replace(original.envelope, request_id=request.envelope.request_id)
-        original = replace(original, envelope=envelope)
+        original = _answering(entry.request, request)
         try:
-            answer = admin.decode_challenge_answer(request)
-            identity = await self._verify(answer, entry, wire.response_version(request))
-            return original, *(await self._perform(original, identity))
+            identity = await self._verify(
+                admin.decode_challenge_answer(request), entry, wire.response_version(request)
+            )
         except HandleError as error:
-            code = wire.wire_code(error.code, wire.response_version(original))
-            return original, code, wire.error_body(error.message.encode())
+            return _refusal(original, error)
+        return await self.perform(original, identity)
+
+    async def perform(self, request: wire.Request, identity: Ref) -> Reply:
+        """``request`` done by ``identity`` (authenticated already)."""
+        try:
+            return request, *(await self._perform(request, identity))
+        except HandleError as error:
+            return _refusal(request, error)
+
+    # --- the IDIS SDK's login (one TCP connection) ---------------------------------------
+
+    def login_challenge(self, request: wire.Request, login: Login) -> Reply:
+        """opCode 2001: a challenge kept by this connection (the SDK answers on it, under the
+        session id it chose itself)."""
+        nonce = os.urandom(admin.NONCE_SIZE)
+        login.pending = Pending(request, nonce, wire.request_digest(request)[1:])
+        login.identity = None
+        asked = replace(request, op_flags=request.op_flags | wire.RRDG)
+        return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(nonce)
+
+    async def login_answer(self, request: wire.Request, login: Login) -> Reply:
+        """The opCode 200 answering a login: on success the connection's session id stands for
+        the identity; the reply carries opCode 2001 (the SDK decodes no other)."""
+        entry, login.pending = login.pending, None
+        assert entry is not None
+        original = _answering(entry.request, request)
+        try:
+            identity = await self._verify(
+                admin.decode_challenge_answer(request), entry, wire.response_version(request)
+            )
+        except HandleError as error:
+            return _refusal(original, error)
+        login.session_id, login.identity = request.envelope.session_id, identity
+        return original, wire.RC_SUCCESS, b""
 
     async def verify_challenge(self, request: wire.Request) -> Reply:
         """opCode 201: is this secret-key answer valid for an identity that lives here?"""

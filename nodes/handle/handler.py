@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.handle.admin import ADMIN_OPS, NativeAdmin, Reply
+from nodes.handle.admin import ADMIN_OPS, Login, NativeAdmin, Reply
 from resolver import render
 from resolver.answers import Answer, Outcome
 from resolver.codecs import handle_wire as wire
@@ -163,17 +163,25 @@ class NativeHandler:
             repeats[data[:8] + data[12:36] + data[40:]] = (entry, response, now)
         return response
 
-    async def respond(self, request: wire.Request) -> bytes:
-        """The response to ``request``; never raises."""
+    async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
+        """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
+        login state (None on UDP and HTTP, where opCode 2001 is not served)."""
         try:
             if request.op_code == wire.OC_RESOLUTION:
                 return await self._resolution(request)
             if request.op_code == wire.OC_GET_SITE_INFO:
                 return self._frame(request, 1, self._site_tail, self._site_length)
             if request.op_code in ADMIN_OPS:
+                identity = login.covers(request) if login is not None else None
+                if identity is not None:
+                    return self._reply(await self._admin.perform(request, identity))
                 return self._reply(self._admin.challenge(request))
             if request.op_code == wire.OC_RESPONSE_TO_CHALLENGE:
+                if login is not None and login.answers(request):
+                    return self._reply(await self._admin.login_answer(request, login))
                 return self._reply(await self._admin.answer(request))
+            if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:
+                return self._reply(self._admin.login_challenge(request, login))
             if request.op_code == wire.OC_VERIFY_CHALLENGE:
                 return self._reply(await self._admin.verify_challenge(request))
             raise OperationNotSupported(f"opCode {request.op_code} is not supported here")

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import itertools
 import os
+import socket
 import struct
 import time
 import uuid
@@ -397,3 +398,81 @@ async def _stored(url: str, handle: str) -> bytes:
     finally:
         await connection.close()
     return bytes(row["data"]) if row else b""
+
+
+def _sdk_dump(title: str) -> bytes:
+    """The bytes of one request in the IDIS SDK's wire dump (``idis-sdk/wire-dump.txt``)."""
+    path = VECTORS / "idis-sdk" / "wire-dump.txt"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
+    parts = []
+    for line in lines[start + 1 :]:
+        if line.startswith("##") or not line.strip():
+            break
+        parts.append(bytes.fromhex(line.split()[1]))
+    return b"".join(parts)
+
+
+def test_the_idis_sdk_logs_in_once_per_connection(node: Node) -> None:
+    """The SDK's login (site info, 2001, 200 on its own session id) as its bytes are, then a
+    create carrying only the session id; the login binds that connection only."""
+    suffix = f"S{uuid.uuid4().hex[:5].upper()}"
+    create = _sdk_dump("create handle after login").replace(b"ABC123", suffix.encode())
+    login = _sdk_dump("login step 2")
+    assert login[-4:] == b"\x00\x00\x01\x2c"  # no credential field after the index
+    with socket.create_connection((HOST, node.port), timeout=TIMEOUT) as sock:
+        sock.sendall(_sdk_dump("login step 1"))
+        assert hc.read_tcp(sock).code == 1
+        sock.sendall(login)
+        challenge = hc.read_tcp(sock)
+        assert challenge.code == wire.RC_AUTHENTICATION_NEEDED
+        assert challenge.response.op_code == wire.OC_LOGIN_ID_SYSTEM
+        signed_part = login[wire.ENVELOPE_SIZE :]
+        assert challenge.response.digest == b"\x03" + hashlib.sha256(signed_part).digest()
+        nonce = wire.Reader(challenge.response.body, 0, len(challenge.response.body)).blob()
+        session_id = wire.decode_envelope(login).session_id
+        assert session_id == 10001
+
+        def answer(secret: str) -> bytes:
+            signed = admin.secret_answer(
+                admin.MAC_HMAC_SHA1, nonce, challenge.response.digest[1:], secret.encode()
+            )
+            body = admin.challenge_answer_body(
+                admin.ChallengeAnswer(admin.SECRET_KEY_TYPE, ADMIN, signed)
+            )
+            return wire.encode_request(
+                200,
+                b"",
+                body=body,
+                request_id=5,
+                session_id=session_id,
+                flags=0x10800000,
+                version=(2, 10),
+            )
+
+        sock.sendall(answer(node.secret))
+        logged_in = hc.read_tcp(sock)
+        assert (logged_in.code, logged_in.response.op_code) == (1, wire.OC_LOGIN_ID_SYSTEM)
+        sock.sendall(create)
+        created = hc.read_tcp(sock)
+        assert created.code == 1, created.message()
+        assert values_of(node, f"{PREFIX}/{suffix}")[1] == f"https://example.org/{suffix}"
+        # Another session id on the same connection is not logged in.
+        other = bytearray(create)
+        struct.pack_into(">i", other, 4, session_id + 1)
+        sock.sendall(bytes(other))
+        assert hc.read_tcp(sock).code == wire.RC_AUTHENTICATION_NEEDED
+    # Nor is the same session id on another connection; a wrong secret logs nobody in.
+    with socket.create_connection((HOST, node.port), timeout=TIMEOUT) as sock:
+        sock.sendall(create)
+        assert hc.read_tcp(sock).code == wire.RC_AUTHENTICATION_NEEDED
+        sock.sendall(login)
+        challenge = hc.read_tcp(sock)
+        nonce = wire.Reader(challenge.response.body, 0, len(challenge.response.body)).blob()
+        sock.sendall(answer("wrong"))
+        refused = hc.read_tcp(sock)
+        assert (refused.code, refused.response.op_code) == (403, wire.OC_LOGIN_ID_SYSTEM)
+        sock.sendall(create)
+        assert hc.read_tcp(sock).code == wire.RC_AUTHENTICATION_NEEDED
