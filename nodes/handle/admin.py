@@ -63,7 +63,10 @@ log = logging.getLogger(__name__)
 CHALLENGE_SECONDS = 60.0
 """How long a challenge may be answered (the reference's default)."""
 MAX_PENDING = 10_000
-"""Pending challenges each worker keeps at most; the oldest is dropped first."""
+"""Pending challenges a node keeps, about (checked every :data:`CHECK_EVERY` per worker)."""
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""Bytes of pending requests a node keeps, about (a request may be 256 KiB)."""
+CHECK_EVERY = 64
 LIST_PAGE = 10_000
 MAX_LISTED = 1_000_000
 ADMIN_OPS = frozenset(range(wire.OC_CREATE_HANDLE, wire.OC_LIST_HANDLES + 1))
@@ -113,8 +116,10 @@ class Challenges:
     def open(self, request: wire.Request) -> tuple[int, Pending]:
         """A new challenge to ``request``; :class:`ServerBusy` if too many are pending."""
         self._opened += 1
-        if self._opened % 64 == 1 and self.sweep() >= self._limit:
-            raise ServerBusy("too many pending challenges; retry later")
+        if self._opened % CHECK_EVERY == 1:
+            count, size = self.sweep()
+            if count >= self._limit or size >= MAX_PENDING_BYTES:
+                raise ServerBusy("too many pending challenges; retry later")
         session_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
         digest = wire.request_digest(request)[1:]
         entry = Pending(request, os.urandom(admin.NONCE_SIZE), digest)
@@ -150,19 +155,21 @@ class Challenges:
         request = wire.decode_request(envelope, data[wire.ENVELOPE_SIZE :])
         return Pending(request, nonce, wire.request_digest(request)[1:])
 
-    def sweep(self) -> int:
-        """Remove expired challenges; how many are left."""
+    def sweep(self) -> tuple[int, int]:
+        """Remove expired challenges; how many are left and their bytes."""
         now = self._clock()
-        left = 0
+        left = size = 0
         for path in self._dir.iterdir():
             try:
-                if path.stat().st_mtime + self._ttl + 5 < now:
+                stat = path.stat()
+                if stat.st_mtime + self._ttl + 5 < now:
                     path.unlink()
                 else:
                     left += 1
+                    size += stat.st_size
             except OSError:
                 continue
-        return left
+        return left, size
 
 
 @dataclass(slots=True)
