@@ -226,14 +226,22 @@ class NativeAdmin:
         if entry is None:
             message = b"no pending challenge for this session (expired or answered)"
             return request, wire.RC_AUTHEN_TIMEOUT, wire.error_body(message)
+        original, who = await self._answered(entry, request)
+        if isinstance(who, HandleError):
+            return _refusal(original, who)
+        return await self.perform(original, who)
+
+    async def _answered(
+        self, entry: Pending, request: wire.Request
+    ) -> tuple[wire.Request, Ref | HandleError]:
+        """The challenged request as its response names it (with the answer's request id),
+        and who ``request`` (an opCode 200) proved to be, or why it proved nothing."""
         original = _answering(entry.request, request)
         try:
-            identity = await self._verify(
-                admin.decode_challenge_answer(request), entry, wire.response_version(request)
-            )
+            answer = admin.decode_challenge_answer(request)
+            return original, await self._verify(answer, entry, wire.response_version(request))
         except HandleError as error:
-            return _refusal(original, error)
-        return await self.perform(original, identity)
+            return original, error
 
     async def perform(self, request: wire.Request, identity: Ref) -> Reply:
         """``request`` done by ``identity`` (authenticated already)."""
@@ -258,14 +266,10 @@ class NativeAdmin:
         the identity; the reply carries opCode 2001 (the SDK decodes no other)."""
         entry, login.pending = login.pending, None
         assert entry is not None
-        original = _answering(entry.request, request)
-        try:
-            identity = await self._verify(
-                admin.decode_challenge_answer(request), entry, wire.response_version(request)
-            )
-        except HandleError as error:
-            return _refusal(original, error)
-        login.session_id, login.identity = request.envelope.session_id, identity
+        original, who = await self._answered(entry, request)
+        if isinstance(who, HandleError):
+            return _refusal(original, who)
+        login.session_id, login.identity = request.envelope.session_id, who
         return original, wire.RC_SUCCESS, b""
 
     async def verify_challenge(self, request: wire.Request) -> Reply:
