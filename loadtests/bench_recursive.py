@@ -268,7 +268,7 @@ async def _seed(dsn: str, rows: int, prefixes: Sequence[str], now: int) -> float
     import asyncpg
 
     from registry.prefixes import admin_record, prefix_record
-    from registry.secrets import hash_secret
+    from registry.secrets import legacy_hash
     from resolver.identifiers import fold
 
     started = time.monotonic()
@@ -280,7 +280,7 @@ async def _seed(dsn: str, rows: int, prefixes: Sequence[str], now: int) -> float
             ids = range(first, min(rows, first + chunk))
             records = [build_record(handle_text(i), now) for i in ids]
             await conn.copy_records_to_table("handles", records=_rows(records), columns=columns)
-        secret_hash = hash_secret(secrets.token_urlsafe(16))
+        secret_hash = legacy_hash(secrets.token_urlsafe(16))
         for first in range(0, len(prefixes), chunk // 3):
             records = []
             for prefix in prefixes[first : first + chunk // 3]:

@@ -22,6 +22,7 @@ from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.settings import Settings
 from nodes.throttle import Throttle, parse_limits
+from registry import secrets
 from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
@@ -125,6 +126,7 @@ def build_throttle(settings: Settings) -> Throttle:
 
 
 def build_node(settings: Settings) -> Node:
+    secrets.use_key_file(settings.secret_key_path)
     generations = build_generations(settings)
     store = build_store(settings, generations.identity)
     shared: SharedCache | None = None
@@ -169,6 +171,8 @@ def build_node(settings: Settings) -> Node:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
 
+    # A site's own member may lag: what a write changes is read where it is written.
+    registrar = Registrar(store.writer_view(), homes, invalidator, fetch)
     return Node(
         settings=settings,
         store=store,
@@ -179,9 +183,8 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        # A site's own member may lag: what a write changes is read where it is written.
-        registrar=Registrar(store.writer_view(), homes, invalidator, fetch),
-        authenticator=Authenticator(fetch, throttle=throttle),
+        registrar=registrar,
+        authenticator=Authenticator(fetch, reseal=registrar.reseal, throttle=throttle),
         fetch=fetch,
         walker=walker,
         peers=peers,

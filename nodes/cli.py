@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
+    from registry.secrets import use_key_file
+
+    settings = load_settings(
         http=getattr(args, "http", None),
         role=getattr(args, "role", None),
         workers=getattr(args, "workers", None),
     )
+    # Every command may store or check a secret: the key (made on first use) is loaded here.
+    use_key_file(settings.secret_key_path)
+    return settings
 
 
 def _migrate_if_asked(settings: Settings) -> None:

@@ -262,6 +262,11 @@ class Settings(BaseSettings):
         description="the site's RSA private key (PEM, made by `idis site keygen`); default "
         "<data dir>/site-key.pem, used when it exists",
     )
+    secret_key_file: Path | None = Field(
+        None,
+        description="the 32-byte key that encrypts HS_SECKEY secrets at rest, outside the "
+        "database; default <data dir>/secret.key, made (mode 0600) on first use",
+    )
     handle_max_connections: int = Field(
         1024, ge=1, description="native TCP connections each worker keeps open at most"
     )
@@ -371,6 +376,10 @@ class Settings(BaseSettings):
     @property
     def site_key_path(self) -> Path:
         return self.handle_key_file or self.data_dir / "site-key.pem"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
 
     @property
     def site_url(self) -> str:

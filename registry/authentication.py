@@ -4,9 +4,10 @@ The user name is the percent-encoded identity ``index:handle`` (``300%3A88.100.1
 password the secret.  Without an index, any HS_SECKEY value of the handle may match.
 
 Authentications are throttled per identity and per source address (a :class:`FailureThrottle`,
-see :mod:`nodes.throttle`): every secret that has to be hashed is counted first, and once
+see :mod:`nodes.throttle`): every secret that has to be checked is counted first, and once
 either has had too many, a request is refused with :class:`resolver.errors.Throttled` before
-the secret is hashed, so that guessing costs the node no scrypt.  Credentials that succeeded
+the secret is checked, so that guessing is bounded (and costs no scrypt where a legacy hash is
+still stored).  Credentials that succeeded
 recently are remembered and accepted without hashing or counting, so in effect the failures
 are what is counted, and an attack on an identity does not lock out a client already logged
 in.
@@ -18,12 +19,12 @@ import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 from urllib.parse import unquote
 
 from registry.authorization import Fetch
-from registry.secrets import verify_secret
+from registry.secrets import needs_resealing, verify_secret
 from resolver.errors import AuthenticationFailed
 from resolver.identifiers import fold
 from resolver.values import HS_SECKEY, Record, Ref
@@ -62,6 +63,9 @@ def failure_subjects(identity: str | None, source: str | None) -> list[tuple[str
 class Authenticator:
     """Turns an ``Authorization`` header into an identity, or raises 403 authentication failed.
 
+    A secret still stored as a legacy scrypt hash is handed to ``reseal`` (identity, secret)
+    once it verified, which stores it sealed (:meth:`registry.service.Registrar.reseal`).
+
     Successful checks are remembered for ``remember_seconds`` keyed by identity, a digest of
     the presented secret and the stored hash, so a changed secret is re-checked at once.
     """
@@ -70,6 +74,7 @@ class Authenticator:
         self,
         fetch: Fetch,
         *,
+        reseal: Callable[[Ref, str], Awaitable[None]] | None = None,
         remember_seconds: float = 300.0,
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
@@ -77,6 +82,7 @@ class Authenticator:
     ) -> None:
         self._fetch = fetch
         self._throttle = throttle
+        self._reseal = reseal
         self._remember = remember_seconds
         self._max = max_remembered
         self._clock = clock
@@ -116,8 +122,10 @@ class Authenticator:
             subjects = failure_subjects(fold(identity.handle), source)
             await self._throttle.acquire(subjects, "unverified authentications")
         for key, stored in keys:
-            # scrypt takes tens of milliseconds: keep it off the event loop.
+            # A legacy scrypt hash takes tens of milliseconds: keep it off the event loop.
             if await asyncio.to_thread(verify_secret, secret, stored):
+                if self._reseal is not None and needs_resealing(stored):
+                    await self._reseal(key, secret)
                 if len(self._verified) >= self._max:
                     self._verified.clear()
                 self._verified[(str(key), digest, stored)] = now + self._remember

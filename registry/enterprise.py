@@ -28,7 +28,6 @@ concurrent approvals agree and a generated secret is shown by exactly one of the
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -46,7 +45,7 @@ from registry.prefixes import (
     prefix_record,
     site_values,
 )
-from registry.secrets import generate_secret, hash_secret, weakness
+from registry.secrets import generate_secret, seal_secret, weakness
 from registry.service import MAX_ATTEMPTS
 from resolver.errors import (
     HandleAlreadyExists,
@@ -313,8 +312,7 @@ class EnterprisePrefixes:
             contact=contact_text,
             hosting=hosting,
             site_url=url,
-            # scrypt takes tens of milliseconds: keep it off the event loop.
-            secret_hash=await asyncio.to_thread(hash_secret, secret) if secret else None,
+            secret_hash=seal_secret(secret) if secret else None,
             status="pending",
             created_at=self._now(),
         )
@@ -493,7 +491,7 @@ class EnterprisePrefixes:
         secret_hash = application.secret_hash
         if secret_hash is None:
             secret = generate_secret()
-            secret_hash = await asyncio.to_thread(hash_secret, secret)
+            secret_hash = seal_secret(secret)
         record = admin_record(prefix, secret_hash, int(self._clock()))
         if not await self._store.put(key, record, None):
             return None

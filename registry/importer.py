@@ -64,7 +64,7 @@ from sqlalchemy.engine import make_url
 
 from registry.changelog import ALL_KEY
 from registry.plain_forms import plain_forms
-from registry.secrets import hash_secret, is_hashed, verify_secret
+from registry.secrets import is_stored, seal_secret, verify_secret
 from registry.service import default_admin
 from registry.stores.changes import append_changes
 from registry.stores.sql import make_engine
@@ -653,7 +653,7 @@ def _plain_secret(value: HandleValue) -> bool:
     return (
         value.type == HS_SECKEY
         and value.data.format == "string"
-        and not is_hashed(value.data.value)
+        and not is_stored(value.data.value)
     )
 
 
@@ -687,7 +687,7 @@ def _settle_data(data: bytes, old: bytes | None) -> bytes:
     settled = []
     for row in orjson.loads(data):
         stored = before.get(row[0])
-        if row[1] == HS_SECKEY and row[2] == "string" and not is_hashed(row[3]):
+        if row[1] == HS_SECKEY and row[2] == "string" and not is_stored(row[3]):
             if (
                 stored is not None
                 and stored[1] == HS_SECKEY
@@ -696,7 +696,7 @@ def _settle_data(data: bytes, old: bytes | None) -> bytes:
             ):
                 row[3] = stored[3]
             else:
-                row[3] = hash_secret(row[3])
+                row[3] = seal_secret(row[3])
         # Same content: everything but the timestamp (index 5) of the stored form.
         if stored is not None and row[:5] == stored[:5] and row[6:] == stored[6:]:
             row = stored

@@ -15,7 +15,7 @@ from typing import Any
 
 from registry.authorization import ALL_RIGHTS, Right
 from registry.invalidation import Invalidator
-from registry.secrets import hash_secret
+from registry.secrets import seal_secret
 from resolver.errors import HandleAlreadyExists, PrefixNotHomed
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import Handle, fold, parent_prefixes, prefix_handle, validate_prefix
@@ -133,7 +133,7 @@ async def init_prefix(
     validate_prefix(prefix)
     now = int(time.time())
     na_record = prefix_record(prefix, now)
-    secret_record = admin_record(prefix, hash_secret(secret), now)
+    secret_record = admin_record(prefix, seal_secret(secret), now)
     na = Handle.parse(na_record.handle)
     admin = Handle.parse(secret_record.handle)
     existing = await store.get_many([na.key, admin.key])
@@ -183,7 +183,7 @@ async def allocate_prefix(
         na.text,
         (
             HandleValue(ADMIN_INDEX, HS_ADMIN, Data("admin", holder), timestamp=now),
-            secret_key(hash_secret(secret), now),
+            secret_key(seal_secret(secret), now),
         ),
     )
     if not await store.put(na.key, record, None):

@@ -20,7 +20,7 @@ from registry.authorization import (
     rights,
 )
 from registry.invalidation import Invalidator
-from registry.secrets import hash_secret, is_hashed, verify_secret, weakness
+from registry.secrets import is_stored, needs_resealing, seal_secret, verify_secret, weakness
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -55,10 +55,6 @@ MAX_ATTEMPTS = 5
 """Tries of an optimistic write (read, then put at that version) before answering busy."""
 MAX_PAGE_SIZE = 10_000
 MAX_BATCH = 2000
-MAX_SECRETS_PER_BATCH = 64
-"""Secret keys (HS_SECKEY values) one batch may write.  Each costs up to two scrypt runs
-(checking it against the stored hash, hashing it), some 50 ms of CPU each: this bounds a
-request at a few seconds.  Items past it answer code 3, to be sent again in another batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +80,6 @@ class ItemResult:
     code: int
     status: str
     message: str = ""
-
-
-_TOO_MANY_SECRETS = (
-    f"more than {MAX_SECRETS_PER_BATCH} secret keys ({HS_SECKEY}) to hash in one batch:"
-    " send this item again in another"
-)
-
-
-def _secrets(values: Sequence[HandleValue]) -> int:
-    """The secret keys among ``values`` that writing them may hash (see Registrar._settle)."""
-    return sum(v.type == HS_SECKEY and v.data.format == "string" for v in values)
 
 
 def _require(identity: Ref | None) -> Ref:
@@ -197,7 +182,7 @@ class Registrar:
     ) -> tuple[HandleValue, ...]:
         """The values as they will be stored.
 
-        Secrets are hashed (a secret that matches the stored hash keeps it, so re-sending the
+        Secrets are sealed (a secret that matches the stored one keeps it, so re-sending the
         same record is not a change); unchanged values keep their timestamps; values without
         HS_ADMIN get one naming the prefix administrators, on creation and on a whole
         replacement alike, so that re-sending a record is not a change and never strips the
@@ -209,23 +194,23 @@ class Registrar:
             before = previous.get(value.index)
             if value.type == HS_SECKEY and value.data.format == "string":
                 secret = value.data.value
-                # scrypt takes tens of milliseconds: keep it off the event loop.
+                # A legacy scrypt hash takes tens of milliseconds: keep it off the event loop.
                 if (
                     before is not None
                     and before.type == HS_SECKEY
+                    and not needs_resealing(before.data.value)
                     and await asyncio.to_thread(verify_secret, secret, before.data.value)
                 ):
                     value = replace(value, data=before.data)
-                elif not is_hashed(secret):
-                    # A new secret set by a client; stored hashes (copies, restores) pass as
+                elif not is_stored(secret):
+                    # A new secret set by a client; stored ones (copies, restores) pass as
                     # they are, their strength unknowable.
                     problem = weakness(secret)
                     if problem is not None:
                         raise InvalidValue(
                             f"HS_SECKEY {value.index}: {problem}", handle=handle.text
                         )
-                    hashed = await asyncio.to_thread(hash_secret, secret)
-                    value = replace(value, data=Data("string", hashed))
+                    value = replace(value, data=Data("string", seal_secret(secret)))
             if before is not None and before.same_content(value):
                 value = before
             settled.append(value)
@@ -346,18 +331,14 @@ class Registrar:
         results: dict[int, ItemResult] = {}
         pending: dict[int, BatchItem] = {}
         seen: set[str] = set()
-        secrets = 0
         for n, item in enumerate(items):
             if item.error is not None or item.handle is None:
                 error = item.error or InvalidValue("no handle")
                 results[n] = ItemResult(item.text, error.code, "error", error.message)
             elif item.handle.key in seen:
                 results[n] = ItemResult(item.text, 101, "error", "handle repeated in batch")
-            elif secrets + (cost := _secrets(item.values)) > MAX_SECRETS_PER_BATCH:
-                results[n] = ItemResult(item.text, ServerBusy.code, "error", _TOO_MANY_SECRETS)
             else:
                 seen.add(item.handle.key)
-                secrets += cost
                 pending[n] = item
         create_rights: dict[str, int] = {}
         for _ in range(MAX_ATTEMPTS):
@@ -420,6 +401,26 @@ class Registrar:
             raise HandleAlreadyExists("handle exists with other values", handle=handle.text)
         await self._check_change(who, record, settled, handle.text)
         return Record(record.handle, settled), record.version
+
+    async def reseal(self, identity: Ref, secret: str) -> None:
+        """Replace the legacy scrypt hash at ``identity`` by ``secret`` sealed, if that hash is
+        still there and matches (its holder just logged in with it); no rights needed."""
+        handle = Handle.parse(identity.handle)
+        for _ in range(MAX_ATTEMPTS):
+            record = await self._store.get(handle.key)
+            value = record.by_index().get(identity.index) if record else None
+            if record is None or value is None or value.type != HS_SECKEY:
+                return
+            stored = value.data.value
+            if not (isinstance(stored, str) and needs_resealing(stored)):
+                return
+            if not await asyncio.to_thread(verify_secret, secret, stored):
+                return
+            sealed = replace(value, data=Data("string", seal_secret(secret)))
+            values = tuple(sealed if v.index == identity.index else v for v in record.values)
+            if await self._store.put(handle.key, Record(record.handle, values), record.version):
+                await self._invalidator.written([handle.key])
+                return
 
     # --- reading lists -------------------------------------------------------------------
 

@@ -109,5 +109,5 @@ prefix_applications = sa.Table(
 """Enterprises applying for prefixes derived from one homed here, and the decisions taken.
 
 ``key`` and ``parent`` are folded (see :func:`resolver.identifiers.fold`); ``secret_hash`` is
-the applicant's PREFIX/ADMIN secret as :func:`registry.secrets.hash_secret` stores it, never
+the applicant's PREFIX/ADMIN secret as :func:`registry.secrets.seal_secret` stores it, never
 the secret itself."""

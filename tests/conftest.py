@@ -8,6 +8,7 @@ an empty schema of its own for the price of a CREATE DATABASE.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -17,12 +18,22 @@ import asyncpg
 import pytest
 import redis
 
-from registry import migrate
+from registry import migrate, secrets
 from registry.stores import SqlStore
 from resolver.memory import MemoryStore
 from resolver.ports import RecordStore
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_key() -> bytes:
+    """The key sealing secrets in this test process (a node built here adds its own)."""
+    key = os.urandom(secrets.KEY_SIZE)
+    secrets.use_key(key)
+    return key
+
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 

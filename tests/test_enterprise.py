@@ -22,8 +22,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-import registry.enterprise
-import registry.prefixes
 from nodes.federation import TopLevelClient
 from nodes.processes import free_ports, run_cli
 from registry import migrate
@@ -36,7 +34,7 @@ from registry.enterprise import (
 )
 from registry.invalidation import Invalidator
 from registry.prefixes import init_prefix, site_values
-from registry.secrets import hash_secret, verify_secret
+from registry.secrets import verify_secret
 from registry.stores.applications import MemoryApplications, SqlApplications
 from registry.stores.sql import SqlStore, make_engine
 from resolver.errors import (
@@ -74,22 +72,6 @@ _numbers = itertools.count(1000)
 def new_prefix() -> str:
     """An enterprise prefix under 88.100 that no other test uses."""
     return f"88.100.{next(_numbers)}"
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """scrypt takes tens of milliseconds: hash each secret once for the whole module."""
-    monkeypatch.setattr(registry.prefixes, "hash_secret", _cached_hash)
-    monkeypatch.setattr(registry.enterprise, "hash_secret", _cached_hash)
-
-
-_hashes: dict[str, str] = {}
-
-
-def _cached_hash(secret: str) -> str:
-    if secret not in _hashes:
-        _hashes[secret] = hash_secret(secret)
-    return _hashes[secret]
 
 
 # --- the application store, on every backend ---------------------------------------------

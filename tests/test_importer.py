@@ -34,7 +34,7 @@ from registry.importer import (
     import_records,
 )
 from registry.plain_forms import python_plain_forms
-from registry.secrets import is_hashed, verify_secret
+from registry.secrets import is_stored, verify_secret
 from registry.stores import SqlStore
 from resolver.codecs.stored import decode_values
 from resolver.errors import HandleError
@@ -148,7 +148,7 @@ async def test_jsonl_applies_the_rules_of_a_creation(db: str) -> None:
     assert (taken[0].ttl, taken[0].timestamp) == (60, 1_577_836_800)
     # Secrets are stored hashed, never as given.
     (secret,) = [v for v in got["88.100.1/SECRET"].values if v.type == "HS_SECKEY"]
-    assert is_hashed(secret.data.value) and verify_secret("s3cret", secret.data.value)
+    assert is_stored(secret.data.value) and verify_secret("s3cret", secret.data.value)
     assert secret.permissions == 0b1100
     # A derived prefix record is administered by its parent's administrators.
     derived = got["0.NA/88.100.1.7"].values

@@ -17,7 +17,7 @@ from nodes.http.replication_api import authenticate_peer
 from nodes.processes import free_ports
 from nodes.throttle import Throttle, parse_limits
 from registry.authentication import Authenticator
-from registry.secrets import hash_secret
+from registry.secrets import seal_secret
 from resolver.errors import AuthenticationFailed, HandleError, Throttled
 from resolver.identifiers import fold
 from resolver.values import SECRET_PERMISSIONS, Data, HandleValue, Record
@@ -33,7 +33,7 @@ def basic(user: str, secret: str) -> str:
 
 class Records:
     def __init__(self) -> None:
-        hashed = hash_secret(SECRET)
+        hashed = seal_secret(SECRET)
         self.records = {
             fold(f"88.100.1/{name}"): Record(
                 f"88.100.1/{name}",

@@ -7,8 +7,9 @@ as sent and the filters; a hit is one dict lookup, a generation check and one ``
 of the envelope and header with this request's fields (request id, session, version, flags,
 expiration) patched in.  ``AUTH`` (authoritative) bypasses these bytes and every cache below.
 
-Who may see what: requests are anonymous here (no authentication on the native doors yet), so
-answers hold public values only, whether or not ``PUBL`` is set.
+Who may see what: resolution is anonymous here, so answers hold public values only, whether or
+not ``PUBL`` is set.  Administration (opCodes 100 to 105, answered after a challenge, 200 and
+201) is :mod:`nodes.handle.admin`'s.
 
 Response codes come from the core's error tree (every :class:`resolver.errors.HandleError`
 carries its Handle code), sent through :func:`resolver.codecs.handle_wire.wire_code`, the one
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nodes.handle.admin import ADMIN_OPS, Login, NativeAdmin, Reply
 from resolver import render
 from resolver.answers import Answer, Outcome
 from resolver.codecs import handle_wire as wire
@@ -79,6 +81,7 @@ class NativeHandler:
         sign: wire.Sign | None = None,
     ) -> None:
         self._node = node
+        self._admin = NativeAdmin(node)
         self._sign = sign
         self._site_tail = wire.unsigned_tail(encode_site(site))
         self._site_length = len(self._site_tail) - 4
@@ -160,13 +163,27 @@ class NativeHandler:
             repeats[data[:8] + data[12:36] + data[40:]] = (entry, response, now)
         return response
 
-    async def respond(self, request: wire.Request) -> bytes:
-        """The response to ``request``; never raises."""
+    async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
+        """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
+        login state (None on UDP and HTTP, where opCode 2001 is not served)."""
         try:
             if request.op_code == wire.OC_RESOLUTION:
                 return await self._resolution(request)
             if request.op_code == wire.OC_GET_SITE_INFO:
                 return self._frame(request, 1, self._site_tail, self._site_length)
+            if request.op_code in ADMIN_OPS:
+                identity = login.covers(request) if login is not None else None
+                if identity is not None:
+                    return self._reply(await self._admin.perform(request, identity))
+                return self._reply(self._admin.challenge(request))
+            if request.op_code == wire.OC_RESPONSE_TO_CHALLENGE:
+                if login is not None and login.answers(request):
+                    return self._reply(await self._admin.login_answer(request, login))
+                return self._reply(await self._admin.answer(request))
+            if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:
+                return self._reply(self._admin.login_challenge(request, login))
+            if request.op_code == wire.OC_VERIFY_CHALLENGE:
+                return self._reply(await self._admin.verify_challenge(request))
             raise OperationNotSupported(f"opCode {request.op_code} is not supported here")
         except HandleError as error:
             return self.error(request, error.code, error.message)
@@ -184,6 +201,10 @@ class NativeHandler:
     def error(self, request: wire.Request, code: int, message: str) -> bytes:
         code = wire.wire_code(code, wire.response_version(request))
         return self._frame(request, code, wire.unsigned_tail(wire.error_body(message.encode())))
+
+    def _reply(self, reply: Reply) -> bytes:
+        request, code, body = reply
+        return self._frame(request, code, wire.unsigned_tail(body))
 
     def _frame(
         self, request: wire.Request, code: int, tail: bytes, body_length: int | None = None

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from nodes.handle.admin import Login
 from nodes.handle.handler import NativeHandler, error_request
 from nodes.handle.site import load_signer, node_site
 from resolver.codecs import handle_wire as wire
@@ -125,6 +126,7 @@ class TcpDoor(asyncio.Protocol):
         self._blocked = False
         self._task: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._login = Login()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -214,7 +216,7 @@ class TcpDoor(asyncio.Protocol):
             return
 
     async def _slow(self, request: wire.Request) -> None:
-        response = await self._handler.respond(request)
+        response = await self._handler.respond(request, self._login)
         self._busy = False
         if self._transport is None:
             return

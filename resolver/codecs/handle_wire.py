@@ -565,10 +565,13 @@ def encode_request(
     session_id: int = 0,
     recursion_count: int = 0,
     expiration: int = 0,
+    body: bytes | None = None,
 ) -> bytes:
     """A request as a client sends it on TCP (envelope first): resolution (with filters, and
-    the IDIS SDK's ``auth_bytes``) or any request whose body is just its handle."""
-    if op_code == OC_RESOLUTION:
+    the IDIS SDK's ``auth_bytes``), any request whose body is just its handle, or ``body``."""
+    if body is not None:
+        pass
+    elif op_code == OC_RESOLUTION:
         body = b"".join(
             (
                 string(handle),

@@ -420,9 +420,12 @@ def test_bad_messages_are_refused_in_protocol_terms(fed: Federation) -> None:
     short = bytearray(good[:-8])
     short[16:20] = (len(short) - 20).to_bytes(4, "big")
     assert native.tcp(bytes(short)).code == wire.RC_PROTOCOL_ERROR
-    # Administration is not served natively: operation not supported (5).
+    # Administration without a session is challenged (402; tests/e2e/test_handle_admin.py);
+    # an opCode this server does not serve gets operation not supported (5).
     create = _vector("create_handle_request.bin")
-    assert native.tcp(create).code == wire.RC_OPERATION_NOT_SUPPORTED
+    assert native.tcp(create).code == wire.RC_AUTHENTICATION_NEEDED
+    home = wire.encode_request(wire.OC_HOME_NA, b"0.NA/88.100.9", request_id=43)
+    assert native.tcp(home).code == wire.RC_OPERATION_NOT_SUPPORTED
     # Not a handle: 102; a prefix homed nowhere: 301.
     assert native.udp(hc.resolution("88.100.1/\x01")).code == wire.RC_INVALID_HANDLE
     assert native.udp(hc.resolution("99.1/X")).code == wire.RC_SERVER_NOT_RESP

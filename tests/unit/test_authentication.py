@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
+from registry import secrets
 from registry.authentication import Authenticator, parse_identity
-from registry.secrets import generate_secret, hash_secret, is_hashed, verify_secret
+from registry.secrets import (
+    generate_secret,
+    is_stored,
+    legacy_hash,
+    open_secret,
+    seal_secret,
+    verify_secret,
+)
 from resolver.errors import AuthenticationFailed
 from resolver.identifiers import fold
 from resolver.values import SECRET_PERMISSIONS, Data, HandleValue, Record, Ref
@@ -17,7 +26,7 @@ SECRET = "pa:ss:word"
 
 @pytest.fixture(scope="module")
 def hashed() -> str:
-    return hash_secret(SECRET)
+    return seal_secret(SECRET)
 
 
 class Clock:
@@ -110,7 +119,7 @@ async def test_scheme_is_case_insensitive(store: Store) -> None:
 
 
 async def test_identity_without_index_is_the_key_that_matched(store: Store, hashed: str) -> None:
-    store.key("88.100.1/ADMIN", (300, hash_secret("other")), (301, hashed))
+    store.key("88.100.1/ADMIN", (300, seal_secret("other")), (301, hashed))
     auth = Authenticator(store.fetch)
     assert await auth.identify(basic("88.100.1/ADMIN", SECRET)) == Ref("88.100.1/ADMIN", 301)
 
@@ -193,7 +202,7 @@ async def test_memo_is_dropped_when_the_stored_hash_changes(
     auth = Authenticator(store.fetch)
     header = basic("300%3A88.100.1/ADMIN", SECRET)
     await auth.identify(header)
-    store.key("88.100.1/ADMIN", (300, hash_secret("rotated")))
+    store.key("88.100.1/ADMIN", (300, seal_secret("rotated")))
     await failed(auth, header)
     assert verifications == [SECRET, SECRET]
     assert await auth.identify(basic("300%3A88.100.1/ADMIN", "rotated"))
@@ -229,21 +238,21 @@ def test_hash_verifies_its_secret_only(hashed: str) -> None:
 
 
 def test_hashes_are_salted(hashed: str) -> None:
-    again = hash_secret(SECRET)
+    again = seal_secret(SECRET)
     assert again != hashed
     assert verify_secret(SECRET, again)
 
 
 def test_hash_does_not_contain_the_secret(hashed: str) -> None:
     assert SECRET not in hashed
-    assert hashed.startswith("scrypt$")
+    assert hashed.startswith("aesgcm$")
 
 
 def test_is_hashed(hashed: str) -> None:
-    assert is_hashed(hashed)
-    assert not is_hashed(SECRET)
-    assert not is_hashed("scrypt$1$2")
-    assert not is_hashed("")
+    assert is_stored(hashed)
+    assert not is_stored(SECRET)
+    assert not is_stored("scrypt$1$2")
+    assert not is_stored("")
 
 
 @pytest.mark.parametrize(
@@ -255,9 +264,48 @@ def test_verify_rejects_malformed_hashes_without_raising(stored: str) -> None:
 
 
 def test_unicode_secret() -> None:
-    stored = hash_secret("密码-ß")
+    stored = seal_secret("密码-ß")
     assert verify_secret("密码-ß", stored)
     assert not verify_secret("密码-SS", stored)
+
+
+def test_a_secret_sealed_under_another_key_or_tampered_with_does_not_open(hashed: str) -> None:
+    scheme, kid, blob = hashed.split("$")
+    assert open_secret(hashed) == SECRET.encode()
+    assert not verify_secret(SECRET, f"{scheme}${'0' * len(kid)}${blob}")
+    flipped = base64.b64encode(bytes([base64.b64decode(blob)[-1] ^ 1])).decode()
+    tampered = base64.b64encode(base64.b64decode(blob)[:-1] + base64.b64decode(flipped)).decode()
+    assert open_secret(f"{scheme}${kid}${tampered}") is None
+
+
+def test_keys_loaded_before_still_open_their_values(tmp_path: Path, secret_key: bytes) -> None:
+    first = seal_secret(SECRET)
+    try:
+        secrets.use_key_file(tmp_path / "secret.key")
+        assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+        second = seal_secret(SECRET)
+        assert first.split("$")[1] != second.split("$")[1]
+        assert verify_secret(SECRET, first) and verify_secret(SECRET, second)
+        # The same file gives the same key: a restarted node opens what it sealed.
+        assert secrets.use_key_file(tmp_path / "secret.key") == second.split("$")[1]
+    finally:
+        secrets.use_key(secret_key)
+
+
+async def test_a_legacy_scrypt_hash_verifies_and_is_resealed_on_login() -> None:
+    store = Store()
+    store.key("88.100.1/ADMIN", (300, legacy_hash(SECRET)))
+    resealed: list[tuple[Ref, str]] = []
+
+    async def reseal(identity: Ref, secret: str) -> None:
+        resealed.append((identity, secret))
+
+    auth = Authenticator(store.fetch, reseal=reseal)
+    with pytest.raises(AuthenticationFailed):
+        await auth.identify(basic("300%3A88.100.1/ADMIN", "wrong"))
+    assert resealed == []
+    assert await auth.identify(basic("300%3A88.100.1/ADMIN", SECRET)) == Ref("88.100.1/ADMIN", 300)
+    assert resealed == [(Ref("88.100.1/ADMIN", 300), SECRET)]
 
 
 def test_generated_secrets_are_distinct_and_long() -> None:

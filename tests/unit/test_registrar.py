@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
 import pytest
 
-import registry.prefixes
 from registry.authorization import ALL_RIGHTS, DEFAULT_ADMIN_RIGHTS, Right
 from registry.invalidation import Invalidator
 from registry.prefixes import init_prefix
-from registry.secrets import hash_secret, is_hashed, verify_secret
-from registry.service import MAX_BATCH, MAX_SECRETS_PER_BATCH, BatchItem, Registrar
+from registry.secrets import is_stored, verify_secret
+from registry.service import MAX_BATCH, BatchItem, Registrar
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
 from resolver.chain import MemoryLayer, StoreLookup, build
@@ -36,17 +34,6 @@ from resolver.values import AdminRef, Data, HandleValue, Record, Ref
 
 SECRET = "s3cret:with:colons"
 T1, T2 = 1_700_000_000, 1_700_000_500
-
-
-@pytest.fixture(autouse=True)
-def _fast_prefix_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """init_prefix hashes with scrypt; one hash per secret is enough for these tests."""
-    monkeypatch.setattr(registry.prefixes, "hash_secret", _cached_hash)
-
-
-@functools.cache
-def _cached_hash(secret: str) -> str:
-    return hash_secret(secret)
 
 
 @dataclass
@@ -116,7 +103,7 @@ async def test_init_prefix_homes_the_prefix_and_creates_its_admin(world: World) 
     assert world.admin == Ref("88.100.1/ADMIN", 300)
     assert "88.100.1" in await world.registrar.homed_prefixes()
     key = by_index(await world.record("88.100.1/ADMIN"))[300]
-    assert is_hashed(key.data.value) and verify_secret(SECRET, key.data.value)
+    assert is_stored(key.data.value) and verify_secret(SECRET, key.data.value)
     assert not key.public_read
 
 
@@ -381,7 +368,7 @@ async def test_secret_key_is_stored_hashed(world: World) -> None:
     await world.registrar.put(h("88.100.1/user"), (seckey(PW),), world.admin)
     stored = by_index(await world.record("88.100.1/user"))[300].data.value
     assert stored != PW
-    assert is_hashed(stored) and verify_secret(PW, stored)
+    assert is_stored(stored) and verify_secret(PW, stored)
 
 
 async def test_re_sending_the_same_secret_is_not_a_change(world: World) -> None:
@@ -621,32 +608,3 @@ async def test_listing_needs_list_handles(world: World) -> None:
 async def test_bad_paging_is_a_protocol_error(world: World, page: int, size: int) -> None:
     with pytest.raises(ProtocolError):
         await world.registrar.list_handles("88.100.1", world.admin, page, size)
-
-
-async def test_a_batch_hashes_a_bounded_number_of_secrets(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each secret costs a scrypt run: a batch full of them must not buy minutes of CPU.
-    hashed: list[str] = []
-
-    def counting_hash(secret: str) -> str:
-        hashed.append(secret)
-        return _cached_hash(secret)
-
-    monkeypatch.setattr(registry.service, "hash_secret", counting_hash)
-    per_item = 8
-    items = [
-        item(f"88.100.1/k{n}", *(seckey("strong-secret-42", 300 + i) for i in range(per_item)))
-        for n in range(10)
-    ]
-    results = await world.registrar.batch(items, world.admin)
-    admitted = MAX_SECRETS_PER_BATCH // per_item
-    assert [(r.code, r.status) for r in results] == [(1, "created")] * admitted + [(3, "error")] * (
-        10 - admitted
-    )
-    assert "send this item again" in results[-1].message
-    assert len(hashed) == MAX_SECRETS_PER_BATCH
-    assert await world.record(f"88.100.1/k{admitted}") is None
-    # Sent again on their own, the refused items are written.
-    again = await world.registrar.batch(items[admitted:], world.admin)
-    assert {(r.code, r.status) for r in again} == {(1, "created")}
