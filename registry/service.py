@@ -21,6 +21,7 @@ from registry.authorization import (
 )
 from registry.invalidation import Invalidator
 from registry.secrets import hash_secret, is_hashed, verify_secret
+from registry.templates import TemplateCheck
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -135,6 +136,7 @@ class Registrar:
         self._fetch = fetch
         self._clock = clock
         self._authority = authority
+        self._templates = TemplateCheck(fetch)
 
     # --- authorization -------------------------------------------------------------------
 
@@ -189,7 +191,7 @@ class Registrar:
     async def _settle(
         self, values: Sequence[HandleValue], old: Record | None, handle: Handle
     ) -> tuple[HandleValue, ...]:
-        """The values as they will be stored.
+        """The values as they will be stored (refused if they break their data template).
 
         Secrets are hashed (a secret that matches the stored hash keeps it, so re-sending the
         same record is not a change); unchanged values keep their timestamps; values without
@@ -222,6 +224,7 @@ class Registrar:
             settled.append(before if before is not None and before.same_content(admin) else admin)
         if len(settled) > MAX_VALUES:
             raise InvalidValue(f"more than {MAX_VALUES} values", handle=handle.text)
+        await self._templates.check(handle, settled, old)
         return tuple(sorted(settled, key=lambda v: v.index))
 
     # --- single-handle writes --------------------------------------------------------------
@@ -307,6 +310,7 @@ class Registrar:
                     raise ValuesNotFound(f"no value at index {missing[0]}", handle=handle.text)
                 kept = tuple(v for v in record.values if v.index not in set(indexes))
                 await self._check_change(who, record, kept, handle.text)
+                await self._templates.check(handle, kept, record)
                 done = await self._store.put(
                     handle.key, Record(record.handle, kept), record.version
                 )
