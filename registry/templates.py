@@ -10,15 +10,18 @@ live in :mod:`resolver.templates`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from registry.authorization import Fetch
+from resolver.codecs.stored import decode_values
 from resolver.errors import HandleError, InvalidValue
 from resolver.identifiers import Handle
 from resolver.templates import (
     TEMPLATE_TYPE,
     Template,
     TemplateError,
+    Violation,
     check_versions,
     current,
     named_template,
@@ -29,10 +32,33 @@ from resolver.values import HandleValue, Record
 
 MAX_REPORTED = 5
 """Violations named in one refusal; a record breaking more rules says how many more."""
+TEMPLATE_SUFFIX = "TEMPLATE."
+"""Template handles are ``<prefix>/TEMPLATE.<name>``: a key range the importer can read."""
 
 
 def _holds_template(values: Sequence[HandleValue]) -> bool:
     return any(v.type.upper() == TEMPLATE_TYPE for v in values)
+
+
+def _template_key(name: str) -> str | None:
+    """The folded key of the template handle ``name``, or None if it cannot be one."""
+    try:
+        handle = Handle.parse(name)
+    except HandleError:
+        return None
+    return handle.key if handle.suffix.upper().startswith(TEMPLATE_SUFFIX) else None
+
+
+def _refusal(name: str, template: Template, violations: Sequence[Violation]) -> str:
+    shown = "; ".join(str(v) for v in violations[:MAX_REPORTED])
+    more = len(violations) - MAX_REPORTED
+    if more > 0:
+        shown += f"; and {more} more"
+    return f"template {name} version {template.version}: {shown}"
+
+
+def _no_template(name: str) -> str:
+    return f"index 1001 (TEMPLATE) names no template handle <prefix>/TEMPLATE.<name>: {name[:80]!r}"
 
 
 class TemplateCheck:
@@ -50,6 +76,11 @@ class TemplateCheck:
         ``old`` is the record being replaced, if any: a template handle keeps its versions.
         """
         if _holds_template(values) or (old is not None and _holds_template(old.values)):
+            if _template_key(handle.text) is None:
+                raise InvalidValue(
+                    f"template versions live in handles <prefix>/{TEMPLATE_SUFFIX}<name>",
+                    handle=handle.text,
+                )
             try:
                 before = template_versions(old.values) if old is not None else []
             except TemplateError:
@@ -64,28 +95,71 @@ class TemplateCheck:
         template = await self.template(name, handle.text)
         violations = validate(template, values)
         if violations:
-            shown = "; ".join(str(v) for v in violations[:MAX_REPORTED])
-            more = len(violations) - MAX_REPORTED
-            if more > 0:
-                shown += f"; and {more} more"
-            raise InvalidValue(
-                f"template {name} version {template.version}: {shown}", handle=handle.text
-            )
+            raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
 
     async def template(self, name: str, handle: str | None = None) -> Template:
         """The current version of the template handle ``name``; InvalidValue if there is none."""
-        try:
-            key = Handle.parse(name).key
-        except HandleError:
-            raise InvalidValue(
-                f"index 1001 (TEMPLATE) must name a template handle, not {name[:80]!r}",
-                handle=handle,
-            ) from None
+        key = _template_key(name)
+        if key is None:
+            raise InvalidValue(_no_template(name), handle=handle)
         record = await self._fetch(key)
-        try:
-            found = current(template_versions(record.values)) if record is not None else None
-        except TemplateError:
-            found = None
+        found = _current(record.values) if record is not None else None
         if found is None:
             raise InvalidValue(f"no template at {name}", handle=handle)
         return found
+
+
+def _current(values: Sequence[HandleValue]) -> Template | None:
+    try:
+        return current(template_versions(values))
+    except TemplateError:
+        return None
+
+
+def template_range(prefix_key: str) -> tuple[str, str]:
+    """The key range ``[low, high)`` of the template handles under a (folded) prefix."""
+    low = f"{prefix_key}/{TEMPLATE_SUFFIX}"
+    return low, low[:-1] + "/"  # "/" is the character after "."
+
+
+_SUSPECT = re.compile(rb"\[1001,|(?i:template)")
+"""Stored forms that may name a template or hold one; any other needs no decoding."""
+
+
+class ImportGate:
+    """The template check of ``idis import``: synchronous, on the templates stored under the
+    node's prefixes when the import starts (the importer parses without waiting on the
+    database).  Templates themselves are written over REST, where their versions are checked
+    against the ones they replace, never imported."""
+
+    def __init__(self, stored: Iterable[tuple[str, bytes]]) -> None:
+        """``stored`` is ``(key, stored form)`` of the template handles (see
+        :func:`template_range`)."""
+        self._templates: dict[str, Template] = {}
+        for key, data in stored:
+            found = _current(decode_values(data))
+            if found is not None:
+                self._templates[key] = found
+
+    @property
+    def templates(self) -> Mapping[str, Template]:
+        return self._templates
+
+    def refusal(self, data: bytes) -> str | None:
+        """Why the record whose stored form is ``data`` may not be imported, or None."""
+        if _SUSPECT.search(data) is None:
+            return None
+        values = decode_values(data)
+        if _holds_template(values):
+            return "templates are written over the REST API (their versions are kept), not imported"
+        name = named_template(values)
+        if name is None:
+            return None
+        key = _template_key(name)
+        if key is None:
+            return _no_template(name)
+        template = self._templates.get(key)
+        if template is None:
+            return f"no template at {name} on this node"
+        violations = validate(template, values)
+        return _refusal(name, template, violations) if violations else None
