@@ -19,10 +19,12 @@ from resolver.errors import HandleError, InvalidValue
 from resolver.identifiers import Handle
 from resolver.templates import (
     TEMPLATE_TYPE,
+    Claim,
     Template,
     TemplateError,
     Violation,
     check_versions,
+    claims,
     current,
     named_template,
     template_versions,
@@ -70,8 +72,10 @@ class TemplateCheck:
 
     async def check(
         self, handle: Handle, values: Sequence[HandleValue], old: Record | None = None
-    ) -> None:
-        """Raise :class:`InvalidValue` unless ``values`` may become ``handle``'s record.
+    ) -> tuple[Claim, ...] | None:
+        """Raise :class:`InvalidValue` unless ``values`` may become ``handle``'s record; the
+        unique values it takes (see :attr:`resolver.values.Record.claims`: None when neither
+        it nor ``old`` names a template, so that the store leaves the key's claims alone).
 
         ``old`` is the record being replaced, if any: a template handle keeps its versions.
         """
@@ -91,11 +95,12 @@ class TemplateCheck:
                 raise InvalidValue(f"template: {error}", handle=handle.text) from None
         name = named_template(values)
         if name is None:
-            return
+            return () if old is not None and named_template(old.values) is not None else None
         template = await self.template(name, handle.text)
         violations = validate(template, values)
         if violations:
             raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
+        return tuple(claims(Handle.parse(name).key, template, values))
 
     async def template(self, name: str, handle: str | None = None) -> Template:
         """The current version of the template handle ``name``; InvalidValue if there is none."""
@@ -162,4 +167,9 @@ class ImportGate:
         if template is None:
             return f"no template at {name} on this node"
         violations = validate(template, values)
-        return _refusal(name, template, violations) if violations else None
+        if violations:
+            return _refusal(name, template, violations)
+        if any(item.unique and item.enabled for item in template.items):
+            # Claims are taken by the registrar's writes; the COPY of an import takes none.
+            return f"template {name} has unique items: write its records through /api/batch"
+        return None

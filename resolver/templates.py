@@ -27,6 +27,7 @@ Everything here is pure: reading templates and refusing writes belong to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from itertools import pairwise
 from typing import Any
 from urllib.parse import urlsplit
 
-from resolver.errors import HandleError
+from resolver.errors import HandleError, InvalidValue
 from resolver.identifiers import Handle
 from resolver.values import HandleValue
 
@@ -46,6 +47,8 @@ TEMPLATE_INDEX = 1001
 TEMPLATE_REF = "TEMPLATE"
 TEMPLATE_TYPE = "IDIS.TEMPLATE"
 MIN_ITEM_INDEX = 2000
+MAX_CLAIM_CHARS = 256
+"""Unique values longer than this are claimed by their SHA-256 (an index entry stays small)."""
 
 SCALAR_TYPES = frozenset(
     {"text", "number", "date", "date-time", "boolean", "enumeration", "url", "reference"}
@@ -358,6 +361,60 @@ def validate(template: Template, values: Sequence[HandleValue]) -> list[Violatio
         detail = f"template version {template.version} has no item at this index"
         violations.append(Violation(index, value.type, "unknown item", detail))
     return violations
+
+
+Claim = tuple[str, int, str]
+"""A unique value taken: ``(template handle's key, item index, value)``."""
+
+
+class UniqueValueTaken(InvalidValue):
+    """Unique template values that another record holds already (Handle code 202).
+
+    ``taken`` maps each refused record's key to the message naming its item and rule; a store
+    raises this for a whole write, which then changes nothing.
+    """
+
+    def __init__(self, taken: Mapping[str, str]) -> None:
+        super().__init__(next(iter(taken.values())))
+        self.taken = dict(taken)
+
+
+def claims(template_key: str, template: Template, values: Sequence[HandleValue]) -> list[Claim]:
+    """The unique values ``values`` (a record valid under ``template``) take."""
+    by_index = {v.index: v for v in values}
+    taken = []
+    for item in template.items:
+        value = by_index.get(item.index)
+        if item.unique and item.enabled and value is not None:
+            text = str(value.data.value)
+            if len(text) > MAX_CLAIM_CHARS:
+                text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+            taken.append((template_key, item.index, text))
+    return taken
+
+
+def taken_message(claim: Claim) -> str:
+    template, index, value = claim
+    return f"item at index {index} of template {template}: unique: {value[:80]!r} is taken"
+
+
+def unique_clashes(
+    claimed: Mapping[Claim, str], writes: Sequence[tuple[str, Sequence[Claim]]]
+) -> dict[str, str]:
+    """Which of ``writes`` (key, its claims) would take a value ``claimed`` (claim -> holding
+    key) holds for another key, or one an earlier write of the list takes: key -> message.
+
+    The in-memory store's rule; SQL stores get the same from a unique index.
+    """
+    holders = dict(claimed)
+    clashes: dict[str, str] = {}
+    for key, wanted in writes:
+        for claim in wanted:
+            if holders.get(claim, key) != key:
+                clashes.setdefault(key, taken_message(claim))
+        for claim in wanted:
+            holders.setdefault(claim, key)
+    return clashes
 
 
 def named_template(values: Sequence[HandleValue]) -> str | None:

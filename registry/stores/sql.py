@@ -23,9 +23,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from registry.replication import Applied, Entry, Provenance, next_stamp, now_us, supersedes
 from registry.stores.read_pool import ReadPool
-from registry.tables import handles, origins, prefixes, replication_cursors, txlog
+from registry.tables import (
+    handles,
+    origins,
+    prefixes,
+    replication_cursors,
+    template_unique,
+    txlog,
+)
 from resolver.codecs.stored import decode_record, encode_values
 from resolver.identifiers import fold
+from resolver.templates import UniqueValueTaken, taken_message
 from resolver.values import Record
 
 _ASYNC_DRIVERS = {
@@ -175,8 +183,12 @@ class SqlStore:
     async def put(self, key: str, record: Record, expected: int | None) -> bool:
         async with self._engine.begin() as conn:
             if self._journal_as is not None:
-                return (await self._journaled_puts(conn, [(key, record, expected)]))[0]
-            return await self._put_one(conn, key, record, expected)
+                done = (await self._journaled_puts(conn, [(key, record, expected)]))[0]
+            else:
+                done = await self._put_one(conn, key, record, expected)
+            if done:
+                await self._claim(conn, [(key, record)])
+            return done
 
     async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
         """Like :meth:`put` for each item, in one transaction; conflicting items are skipped.
@@ -188,10 +200,14 @@ class SqlStore:
         if not items:
             return []
         async with self._engine.begin() as conn:
-            if self._journal_as is not None:
-                return await self._journaled_puts(conn, items)
-            if len({key for key, _, _ in items}) < len(items):
-                return [await self._put_one(conn, *item) for item in items]
+            if self._journal_as is not None or len({key for key, _, _ in items}) < len(items):
+                if self._journal_as is not None:
+                    oks = await self._journaled_puts(conn, items)
+                else:
+                    oks = [await self._put_one(conn, *item) for item in items]
+                pairs = zip(items, oks, strict=True)
+                await self._claim(conn, [(k, r) for (k, r, _), ok in pairs if ok])
+                return oks
             # In key order, concurrent batches sharing keys (a client retrying after a timeout)
             # insert them in the same order, so on PostgreSQL they wait instead of deadlocking.
             ordered = sorted(items, key=lambda item: item[0])
@@ -206,16 +222,51 @@ class SqlStore:
                 if expected is not None
             ]
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
+            await self._claim(conn, [(k, r) for k, r, _ in items if k in done])
         return [key in done for key, _, _ in items]
 
     async def delete(self, key: str, expected: int) -> bool:
         async with self._engine.begin() as conn:
             if self._journal_as is not None:
-                return await self._journaled_delete(conn, key, expected)
-            result = await conn.execute(
-                handles.delete().where(handles.c.key == key, handles.c.version == expected)
-            )
-            return result.rowcount == 1
+                done = await self._journaled_delete(conn, key, expected)
+            else:
+                result = await conn.execute(
+                    handles.delete().where(handles.c.key == key, handles.c.version == expected)
+                )
+                done = result.rowcount == 1
+            if done:
+                await conn.execute(template_unique.delete().where(template_unique.c.key == key))
+            return done
+
+    async def _claim(self, conn: AsyncConnection, written: Sequence[tuple[str, Record]]) -> None:
+        """Replace the unique template values the keys of ``written`` hold with those their
+        records claim (see ``Record.claims``), in the write's transaction; raise
+        :class:`UniqueValueTaken`, undoing the whole write, if another key holds one.
+
+        On PostgreSQL the primary key makes a concurrent writer of the same value wait for
+        this transaction, then find the value taken.
+        """
+        written = [(k, r) for k, r in written if r.claims is not None]
+        if not written:
+            return
+        table = template_unique
+        await conn.execute(table.delete().where(table.c.key.in_([k for k, _ in written])))
+        wanted = [(claim, k) for k, r in written for claim in r.claims or ()]
+        if not wanted:
+            return
+        stmt = (
+            self._insert(table)
+            .on_conflict_do_nothing()
+            .returning(table.c.template, table.c.item, table.c.value, table.c.key)
+        )
+        rows = [{"template": t, "item": i, "value": v, "key": k} for (t, i, v), k in wanted]
+        inserted = {((t, i, v), k) for t, i, v, k in await conn.execute(stmt, rows)}
+        taken: dict[str, str] = {}
+        for claim, key in wanted:
+            if (claim, key) not in inserted:
+                taken.setdefault(key, taken_message(claim))
+        if taken:
+            raise UniqueValueTaken(taken)
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         """Count and one page (by key order) of the display texts of handles under a prefix.
