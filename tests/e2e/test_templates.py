@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def record(template: str, **changes: str | None) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def node(node_factory, pg_factory) -> Iterator[NodeProcess]:
-    started = node_factory(database_url=pg_factory())
+    # Two workers: concurrent writers are in different processes.
+    started = node_factory(database_url=pg_factory(), workers=2)
     yield started
     log = started.log()
     started.stop()
@@ -95,6 +97,19 @@ def template(http: httpx.Client, node: NodeProcess) -> str:
 
 def fresh(name: str) -> str:
     return f"{PREFIX}/{name}-{uuid.uuid4().hex[:10]}"
+
+
+def import_file(node: NodeProcess, source: Path) -> subprocess.CompletedProcess[str]:
+    """``idis import SOURCE`` into the node's database, beside the running node."""
+    return subprocess.run(
+        [sys.executable, "-m", "nodes.cli", "import", str(source)],
+        env=dict(node.env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def refused(response: httpx.Response, *words: str) -> None:
@@ -269,15 +284,7 @@ def test_import_rejects_by_line(
     ]
     source = tmp_path / "records.jsonl"
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "nodes.cli", "import", str(source)],
-        env=dict(node.env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = import_file(node, source)
     assert "loaded 2" in done.stdout, (done.stdout, done.stderr)
     assert f"{source}:2: template {template} version 1: item capacity" in done.stderr
     assert "maximum" in done.stderr
@@ -287,3 +294,116 @@ def test_import_rejects_by_line(
     assert http.get(f"/api/handles/{handles[2]}").status_code == 200
     absent(http, handles[1])
     absent(http, handles[3])
+
+
+# --- unique items ------------------------------------------------------------------------------
+
+SERIAL = {"name": "序列号", "key": "serial", "index": 2011, "type": "text", "unique": True}
+
+
+@pytest.fixture(scope="module")
+def unique_template(http: httpx.Client, node: NodeProcess) -> str:
+    handle = fresh("TEMPLATE.serial")
+    value = template_value(1, 1, [*ITEMS, SERIAL])
+    assert http.put(f"/api/handles/{handle}", json=[value], auth=node.auth).status_code == 201
+    return handle
+
+
+def serial_record(template: str, serial: str) -> list[dict[str, Any]]:
+    return [*record(template), {"index": 2011, "type": "serial", "data": serial}]
+
+
+def test_a_unique_value_is_refused_on_a_second_handle(
+    http: httpx.Client, node: NodeProcess, unique_template: str
+) -> None:
+    serial = uuid.uuid4().hex
+    first, second = fresh("u"), fresh("u")
+    values = serial_record(unique_template, serial)
+    assert http.put(f"/api/handles/{first}", json=values, auth=node.auth).status_code == 201
+    refused(http.put(f"/api/handles/{second}", json=values, auth=node.auth), "2011", "unique")
+    absent(http, second)
+    # Rewriting the holder keeps its value; once it changes its serial the old one is free.
+    assert http.put(f"/api/handles/{first}", json=values, auth=node.auth).status_code == 200
+    other = serial_record(unique_template, uuid.uuid4().hex)
+    assert http.put(f"/api/handles/{first}", json=other, auth=node.auth).status_code == 200
+    assert http.put(f"/api/handles/{second}", json=values, auth=node.auth).status_code == 201
+    # Deleting a handle frees its value too.
+    assert http.delete(f"/api/handles/{second}", auth=node.auth).status_code == 200
+    assert http.put(f"/api/handles/{fresh('u')}", json=values, auth=node.auth).status_code == 201
+
+
+def test_batch_items_taking_a_taken_value_fail_alone(
+    http: httpx.Client, node: NodeProcess, unique_template: str
+) -> None:
+    held, a, b = (uuid.uuid4().hex for _ in range(3))
+    holder = fresh("u")
+    values = serial_record(unique_template, held)
+    assert http.put(f"/api/handles/{holder}", json=values, auth=node.auth).status_code == 201
+    handles = [fresh("ub") for _ in range(4)]
+    serials = [a, a, b, held]  # the second takes the first's value, the last the holder's
+    body = {
+        "handles": [
+            {"handle": h, "values": serial_record(unique_template, s)}
+            for h, s in zip(handles, serials, strict=True)
+        ]
+    }
+    results = http.post("/api/batch", json=body, auth=node.auth).json()["results"]
+    assert [r["responseCode"] for r in results] == [1, 202, 1, 202], results
+    assert "unique" in results[3]["message"]
+    absent(http, handles[1])
+    absent(http, handles[3])
+    # Sent again after a timeout: the written ones are unchanged, the others still refused.
+    again = http.post("/api/batch", json=body, auth=node.auth).json()["results"]
+    assert [(r["responseCode"], r["status"]) for r in again] == [
+        (1, "unchanged"),
+        (202, "error"),
+        (1, "unchanged"),
+        (202, "error"),
+    ]
+
+
+def test_concurrent_writers_of_one_unique_value_one_wins(
+    node: NodeProcess, unique_template: str
+) -> None:
+    """Rounds of writers in parallel (two worker processes, one PostgreSQL), each round all
+    taking one serial on handles of their own, by PUT and by batch: one wins a round."""
+    writers = 8
+
+    def put(handle: str, serial: str) -> int:
+        with node.client() as client:
+            values = serial_record(unique_template, serial)
+            response = client.put(f"/api/handles/{handle}", json=values, auth=node.auth)
+            assert response.status_code in (201, 400), response.text
+            return response.status_code
+
+    def batch(handle: str, serial: str) -> int:
+        with node.client() as client:
+            body = {
+                "handles": [{"handle": handle, "values": serial_record(unique_template, serial)}]
+            }
+            response = client.post("/api/batch", json=body, auth=node.auth)
+            code = response.json()["results"][0]["responseCode"]
+            assert code in (1, 202), response.text
+            return 201 if code == 1 else 400
+
+    with ThreadPoolExecutor(writers) as pool, node.client() as http:
+        for round_ in range(6):
+            serial = uuid.uuid4().hex
+            door = put if round_ % 2 == 0 else batch
+            handles = [fresh("race") for _ in range(writers)]
+            codes = list(pool.map(door, handles, [serial] * writers))
+            assert sorted(codes) == [201] + [400] * (writers - 1), codes
+            held = [h for h in handles if http.get(f"/api/handles/{h}").status_code == 200]
+            assert held == [handles[codes.index(201)]]
+
+
+def test_import_refuses_records_of_templates_with_unique_items(
+    http: httpx.Client, node: NodeProcess, unique_template: str, tmp_path: Path
+) -> None:
+    handle = fresh("imp")
+    source = tmp_path / "unique.jsonl"
+    line = {"handle": handle, "values": serial_record(unique_template, uuid.uuid4().hex)}
+    source.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    done = import_file(node, source)
+    assert f"{source}:1: template {unique_template} has unique items" in done.stderr, done.stderr
+    absent(http, handle)
