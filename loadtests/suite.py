@@ -17,6 +17,7 @@ uncached_pg   the same                               raw asyncpg primary-key loo
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
 recursive:*  recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
 register      batch registration (POST /api/batch)   plain COPY of the same rows       info
+templates     batch registration, templated records  the same records untemplated      >= 0.8
 import        ``idis import``                        plain COPY of the same rows       >= 0.8
 storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
@@ -79,7 +80,17 @@ HOST = "127.0.0.1"
 PREFIX = bench_http.PREFIX
 SUFFIX_FORMAT = bench_http.SUFFIX_FORMAT
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-STEPS = ("http", "native", "register", "mix", "storage", "scale10x", "import", "recursive")
+STEPS = (
+    "http",
+    "native",
+    "register",
+    "templates",
+    "mix",
+    "storage",
+    "scale10x",
+    "import",
+    "recursive",
+)
 
 # (operator, bound, where the target comes from)
 Target = tuple[str, float, str]
@@ -89,6 +100,7 @@ IMPORT_TARGET: Target = (">=", 0.8, "issue 2")
 WARM_TARGET: Target = (">=", 0.9, "issue 3")
 COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+TEMPLATES_TARGET: Target = (">=", 0.8, "issue 12")
 
 
 def say(text: str) -> None:
@@ -115,6 +127,8 @@ class Settings:
     register_count: int = 100_000
     register_batch: int = 1000
     register_concurrency: int = 4
+    template_count: int = 20_000
+    """Identifiers of each templates run (10 typed attributes each)."""
     probe_seconds: float = 5.0
     probe_concurrency: int = 4
     import_rows: int = 200_000
@@ -139,6 +153,7 @@ def quick() -> Settings:
         rows=40_000,
         http_share=0.7,
         register_count=8_000,
+        template_count=4_000,
         probe_seconds=1.0,
         import_rows=50_000,
         import_repeat=1,
@@ -977,6 +992,38 @@ class Suite:
             cpu=report["cpu"],
         )
 
+    def templates(self) -> None:
+        """Templated batch registration beside untemplated (loadtests.bench_templates)."""
+        from loadtests import bench_templates
+
+        s = self.s
+        node = self.node or self.start_node()
+        with pinned(self.gen_cpus):
+            result = bench_templates.measure(
+                node.url,
+                PREFIX,
+                self.secret,
+                count=s.template_count,
+                batch=s.register_batch,
+                concurrency=s.register_concurrency,
+                rounds=max(2, s.rounds),
+                tag=f"TPL{self.now}",
+            )
+        self.raw["templates"] = result
+        self.add(
+            "templates",
+            f"batch registration of templated records (10 typed attributes), {s.template_count:,}",
+            result["templated_per_s"],
+            "ids/s",
+            baseline=result["untemplated_per_s"],
+            baseline_label="the same records untemplated",
+            ratio=result["ratio"],
+            target=TEMPLATES_TARGET,
+            generator="python",
+            errors=result["errors"],
+            rounds=result["rounds"]["templated"],
+        )
+
     def mix(self) -> None:
         """The realistic resolution mix over the registered population."""
         s = self.s
@@ -1258,13 +1305,15 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "register", "mix", "storage", "scale10x"} & set(s.only)
+        needs_node = {"http", "native", "register", "templates", "mix", "storage", "scale10x"}
+        needs_node &= set(s.only)
         try:
             if needs_node:
                 self.prepare()
             self.step("http", self.http)
             self.step("native", self.native)
             self.step("register", self.register)
+            self.step("templates", self.templates)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")
             elif "register" in s.only:
