@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from registry.authorization import Fetch
 from resolver.codecs.stored import decode_values
 from resolver.errors import HandleError, InvalidValue
 from resolver.identifiers import Handle
 from resolver.templates import (
-    TEMPLATE_TYPE,
     Claim,
     Template,
     TemplateError,
@@ -26,6 +26,7 @@ from resolver.templates import (
     check_versions,
     claims,
     current,
+    is_template_value,
     named_template,
     template_versions,
     validate,
@@ -39,9 +40,10 @@ TEMPLATE_SUFFIX = "TEMPLATE."
 
 
 def _holds_template(values: Sequence[HandleValue]) -> bool:
-    return any(v.type.upper() == TEMPLATE_TYPE for v in values)
+    return any(map(is_template_value, values))
 
 
+@lru_cache(maxsize=4096)
 def _template_key(name: str) -> str | None:
     """The folded key of the template handle ``name``, or None if it cannot be one."""
     try:
@@ -96,14 +98,17 @@ class TemplateCheck:
         name = named_template(values)
         if name is None:
             return () if old is not None and named_template(old.values) is not None else None
-        template = await self.template(name, handle.text)
+        key, template = await self._current(name, handle.text)
         violations = validate(template, values)
         if violations:
             raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
-        return tuple(claims(Handle.parse(name).key, template, values))
+        return tuple(claims(key, template, values))
 
     async def template(self, name: str, handle: str | None = None) -> Template:
         """The current version of the template handle ``name``; InvalidValue if there is none."""
+        return (await self._current(name, handle))[1]
+
+    async def _current(self, name: str, handle: str | None) -> tuple[str, Template]:
         key = _template_key(name)
         if key is None:
             raise InvalidValue(_no_template(name), handle=handle)
@@ -111,7 +116,7 @@ class TemplateCheck:
         found = _current(record.values) if record is not None else None
         if found is None:
             raise InvalidValue(f"no template at {name}", handle=handle)
-        return found
+        return key, found
 
 
 def _current(values: Sequence[HandleValue]) -> Template | None:

@@ -30,14 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
-from urllib.parse import urlsplit
 
 from resolver.errors import HandleError, InvalidValue
 from resolver.identifiers import Handle
@@ -56,6 +55,7 @@ SCALAR_TYPES = frozenset(
 TYPES = SCALAR_TYPES | {"list"}
 _NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
 _DATE = re.compile(r"\d{4}-\d\d-\d\d")
+_URL = re.compile(r"https?://[^\s/?#@]+(?:[/?#]\S*)?", re.IGNORECASE)
 _DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
 
 
@@ -260,49 +260,102 @@ def check_versions(new: Sequence[Template], old: Sequence[Template]) -> None:
 # --- checking values -------------------------------------------------------------------------
 
 
-def _scalar(rule: Rule, text: str) -> tuple[str, str] | None:
-    """The broken rule and why, or None if ``text`` obeys ``rule`` (a scalar type)."""
-    kind = rule.type
-    if kind == "text":
-        if rule.min_length is not None and len(text) < rule.min_length:
-            return "minLength", f"shorter than {rule.min_length} characters"
-        if rule.max_length is not None and len(text) > rule.max_length:
-            return "maxLength", f"longer than {rule.max_length} characters"
-        if rule.pattern is not None and re.fullmatch(rule.pattern, text) is None:
-            return "pattern", f"does not match {rule.pattern}"
-    elif kind == "number":
-        match = _NUMBER.fullmatch(text)
-        if match is None:
-            return "type", f"{text[:40]!r} is not a decimal number"
-        decimals = len(match.group(1) or "")
-        if rule.precision is not None and decimals > rule.precision:
-            return "precision", f"more than {rule.precision} decimal places"
-        number = Decimal(text)
-        if rule.minimum is not None and number < rule.minimum:
-            return "minimum", f"below {rule.minimum}"
-        if rule.maximum is not None and number > rule.maximum:
-            return "maximum", f"above {rule.maximum}"
-    elif kind == "date":
-        if _DATE.fullmatch(text) is None or not _valid(date.fromisoformat, text):
-            return "type", f"{text[:40]!r} is not a date YYYY-MM-DD"
-    elif kind == "date-time":
-        if _DATE_TIME.fullmatch(text) is None or not _valid(
-            datetime.fromisoformat, text.replace("Z", "+00:00")
-        ):
-            return "type", f"{text[:40]!r} is not an ISO 8601 date-time with a time zone"
-    elif kind == "boolean":
-        if text not in ("true", "false"):
-            return "type", "a boolean is true or false"
-    elif kind == "enumeration":
-        if text not in rule.choices:
-            return "enumeration", f"not one of {', '.join(rule.choices)}"
-    elif kind == "url":
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return "type", f"{text[:40]!r} is not an http(s) URL"
-    elif kind == "reference" and not _valid(Handle.parse, text):
+Broken = tuple[str, str] | None
+"""The broken rule and why, or None."""
+
+
+def _text(rule: Rule, text: str) -> Broken:
+    if rule.min_length is not None and len(text) < rule.min_length:
+        return "minLength", f"shorter than {rule.min_length} characters"
+    if rule.max_length is not None and len(text) > rule.max_length:
+        return "maxLength", f"longer than {rule.max_length} characters"
+    if rule.pattern is not None and _compiled(rule.pattern).fullmatch(text) is None:
+        return "pattern", f"does not match {rule.pattern}"
+    return None
+
+
+def _number(rule: Rule, text: str) -> Broken:
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        return "type", f"{text[:40]!r} is not a decimal number"
+    if rule.precision is not None and len(match.group(1) or "") > rule.precision:
+        return "precision", f"more than {rule.precision} decimal places"
+    if rule.minimum is not None and Decimal(text) < rule.minimum:
+        return "minimum", f"below {rule.minimum}"
+    if rule.maximum is not None and Decimal(text) > rule.maximum:
+        return "maximum", f"above {rule.maximum}"
+    return None
+
+
+def _date(rule: Rule, text: str) -> Broken:
+    if _DATE.fullmatch(text) is None or not _valid(date.fromisoformat, text):
+        return "type", f"{text[:40]!r} is not a date YYYY-MM-DD"
+    return None
+
+
+def _date_time(rule: Rule, text: str) -> Broken:
+    if _DATE_TIME.fullmatch(text) is None or not _valid(
+        datetime.fromisoformat, text.replace("Z", "+00:00")
+    ):
+        return "type", f"{text[:40]!r} is not an ISO 8601 date-time with a time zone"
+    return None
+
+
+def _boolean(rule: Rule, text: str) -> Broken:
+    return None if text in ("true", "false") else ("type", "a boolean is true or false")
+
+
+def _enumeration(rule: Rule, text: str) -> Broken:
+    if text not in rule.choices:
+        return "enumeration", f"not one of {', '.join(rule.choices)}"
+    return None
+
+
+def _url(rule: Rule, text: str) -> Broken:
+    if _URL.fullmatch(text) is None:
+        return "type", f"{text[:40]!r} is not an http(s) URL"
+    return None
+
+
+def _reference(rule: Rule, text: str) -> Broken:
+    if not _valid(Handle.parse, text):
         return "type", f"{text[:40]!r} is not an identifier prefix/suffix"
     return None
+
+
+def _list(rule: Rule, text: str) -> Broken:
+    assert rule.element is not None
+    try:
+        elements = json.loads(text)
+    except ValueError:
+        elements = None
+    if not isinstance(elements, list) or not all(isinstance(e, str) for e in elements):
+        return "type", "a list is a JSON array of strings"
+    check = _CHECKS[rule.element.type]
+    for n, element in enumerate(elements):
+        broken = check(rule.element, element)
+        if broken is not None:
+            return f"element.{broken[0]}", f"element {n}: {broken[1]}"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Rule, str], Broken]] = {
+    "text": _text,
+    "number": _number,
+    "date": _date,
+    "date-time": _date_time,
+    "boolean": _boolean,
+    "enumeration": _enumeration,
+    "url": _url,
+    "reference": _reference,
+    "list": _list,
+}
+assert set(_CHECKS) == TYPES
+
+
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _valid(parse: Any, text: str) -> bool:
@@ -311,23 +364,6 @@ def _valid(parse: Any, text: str) -> bool:
     except (ValueError, HandleError):
         return False
     return True
-
-
-def _broken(rule: Rule, text: str) -> tuple[str, str] | None:
-    if rule.type != "list":
-        return _scalar(rule, text)
-    assert rule.element is not None
-    try:
-        elements = json.loads(text)
-    except ValueError:
-        elements = None
-    if not isinstance(elements, list) or not all(isinstance(e, str) for e in elements):
-        return "type", "a list is a JSON array of strings"
-    for n, element in enumerate(elements):
-        broken = _scalar(rule.element, element)
-        if broken is not None:
-            return f"element.{broken[0]}", f"element {n}: {broken[1]}"
-    return None
 
 
 def validate(template: Template, values: Sequence[HandleValue]) -> list[Violation]:
@@ -347,14 +383,14 @@ def validate(template: Template, values: Sequence[HandleValue]) -> list[Violatio
             if item.required:
                 violations.append(Violation(item.index, item.key, "required", "missing"))
             continue
-        if value.type.upper() != item.key.upper():
+        if value.type != item.key and value.type.upper() != item.key.upper():
             detail = f"the value's type must be {item.key}, not {value.type}"
             violations.append(Violation(item.index, item.key, "key", detail))
         elif value.data.format != "string":
             detail = f"data must be format string, not {value.data.format}"
             violations.append(Violation(item.index, item.key, "format", detail))
         else:
-            broken = _broken(item.rule, value.data.value)
+            broken = _CHECKS[item.rule.type](item.rule, value.data.value)
             if broken is not None:
                 violations.append(Violation(item.index, item.key, *broken))
     for index, value in sorted(present.items()):
@@ -429,7 +465,7 @@ def template_versions(values: Sequence[HandleValue]) -> list[Template]:
     """The versions a template handle's values hold (:class:`TemplateError` if one is bad)."""
     versions = []
     for value in values:
-        if value.type.upper() == TEMPLATE_TYPE:
+        if is_template_value(value):
             if value.data.format != "string":
                 raise TemplateError(f"value {value.index}: a template is format string")
             try:
@@ -437,6 +473,13 @@ def template_versions(values: Sequence[HandleValue]) -> list[Template]:
             except TemplateError as error:
                 raise TemplateError(f"value {value.index}: {error}") from None
     return versions
+
+
+def is_template_value(value: HandleValue) -> bool:
+    """True for a value holding a template version (type ``IDIS.TEMPLATE``, any case)."""
+    kind = value.type
+    # The length first: most types are not 13 characters long, and upper() costs.
+    return len(kind) == len(TEMPLATE_TYPE) and kind.upper() == TEMPLATE_TYPE
 
 
 def current(versions: Sequence[Template]) -> Template | None:
