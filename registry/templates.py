@@ -102,7 +102,9 @@ class TemplateCheck:
         violations = validate(template, values)
         if violations:
             raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
-        return tuple(claims(key, template, values))
+        taken = tuple(claims(key, template, values))
+        # A new handle holds no claims yet: with none to take, the store need not look.
+        return None if not taken and old is None else taken
 
     async def template(self, name: str, handle: str | None = None) -> Template:
         """The current version of the template handle ``name``; InvalidValue if there is none."""

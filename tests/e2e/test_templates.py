@@ -16,22 +16,15 @@ import httpx
 import pytest
 from nodeproc import PREFIX, REPO, NodeProcess
 
+from loadtests.bench_templates import ITEMS as BENCH_ITEMS
+
 ITEMS: list[dict[str, Any]] = [
-    {"name": "型号", "key": "model", "index": 2001, "type": "text", "minLength": 2,
-     "maxLength": 20, "pattern": "[A-Z0-9-]+", "required": True},
-    {"name": "容量", "key": "capacity", "index": 2002, "type": "number", "precision": 1,
-     "minimum": 0, "maximum": 500, "required": True},
-    {"name": "生产日期", "key": "madeOn", "index": 2003, "type": "date"},
-    {"name": "检验时间", "key": "checkedAt", "index": 2004, "type": "date-time"},
-    {"name": "合格", "key": "passed", "index": 2005, "type": "boolean"},
-    {"name": "等级", "key": "grade", "index": 2006, "type": "enumeration",
-     "choices": ["A", "B", "C"]},
-    {"name": "说明书", "key": "manual", "index": 2007, "type": "url"},
-    {"name": "批次", "key": "batch", "index": 2008, "type": "reference"},
-    {"name": "标签", "key": "tags", "index": 2009, "type": "list",
-     "element": {"type": "text", "maxLength": 8}},
-    {"name": "重量", "key": "weight", "index": 2010, "type": "number", "precision": 2},
-]  # fmt: skip
+    {**BENCH_ITEMS[0], "minLength": 2, "maxLength": 20},
+    {**BENCH_ITEMS[1], "maximum": 500},
+    *BENCH_ITEMS[2:8],
+    {**BENCH_ITEMS[8], "element": {"type": "text", "maxLength": 8}},
+    BENCH_ITEMS[9],
+]
 """Ten typed items, one of each type (two numbers)."""
 
 GOOD = {
@@ -42,7 +35,7 @@ GOOD = {
     2005: ("passed", "true"),
     2006: ("grade", "A"),
     2007: ("manual", "https://example.com/m/BAT-100"),
-    2008: ("batch", f"{PREFIX}/LOT-7"),
+    2008: ("lot", f"{PREFIX}/LOT-7"),
     2009: ("tags", '["li-ion","12v"]'),
     2010: ("weight", "3.25"),
 }
@@ -211,7 +204,7 @@ def test_versions_are_kept_and_items_disabled_never_deleted(
         ({"passed": "yes"}, ["passed", "boolean"]),
         ({"grade": "D"}, ["grade", "enumeration"]),
         ({"manual": "ftp://x"}, ["manual", "URL"]),
-        ({"batch": "no-slash"}, ["batch", "identifier"]),
+        ({"lot": "no-slash"}, ["lot", "identifier"]),
         ({"tags": '["ok","far-too-long"]'}, ["tags", "element.maxLength"]),
         ({"tags": "li-ion"}, ["tags", "JSON array"]),
     ],
