@@ -867,6 +867,8 @@ class _Reader:
         """``rows`` (of ``block``'s good lines, from line ``first``) less those their data
         template refuses, which are rejected by line."""
         assert self.gate is not None
+        if not self.gate.any_suspect([row[2] for row in rows]):
+            return rows
         refusals = [(row, self.gate.refusal(row[2])) for row in rows]
         if all(reason is None for _, reason in refusals):
             return rows

@@ -27,17 +27,23 @@ class MemoryStore:
         return {k: self._records[k] for k in keys if k in self._records}
 
     async def put(self, key: str, record: Record, expected: int | None) -> bool:
-        return (await self.put_many([(key, record, expected)]))[0]
+        self._check_claims([(key, record)])
+        return self._put(key, record, expected)
 
     async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
-        claiming = [(key, r.claims) for key, r, _ in items if r.claims is not None]
+        # All claims first: a batch with a taken value writes nothing.  Then item by item
+        # through put, which subclasses extend (registry.replication.MemoryJournalStore).
+        self._check_claims([(key, record) for key, record, _ in items])
+        return [await self.put(key, record, expected) for key, record, expected in items]
+
+    def _check_claims(self, writes: Sequence[tuple[str, Record]]) -> None:
+        claiming = [(key, r.claims) for key, r in writes if r.claims is not None]
         if claiming:
             rewritten = {key for key, _ in claiming}
             held = {c: k for c, k in self._claims.items() if k not in rewritten}
             clashes = unique_clashes(held, claiming)
             if clashes:
                 raise UniqueValueTaken(clashes)
-        return [self._put(key, record, expected) for key, record, expected in items]
 
     def _put(self, key: str, record: Record, expected: int | None) -> bool:
         current = self._records.get(key)

@@ -229,6 +229,10 @@ def test_put_refuses_unknown_items_and_missing_templates(
     missing = record(f"{PREFIX}/TEMPLATE.nothing-here")
     refused(http.put(f"/api/handles/{handle}", json=missing, auth=node.auth), "no template")
     absent(http, handle)
+    # A 1001 naming no template handle of this registry is a label: nothing to check.
+    label = record(f"{PREFIX}/tpl-product-v2", capacity="lots")
+    labelled = fresh("label")
+    assert http.put(f"/api/handles/{labelled}", json=label, auth=node.auth).status_code == 201
     # A good record goes in; breaking it later (a value changed through ?index=) does not.
     assert (
         http.put(f"/api/handles/{handle}", json=record(template), auth=node.auth).status_code == 201
