@@ -27,6 +27,7 @@ logins        cached resolution under failed logins  the same without them      
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
 recursive:*  recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
 register      batch registration (POST /api/batch)   plain COPY of the same rows       info
+templates     batch registration, templated records  the same records untemplated      >= 0.8
 import        ``idis import``                        plain COPY of the same rows       >= 0.8
 storage       PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
@@ -42,9 +43,9 @@ sync_cost     batch registration, synchronous DR     the same, synchronous mode 
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive; 10: takeover,
-switchover, lost, crosshost; 11: native; 13: cached_asgi, gs1, dns; 14: hostile, logins) except
-``scale10x`` (lookups should stay flat as the table grows: the suite's own expectation).  HTTP
-throughput uses ``wrk`` when it is installed, else the Python generator of
+switchover, lost, crosshost; 11: native; 12: templates; 13: cached_asgi, gs1, dns; 14: hostile,
+logins) except ``scale10x`` (lookups should stay flat as the table grows: the suite's own
+expectation).  HTTP throughput uses ``wrk`` when it is installed, else the Python generator of
 :mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
 the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
 server are measured and reported in every run.
@@ -108,6 +109,7 @@ STEPS = (
     "hostile",
     "logins",
     "register",
+    "templates",
     "mix",
     "storage",
     "scale10x",
@@ -135,6 +137,7 @@ TAKEOVER_TARGET: Target = ("<=", 1.5, "issue 10: 30 s")
 LOST_TARGET: Target = ("<=", 0.0, "issue 10")
 SWITCHOVER_LIMIT = 5.0
 """Seconds a planned switchover may pause writes (issue 10)."""
+TEMPLATES_TARGET: Target = (">=", 0.8, "issue 12")
 
 
 def say(text: str) -> None:
@@ -161,6 +164,8 @@ class Settings:
     register_count: int = 100_000
     register_batch: int = 1000
     register_concurrency: int = 4
+    template_count: int = 20_000
+    """Identifiers of each templates run (10 typed attributes each)."""
     probe_seconds: float = 5.0
     probe_concurrency: int = 4
     import_rows: int = 200_000
@@ -186,6 +191,7 @@ def quick() -> Settings:
         rows=40_000,
         http_share=0.7,
         register_count=8_000,
+        template_count=4_000,
         probe_seconds=1.0,
         import_rows=50_000,
         import_repeat=1,
@@ -1167,6 +1173,38 @@ class Suite:
             cpu=report["cpu"],
         )
 
+    def templates(self) -> None:
+        """Templated batch registration beside untemplated (loadtests.bench_templates)."""
+        from loadtests import bench_templates
+
+        s = self.s
+        node = self.node or self.start_node()
+        with pinned(self.gen_cpus):
+            result = bench_templates.measure(
+                node.url,
+                PREFIX,
+                self.secret,
+                count=s.template_count,
+                batch=s.register_batch,
+                concurrency=s.register_concurrency,
+                rounds=max(2, s.rounds),
+                tag=f"TPL{self.now}",
+            )
+        self.raw["templates"] = result
+        self.add(
+            "templates",
+            f"batch registration of templated records (10 typed attributes), {s.template_count:,}",
+            result["templated_per_s"],
+            "ids/s",
+            baseline=result["untemplated_per_s"],
+            baseline_label="the same records untemplated",
+            ratio=result["ratio"],
+            target=TEMPLATES_TARGET,
+            generator="python",
+            errors=result["errors"],
+            rounds=result["rounds"]["templated"],
+        )
+
     def mix(self) -> None:
         """The realistic resolution mix over the registered population."""
         s = self.s
@@ -1524,8 +1562,8 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "dns", "hostile", "logins", "register", "mix", "storage"}
-        needs_node = (needs_node | {"scale10x", "crosshost"}) & set(s.only)
+        needs_node = {"http", "native", "dns", "hostile", "logins", "register", "templates", "mix"}
+        needs_node = (needs_node | {"storage", "scale10x", "crosshost"}) & set(s.only)
         try:
             if needs_node:
                 self.prepare()
@@ -1535,6 +1573,7 @@ class Suite:
             self.step("logins", self.logins)
             self.step("dns", lambda: bench_dns.run(self))
             self.step("register", self.register)
+            self.step("templates", self.templates)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")
             elif "register" in s.only:

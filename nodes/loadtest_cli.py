@@ -510,8 +510,7 @@ def add_loadtest_commands(commands: Any) -> None:
     bench.add_argument(
         "--only",
         help="run only these figures (comma-separated keys: http, native, dns, hostile, logins,"
-        " mix, register, storage, scale10x, crosshost, import, recursive,"
-        " failover)",
+        " register, templates, mix, storage, scale10x, crosshost, import, recursive, failover)",
     )
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to CPUs")
     bench.set_defaults(run=cmd_bench)

@@ -68,6 +68,7 @@ from registry.secrets import is_stored, seal_secret, verify_secret
 from registry.service import default_admin
 from registry.stores.changes import append_changes
 from registry.stores.sql import make_engine
+from registry.templates import ImportGate, template_range
 from resolver.codecs.json_api import parse_value, parse_values
 from resolver.codecs.stored import encode_values
 from resolver.codecs.timefmt import parse_iso
@@ -779,8 +780,10 @@ class _Reader:
         report: ImportReport,
         on_reject: Callable[[int, str], None] | None,
         on_progress: Callable[[], None],
+        gate: ImportGate | None = None,
     ) -> None:
         self.parser = parser
+        self.gate = gate
         self.report = report
         self.on_reject = on_reject
         self.on_progress = on_progress
@@ -875,11 +878,39 @@ class _Reader:
             self.line += len(block)
             for position, reason in errors:
                 self.reject(first + position, reason)
+            if self.gate is not None:
+                rows = self._gated(rows, block, first, {p for p, _ in errors})
             self.records = self.line
             if (first - 1) // PROGRESS_LINES != self.line // PROGRESS_LINES:
                 self.on_progress()
             size -= len(rows)
             yield rows
+
+    def _gated(
+        self, rows: list[Row], block: list[bytes | str], first: int, bad: set[int]
+    ) -> list[Row]:
+        """``rows`` (of ``block``'s good lines, from line ``first``) less those their data
+        template refuses, which are rejected by line."""
+        assert self.gate is not None
+        if not self.gate.any_suspect([row[2] for row in rows]):
+            return rows
+        refusals = [(row, self.gate.refusal(row[2])) for row in rows]
+        if all(reason is None for _, reason in refusals):
+            return rows
+        # Rare: find the lines of the refused rows (one good line a handle in a block).
+        lines = {
+            orjson.loads(text).get("handle"): n for n, text in enumerate(block) if n not in bad
+        }
+        for row, reason in refusals:
+            if reason is not None:
+                self._refuse(first + lines[row[1]], row, reason)
+        return [row for row, reason in refusals if reason is None]
+
+    def _refuse(self, line: int, row: Row, reason: str) -> None:
+        # Forgotten, as a bad record's key is: a later good record of the handle may load.
+        self.parser._seen.discard(hash(row[0]))
+        self.parser.secret_keys.discard(row[0])
+        self.reject(line, reason)
 
     def csv(self, lines: Iterable[str]) -> Iterator[Row]:
         # A record of many values can hold more than the default 128 KiB in its values cell.
@@ -909,7 +940,11 @@ class _Reader:
                 except (HandleError, Rejected, ValueError, TypeError) as error:
                     self.reject(line, _reason(error))
                 else:
-                    yield good
+                    refusal = self.gate.refusal(good[2]) if self.gate is not None else None
+                    if refusal is None:
+                        yield good
+                    else:
+                        self._refuse(line, good, refusal)
             if not number % PROGRESS_LINES:
                 self.records = number
                 self.on_progress()
@@ -1174,6 +1209,13 @@ class _PostgresWriter:
     async def homed_prefixes(self) -> list[str]:
         return [record[0] for record in await self._conn.fetch("SELECT prefix FROM prefixes")]
 
+    async def templates(self, prefixes: Iterable[str]) -> ImportGate:
+        found = []
+        for prefix in prefixes:
+            low, high = template_range(fold(prefix))
+            found += await self._conn.fetch(_TEMPLATES, low, high)
+        return ImportGate((record[0], record[1]) for record in found)
+
     async def write(self, chunk: Chunk) -> int:
         """Store the chunk in one transaction; the number of rows that were already stored.
 
@@ -1244,6 +1286,16 @@ class _SqliteWriter:
 
         return await asyncio.to_thread(read)
 
+    async def templates(self, prefixes: Iterable[str]) -> ImportGate:
+        def read() -> ImportGate:
+            ranges = [template_range(fold(prefix)) for prefix in prefixes]
+            query = _TEMPLATES.replace("$1", "?").replace("$2", "?")
+            return ImportGate(
+                row for low_high in ranges for row in self._conn.execute(query, low_high)
+            )
+
+        return await asyncio.to_thread(read)
+
     async def write(self, chunk: Chunk) -> int:
         """Store the chunk in one transaction; the number of rows that were already stored."""
         kept = chunk.collect()
@@ -1282,6 +1334,7 @@ class _SqliteWriter:
 
 
 _Writer: TypeAlias = _PostgresWriter | _SqliteWriter
+_TEMPLATES = "SELECT key, data FROM handles WHERE key >= $1 AND key < $2"
 _DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
 
 
@@ -1385,13 +1438,15 @@ async def import_records(
         lines, counter = _open_source(source, kind, stack)
         writer = await _connect(url)
         try:
-            parser = RecordParser(await writer.homed_prefixes(), now or int(time.time()))
+            homed = await writer.homed_prefixes()
+            parser = RecordParser(homed, now or int(time.time()))
+            gate = await writer.templates(homed)
 
             def progress() -> None:
                 if on_progress is not None:
                     on_progress(counter.count if counter else 0, reader.records)
 
-            reader = _Reader(parser, report, on_reject, progress)
+            reader = _Reader(parser, report, on_reject, progress, gate)
             take: Callable[[int], Iterator[list[Row]]]  # the next chunk's rows, so many at most
             if kind == "jsonl":
                 if counter is not None and counter.fd is not None:

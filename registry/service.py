@@ -21,6 +21,7 @@ from registry.authorization import (
 )
 from registry.invalidation import Invalidator
 from registry.secrets import is_stored, needs_resealing, seal_secret, verify_secret, weakness
+from registry.templates import TemplateCheck
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -37,6 +38,7 @@ from resolver.errors import (
 from resolver.homes import Homes
 from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.ports import RecordStore
+from resolver.templates import UniqueValueTaken
 from resolver.values import (
     ADMIN_GROUP_INDEX,
     ADMIN_INDEX,
@@ -128,6 +130,7 @@ class Registrar:
         self._invalidator = invalidator
         self._fetch = fetch
         self._clock = clock
+        self._templates = TemplateCheck(fetch)
 
     # --- authorization -------------------------------------------------------------------
 
@@ -222,6 +225,14 @@ class Registrar:
             raise InvalidValue(f"more than {MAX_VALUES} values", handle=handle.text)
         return tuple(sorted(settled, key=lambda v: v.index))
 
+    async def _record(
+        self, handle: Handle, values: tuple[HandleValue, ...], old: Record | None
+    ) -> Record:
+        """The record to store, refused if its data template refuses it, holding the unique
+        template values it takes."""
+        claims = await self._templates.check(handle, values, old)
+        return Record(old.handle if old else handle.text, values).with_claims(claims)
+
     # --- single-handle writes --------------------------------------------------------------
 
     async def put(
@@ -253,7 +264,7 @@ class Registrar:
             record = await self._store.get(handle.key)
             if record is None:
                 await self._check_create(who, handle)
-                new = Record(handle.text, await self._settle(values, None, handle))
+                new = await self._record(handle, await self._settle(values, None, handle), None)
                 if await self._store.put(handle.key, new, None):
                     await self._invalidator.written([handle.key])
                     return WriteResult(handle.text, created=True, changed=True)
@@ -272,7 +283,7 @@ class Registrar:
             await self._check_change(who, record, settled, handle.text)
             if record.same_content(settled):
                 return WriteResult(handle.text, created=False, changed=False)
-            new = Record(record.handle, settled)
+            new = await self._record(handle, settled, record)
             if await self._store.put(handle.key, new, record.version):
                 await self._invalidator.written([handle.key])
                 return WriteResult(handle.text, created=False, changed=True)
@@ -305,9 +316,8 @@ class Registrar:
                     raise ValuesNotFound(f"no value at index {missing[0]}", handle=handle.text)
                 kept = tuple(v for v in record.values if v.index not in set(indexes))
                 await self._check_change(who, record, kept, handle.text)
-                done = await self._store.put(
-                    handle.key, Record(record.handle, kept), record.version
-                )
+                new = await self._record(handle, kept, record)
+                done = await self._store.put(handle.key, new, record.version)
             if done:
                 await self._invalidator.written([handle.key])
                 return
@@ -362,7 +372,14 @@ class Registrar:
                     del pending[n]
                 else:
                     writes.append((n, item.handle.key, *outcome))
-            done = await self._store.put_many([(k, r, e) for _, k, r, e in writes])
+            try:
+                done = await self._store.put_many([(k, r, e) for _, k, r, e in writes])
+            except UniqueValueTaken as taken:
+                # Nothing was written: those items fail, the others go again.
+                for n, key, _, _ in writes:
+                    if key in taken.taken:
+                        results[n] = ItemResult(pending.pop(n).text, 202, "error", taken.taken[key])
+                continue
             written = []
             for (n, key, _, expected), ok in zip(writes, done, strict=True):
                 if ok:
@@ -393,14 +410,15 @@ class Registrar:
                 create_rights[authority] = await self._rights_over(who, authority)
             if not create_rights[authority] & needed:
                 raise InsufficientPermissions(f"{who} lacks {needed.name} on {authority}")
-            return Record(handle.text, await self._settle(item.values, None, handle)), None
+            settled = await self._settle(item.values, None, handle)
+            return await self._record(handle, settled, None), None
         settled = await self._settle(item.values, record, handle)
         if record.same_content(settled):
             return ItemResult(item.text, 1, "unchanged")
         if not overwrite:
             raise HandleAlreadyExists("handle exists with other values", handle=handle.text)
         await self._check_change(who, record, settled, handle.text)
-        return Record(record.handle, settled), record.version
+        return await self._record(handle, settled, record), record.version
 
     async def reseal(self, identity: Ref, secret: str) -> None:
         """Replace the legacy scrypt hash at ``identity`` by ``secret`` sealed, if that hash is

@@ -68,6 +68,19 @@ feed_cursors = sa.Table(
 )
 """A mirror's position in each change feed it follows (nodes/mirror.py)."""
 
+# --- unique values of data templates (see registry/templates.py) ------------------------------
+
+template_unique = sa.Table(
+    "template_unique",
+    metadata,
+    sa.Column("template", KeyText, primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True),
+    sa.Column("value", sa.Text, primary_key=True),
+    sa.Column("key", KeyText, nullable=False, index=True),
+)
+"""Each unique template value taken, by the handle (folded ``key``) holding it; written in the
+transaction of that handle's write, so that the primary key decides concurrent writers."""
+
 # --- enterprise prefix applications (see registry/enterprise.py) ----------------------------
 
 OPEN_APPLICATION = sa.text("status IN ('pending', 'approved')")

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from resolver.identifiers import fold
+from resolver.templates import Claim, UniqueValueTaken, unique_clashes
 from resolver.values import Record
 
 
@@ -16,6 +17,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
         self._prefixes: dict[str, str] = {}
+        self._claims: dict[Claim, str] = {}
+        """Unique template values taken, and by which key (see ``Record.claims``)."""
 
     async def get(self, key: str) -> Record | None:
         return self._records.get(key)
@@ -24,20 +27,44 @@ class MemoryStore:
         return {k: self._records[k] for k in keys if k in self._records}
 
     async def put(self, key: str, record: Record, expected: int | None) -> bool:
+        self._check_claims([(key, record)])
+        return self._put(key, record, expected)
+
+    async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
+        # All claims first: a batch with a taken value writes nothing.  Then item by item
+        # through put, which subclasses extend (registry.replication.MemoryJournalStore).
+        self._check_claims([(key, record) for key, record, _ in items])
+        return [await self.put(key, record, expected) for key, record, expected in items]
+
+    def _check_claims(self, writes: Sequence[tuple[str, Record]]) -> None:
+        claiming = [(key, r.claims) for key, r in writes if r.claims is not None]
+        if claiming:
+            rewritten = {key for key, _ in claiming}
+            held = {c: k for c, k in self._claims.items() if k not in rewritten}
+            clashes = unique_clashes(held, claiming)
+            if clashes:
+                raise UniqueValueTaken(clashes)
+
+    def _put(self, key: str, record: Record, expected: int | None) -> bool:
         current = self._records.get(key)
         if (current.version if current else None) != expected:
             return False
         self._records[key] = replace(record, version=(expected or 0) + 1)
+        if record.claims is not None:
+            self._release(key)
+            self._claims.update(dict.fromkeys(record.claims, key))
         return True
 
-    async def put_many(self, items: Sequence[tuple[str, Record, int | None]]) -> list[bool]:
-        return [await self.put(key, record, expected) for key, record, expected in items]
+    def _release(self, key: str) -> None:
+        for claim in [c for c, k in self._claims.items() if k == key]:
+            del self._claims[claim]
 
     async def delete(self, key: str, expected: int) -> bool:
         current = self._records.get(key)
         if current is None or current.version != expected:
             return False
         del self._records[key]
+        self._release(key)
         return True
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:

@@ -135,6 +135,12 @@ class Record:
     values: tuple[HandleValue, ...]
     version: int = 0
     stored: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    claims: tuple[tuple[str, int, str], ...] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
+    """The unique values of its data template this record takes, ``(template key, item index,
+    value)``, which a store writes in the record's own transaction (see
+    :mod:`resolver.templates`); None leaves the claims of the key as they are."""
 
     @classmethod
     def with_stored(
@@ -144,6 +150,12 @@ class Record:
         (use :func:`resolver.codecs.stored.decode_record`)."""
         record = cls(handle, values, version)
         object.__setattr__(record, "stored", stored)  # frozen: as the generated __init__ does
+        return record
+
+    def with_claims(self, claims: tuple[tuple[str, int, str], ...] | None) -> Record:
+        """This record (its handle, values and version) holding ``claims``."""
+        record = Record(self.handle, self.values, self.version)
+        object.__setattr__(record, "claims", claims)  # frozen: as with_stored does
         return record
 
     def by_index(self) -> dict[int, HandleValue]:

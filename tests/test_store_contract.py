@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from resolver.identifiers import fold
 from resolver.ports import RecordStore
+from resolver.templates import UniqueValueTaken
 from resolver.values import AdminRef, Data, HandleValue, Record, Ref
 
 ADMIN = HandleValue(100, "HS_ADMIN", Data("admin", AdminRef("0.NA/88.100.1", 200, 0b011111111111)))
@@ -232,3 +235,57 @@ async def test_prefix_homing(store: RecordStore) -> None:
     assert await store.unhome_prefix("88.100.abc")
     assert not await store.unhome_prefix("88.100.Abc")
     assert await store.homed_prefixes() == ["88.100"]
+
+
+# --- unique template values (Record.claims) ----------------------------------------------------
+
+SERIAL = ("88.100.1/TEMPLATE.CELL", 2001, "SN-1")
+
+
+def claiming(handle: str, *claims: tuple[str, int, str]) -> Record:
+    return record(handle).with_claims(claims)
+
+
+async def test_a_unique_value_is_held_by_one_key(store: RecordStore) -> None:
+    assert await store.put("88.100.1/A", claiming("88.100.1/a", SERIAL), None)
+    with pytest.raises(UniqueValueTaken) as taken:
+        await store.put("88.100.1/B", claiming("88.100.1/b", SERIAL), None)
+    assert set(taken.value.taken) == {"88.100.1/B"}
+    assert "2001" in taken.value.taken["88.100.1/B"]
+    assert await store.get("88.100.1/B") is None
+    # Its holder rewrites it freely; a write without claims (None) leaves them alone.
+    assert await store.put("88.100.1/A", claiming("88.100.1/a", SERIAL), 1)
+    assert await store.put("88.100.1/A", record("88.100.1/a"), 2)
+    with pytest.raises(UniqueValueTaken):
+        await store.put("88.100.1/B", claiming("88.100.1/b", SERIAL), None)
+    # Claims () release them.
+    assert await store.put("88.100.1/A", claiming("88.100.1/a"), 3)
+    assert await store.put("88.100.1/B", claiming("88.100.1/b", SERIAL), None)
+
+
+async def test_a_deleted_handle_releases_its_values(store: RecordStore) -> None:
+    assert await store.put("88.100.1/A", claiming("88.100.1/a", SERIAL), None)
+    assert await store.delete("88.100.1/A", 1)
+    assert await store.put("88.100.1/B", claiming("88.100.1/b", SERIAL), None)
+
+
+async def test_put_many_with_a_taken_value_writes_nothing(store: RecordStore) -> None:
+    other = ("88.100.1/TEMPLATE.CELL", 2001, "SN-2")
+    assert await store.put("88.100.1/A", claiming("88.100.1/a", SERIAL), None)
+    with pytest.raises(UniqueValueTaken) as taken:
+        await store.put_many(
+            [
+                ("88.100.1/C", claiming("88.100.1/c", other), None),
+                ("88.100.1/D", claiming("88.100.1/d", SERIAL), None),
+                ("88.100.1/E", claiming("88.100.1/e", other), None),  # twice in the batch
+            ]
+        )
+    assert set(taken.value.taken) == {"88.100.1/D", "88.100.1/E"}
+    assert await store.get_many(["88.100.1/C", "88.100.1/D", "88.100.1/E"]) == {}
+    # The same value under another item or template is another value.
+    assert await store.put_many(
+        [
+            ("88.100.1/C", claiming("88.100.1/c", ("88.100.1/TEMPLATE.CELL", 2002, "SN-1")), None),
+            ("88.100.1/D", claiming("88.100.1/d", ("88.100.1/TEMPLATE.PACK", 2001, "SN-1")), None),
+        ]
+    ) == [True, True]

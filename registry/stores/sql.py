@@ -29,10 +29,11 @@ from registry.changelog import MAX_BATCH, Change
 from registry.stores import outage
 from registry.stores.changes import append_changes, head_and_horizon, prune_changes
 from registry.stores.read_pool import ReadPool
-from registry.tables import change_log, handles, prefixes
+from registry.tables import change_log, handles, prefixes, template_unique
 from resolver.codecs.stored import decode_record, encode_values
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import fold
+from resolver.templates import UniqueValueTaken, taken_message
 from resolver.values import Record
 
 _ASYNC_DRIVERS = {
@@ -305,6 +306,7 @@ class SqlStore:
         async with self._engine.begin() as conn:
             done = await self._put_one(conn, key, record, expected)
             if done:
+                await self._claim(conn, [(key, record)])
                 await self._log(conn, [key])
             return done
 
@@ -321,9 +323,9 @@ class SqlStore:
         async with self._engine.begin() as conn:
             if len({key for key, _, _ in items}) < len(items):
                 results = [await self._put_one(conn, *item) for item in items]
-                await self._log(
-                    conn, [k for (k, _, _), ok in zip(items, results, strict=True) if ok]
-                )
+                pairs = list(zip(items, results, strict=True))
+                await self._claim(conn, [(k, r) for (k, r, _), ok in pairs if ok])
+                await self._log(conn, [k for (k, _, _), ok in pairs if ok])
                 return results
             # In key order, concurrent batches sharing keys (a client retrying after a timeout)
             # insert them in the same order, so on PostgreSQL they wait instead of deadlocking.
@@ -339,6 +341,7 @@ class SqlStore:
                 if expected is not None
             ]
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
+            await self._claim(conn, [(k, r) for k, r, _ in items if k in done])
             await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]
 
@@ -350,8 +353,39 @@ class SqlStore:
             )
             if result.rowcount != 1:
                 return False
+            await conn.execute(template_unique.delete().where(template_unique.c.key == key))
             await self._log(conn, [key])
             return True
+
+    async def _claim(self, conn: AsyncConnection, written: Sequence[tuple[str, Record]]) -> None:
+        """Replace the unique template values the keys of ``written`` hold with those their
+        records claim (see ``Record.claims``), in the write's transaction; raise
+        :class:`UniqueValueTaken`, undoing the whole write, if another key holds one.
+
+        On PostgreSQL the primary key makes a concurrent writer of the same value wait for
+        this transaction, then find the value taken.
+        """
+        written = [(k, r) for k, r in written if r.claims is not None]
+        if not written:
+            return
+        table = template_unique
+        await conn.execute(table.delete().where(table.c.key.in_([k for k, _ in written])))
+        wanted = [(claim, k) for k, r in written for claim in r.claims or ()]
+        if not wanted:
+            return
+        stmt = (
+            self._insert(table)
+            .on_conflict_do_nothing()
+            .returning(table.c.template, table.c.item, table.c.value, table.c.key)
+        )
+        rows = [{"template": t, "item": i, "value": v, "key": k} for (t, i, v), k in wanted]
+        inserted = {((t, i, v), k) for t, i, v, k in await conn.execute(stmt, rows)}
+        taken: dict[str, str] = {}
+        for claim, key in wanted:
+            if (claim, key) not in inserted:
+                taken.setdefault(key, taken_message(claim))
+        if taken:
+            raise UniqueValueTaken(taken)
 
     @outage.read
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
