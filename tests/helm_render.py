@@ -129,9 +129,7 @@ def _parse(tokens: list[tuple[str, str]]) -> tuple[list[_Node], dict[str, list[_
 
 
 def _truth(value: Any) -> bool:
-    return value not in (None, False, 0, "") and not (
-        isinstance(value, list | dict) and not value
-    )
+    return value not in (None, False, 0, "") and not (isinstance(value, list | dict) and not value)
 
 
 def _text(value: Any) -> str:

@@ -98,7 +98,9 @@ def test_a_national_site_runs_its_patroni_member_beside_idis(dcs: str) -> None:
     # RBAC for Kubernetes as the consensus store, and only then.
     kinds = {m["kind"] for m in manifests}
     assert ({"Role", "RoleBinding"} <= kinds) == (dcs == "kubernetes")
-    env = _env(_one(manifests, "Deployment", "beijing")["spec"]["template"]["spec"]["containers"][0])
+    env = _env(
+        _one(manifests, "Deployment", "beijing")["spec"]["template"]["spec"]["containers"][0]
+    )
     # Writes through every member (libpq finds the leader), reads from this site's own first.
     assert env["IDIS_DATABASE_URL"].endswith(
         ",".join(peers) + "/idis?target_session_attrs=read-write"
@@ -125,11 +127,15 @@ def test_migration_runs_as_a_hook_job_and_the_pods_then_do_not_migrate() -> None
     service = _one(manifests, "Service", "secondary")
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert not set(service["spec"]["selector"].items()) <= set(labels.items())
-    env = _env(_one(manifests, "Deployment", "secondary")["spec"]["template"]["spec"]["containers"][0])
+    env = _env(
+        _one(manifests, "Deployment", "secondary")["spec"]["template"]["spec"]["containers"][0]
+    )
     assert env["IDIS_MIGRATE_ON_START"] == "false"
     recursive = _render("recursive")
     assert not [m for m in recursive if m["kind"] == "Job"]
-    env = _env(_one(recursive, "Deployment", "recursive")["spec"]["template"]["spec"]["containers"][0])
+    env = _env(
+        _one(recursive, "Deployment", "recursive")["spec"]["template"]["spec"]["containers"][0]
+    )
     assert env["IDIS_MIGRATE_ON_START"] == "true"
 
 
@@ -162,7 +168,9 @@ def test_the_service_monitor_selects_the_nodes_service_and_its_metrics_port() ->
     assert set(wanted.items()) <= set(service["metadata"]["labels"].items())
     # ... and only that Service: Redis's and Patroni's do not carry the node's labels.
     others = [m for m in manifests if m["kind"] == "Service" and m is not service]
-    assert others and not [s for s in others if set(wanted.items()) <= set(s["metadata"]["labels"].items())]
+    assert others and not [
+        s for s in others if set(wanted.items()) <= set(s["metadata"]["labels"].items())
+    ]
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["path"] == "/metrics"
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
