@@ -143,7 +143,7 @@ def _text(value: Any) -> str:
 
 
 def _to_yaml(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=False, sort_keys=True).rstrip("\n")
+    return str(yaml.safe_dump(value, default_flow_style=False, sort_keys=True)).rstrip("\n")
 
 
 def _indent(width: Any, text: Any) -> str:

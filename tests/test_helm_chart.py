@@ -61,6 +61,11 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
 
 
+def _node_env(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    deployment = _one(manifests, "Deployment", name)
+    return _env(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("variant", ["role defaults", "every option"])
 def test_every_role_renders_manifests_valid_for_kubernetes(role: str, variant: str) -> None:
@@ -98,9 +103,7 @@ def test_a_national_site_runs_its_patroni_member_beside_idis(dcs: str) -> None:
     # RBAC for Kubernetes as the consensus store, and only then.
     kinds = {m["kind"] for m in manifests}
     assert ({"Role", "RoleBinding"} <= kinds) == (dcs == "kubernetes")
-    env = _env(
-        _one(manifests, "Deployment", "beijing")["spec"]["template"]["spec"]["containers"][0]
-    )
+    env = _node_env(manifests, "beijing")
     # Writes through every member (libpq finds the leader), reads from this site's own first.
     assert env["IDIS_DATABASE_URL"].endswith(
         ",".join(peers) + "/idis?target_session_attrs=read-write"
@@ -127,15 +130,11 @@ def test_migration_runs_as_a_hook_job_and_the_pods_then_do_not_migrate() -> None
     service = _one(manifests, "Service", "secondary")
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert not set(service["spec"]["selector"].items()) <= set(labels.items())
-    env = _env(
-        _one(manifests, "Deployment", "secondary")["spec"]["template"]["spec"]["containers"][0]
-    )
+    env = _node_env(manifests, "secondary")
     assert env["IDIS_MIGRATE_ON_START"] == "false"
     recursive = _render("recursive")
     assert not [m for m in recursive if m["kind"] == "Job"]
-    env = _env(
-        _one(recursive, "Deployment", "recursive")["spec"]["template"]["spec"]["containers"][0]
-    )
+    env = _node_env(recursive, "recursive")
     assert env["IDIS_MIGRATE_ON_START"] == "true"
 
 
