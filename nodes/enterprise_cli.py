@@ -203,14 +203,16 @@ def add_enterprise_commands(commands: Any) -> None:
     )
 
     show = command("show", "show one application", cmd_show, operator=False)
-    show.add_argument("id")
+    show.add_argument("id", help="the application's ID (from apply or list)")
 
     listing = command("list", "list the applications you may decide on", cmd_list, operator=True)
-    listing.add_argument("--status", choices=["pending", "approved", "rejected"])
+    listing.add_argument(
+        "--status", choices=["pending", "approved", "rejected"], help="only these (default: all)"
+    )
 
     approve = command("approve", "approve: allocate the prefix", cmd_approve, operator=True)
-    approve.add_argument("id")
+    approve.add_argument("id", help="the application's ID")
 
     reject = command("reject", "reject an application", cmd_reject, operator=True)
-    reject.add_argument("id")
+    reject.add_argument("id", help="the application's ID")
     reject.add_argument("--reason", help="told to the applicant")

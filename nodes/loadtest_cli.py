@@ -448,8 +448,8 @@ def add_loadtest_commands(commands: Any) -> None:
     ceiling = actions.add_parser(
         "ceiling", help="the generator's own ceiling, against a constant server on loopback"
     )
-    ceiling.add_argument("--duration", type=_positive_float, default=3.0)
-    ceiling.add_argument("--concurrency", type=int, default=32)
+    ceiling.add_argument("--duration", type=_positive_float, default=3.0, help="seconds")
+    ceiling.add_argument("--concurrency", type=int, default=32, help="keep-alive connections")
     ceiling.add_argument("--json", help="write the report here")
     ceiling.set_defaults(run=cmd_ceiling)
 
@@ -464,9 +464,13 @@ def add_loadtest_commands(commands: Any) -> None:
     plan.add_argument(
         "--database-url", help="measure bytes per identifier in this node's PostgreSQL"
     )
-    plan.add_argument("--target-ids", type=_positive_float, default=2e9)
+    plan.add_argument(
+        "--target-ids", type=_positive_float, default=2e9, help="identifiers to plan for"
+    )
     plan.add_argument("--daily", type=float, default=150e6, help="resolutions a day")
-    plan.add_argument("--peak-factor", type=_positive_float, default=10.0)
+    plan.add_argument(
+        "--peak-factor", type=_positive_float, default=10.0, help="peak rate over the daily mean"
+    )
     plan.add_argument(
         "--disk-per-node", type=_positive_float, default=2e12, help="bytes of disk per node"
     )
@@ -477,7 +481,7 @@ def add_loadtest_commands(commands: Any) -> None:
         default=0.7,
         help="run nodes at most at this share of measured capacity",
     )
-    plan.add_argument("--min-nodes", type=int, default=1)
+    plan.add_argument("--min-nodes", type=int, default=1, help="secondary nodes at least")
     plan.add_argument("--json", help="write the plan here")
     plan.set_defaults(run=cmd_plan)
 

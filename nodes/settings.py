@@ -333,10 +333,33 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for item in error.errors():
             if item["loc"]:
-                name = "IDIS_" + "__".join(str(p) for p in item["loc"]).upper()
-                problems.append(f"{name}: {item['msg']}")
+                loc = [str(p) for p in item["loc"]]
+                name = "IDIS_" + "__".join(loc).upper()
+                origin = _origin(name, loc, settings_file, overrides)
+                problems.append(f"{name} ({origin}): {item['msg']}")
             else:  # a rule across several settings names them in its message
                 problems.append(item["msg"].removeprefix("Value error, "))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
     except ValueError as error:  # e.g. a settings file that is not TOML
-        raise SettingsError(f"invalid settings: {error}") from None
+        where = f" in IDIS_SETTINGS_FILE {settings_file}" if settings_file else ""
+        raise SettingsError(f"invalid settings{where}: {error}") from None
+
+
+def _origin(name: str, loc: list[str], settings_file: str | None, overrides: Any) -> str:
+    """Where the bad value came from, so the message says which place to fix."""
+    if len(loc) == 1 and overrides.get(loc[0]) is not None:
+        return "command-line option"
+    if any(key.upper() == name for key in os.environ):
+        return "environment"
+    if settings_file:
+        import tomllib
+
+        try:
+            table: Any = tomllib.loads(Path(settings_file).read_text(encoding="utf-8"))
+            for key in loc:
+                table = table[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        else:
+            return f"{settings_file}, key {'.'.join(loc)}"
+    return "default"
