@@ -198,3 +198,16 @@ def test_the_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None
     (chart / "templates" / "x.yaml").write_text("a: {{ .Values.missing }}\n")
     with pytest.raises(TemplateError, match="missing"):
         render_chart(chart)
+
+
+def test_idis_pods_never_see_the_postgresql_superuser_or_replication_passwords() -> None:
+    manifests = _render("top-level", EVERYTHING)
+    for kind, name in (("Deployment", "top-level"), ("Job", "top-level-migrate")):
+        pod = _one(manifests, kind, name)["spec"]["template"]["spec"]
+        text = str(pod)
+        assert "superuser-password" not in text and "replication-password" not in text
+        volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+        assert {item["key"] for item in volume["secret"]["items"]} == {
+            "admin-secret",
+            "holder-secret",
+        }
