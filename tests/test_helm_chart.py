@@ -211,3 +211,24 @@ def test_idis_pods_never_see_the_postgresql_superuser_or_replication_passwords()
             "admin-secret",
             "holder-secret",
         }
+
+
+def test_the_example_site_across_cities_renders_valid_manifests() -> None:
+    manifests = render_chart(
+        CHART,
+        [CHART / "roles" / "dr.yaml", CHART / "examples" / "nanjing.yaml"],
+        release="nanjing",
+    )
+    _validate(manifests)
+    config = _one(manifests, "ConfigMap", "nanjing-patroni")["data"]["patroni.yml"]
+    assert "etcd3:" in config and "etcd.wuhan.idis.example:2379" in config
+    assert "ttl: 30" in config and "nosync: false" in config
+    env = _node_env(manifests, "nanjing")
+    assert (
+        "pg.guiyang.idis.example:5432/idis?target_session_attrs=read-write"
+        in (env["IDIS_DATABASE_URL"])
+    )
+    member = _one(manifests, "StatefulSet", "nanjing-patroni")["spec"]["template"]["spec"]
+    member_env = {e["name"]: e.get("value") for e in member["containers"][0]["env"]}
+    assert member_env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == "pg.nanjing.idis.example:5432"
+    assert not [m for m in manifests if m["kind"] == "Secret"]  # the operator's own
