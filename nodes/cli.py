@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
-from nodes.settings import Settings, SettingsError, load_settings
+from nodes.settings import Settings, SettingsError, load_settings, read_secret_file
 from resolver.errors import HandleError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _secret(secret_file: str | None) -> tuple[str, bool]:
 
     if not secret_file:
         return generate_secret(), True
-    secret = Path(secret_file).read_text(encoding="utf-8").strip()
+    secret = read_secret_file(secret_file)
     problem = weakness(secret)
     if problem is not None:
         raise SettingsError(f"--secret-file {secret_file}: {problem}")
@@ -158,7 +158,7 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
 def cmd_federation_join(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _migrate_if_asked(settings)
-    secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+    secret = read_secret_file(args.secret_file)
     top = asyncio.run(_join(settings, args.prefix, secret))
     print(f"{args.prefix} homed here and delegated to {settings.site_url} at {top}")
     return 0

@@ -27,20 +27,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodes.settings import SettingsError
+from nodes.settings import SettingsError, read_secret_file
 
 if TYPE_CHECKING:
     from loadtests.shapes import Population
-
-
-def _read_secret(path: str) -> str:
-    try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise SettingsError(f"--secret-file: {error}") from None
-    if not secret:
-        raise SettingsError(f"--secret-file {path} is empty")
-    return secret
 
 
 def _write_json(path: str | None, report: dict[str, Any]) -> None:
@@ -83,7 +73,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from loadtests import drive
     from loadtests.stats import generator_verdict
 
-    secret = _read_secret(args.secret_file)
+    secret = read_secret_file(args.secret_file)
     population = _population(args)
     credentials = {
         p: drive.Credentials(args.identity or drive.admin_identity(p), secret)

@@ -319,6 +319,25 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def read_secret_file(path: str) -> str:
+    """The secret a ``--secret-file`` option names (whitespace stripped).
+
+    Raises :class:`SettingsError` naming the file and what is wrong with it; a missing file's
+    message says how to make one.
+    """
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SettingsError(
+            f"--secret-file {path}: no such file (make one: idis secret new > {path})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"--secret-file {path}: {error}") from None
+    if not secret:
+        raise SettingsError(f"--secret-file {path} is empty")
+    return secret
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and settings file), with explicit overrides on top.
 

@@ -89,3 +89,18 @@ def test_a_bad_setting_names_the_variable_and_where_it_came_from(
     monkeypatch.delenv("IDIS_WORKERS")
     assert main(["prefix", "list"]) == 2
     assert f"IDIS_SETTINGS_FILE {settings}" in capsys.readouterr().err
+
+
+def test_a_missing_secret_file_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("IDIS_SETTINGS_FILE", raising=False)
+    monkeypatch.setenv("IDIS_DATA_DIR", str(tmp_path / "data"))
+    missing = tmp_path / "holder.secret"
+    assert main(["prefix", "init", "88.100.1", "--secret-file", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"--secret-file {missing}: no such file (make one: idis secret new > {missing})" in err
+    weak = tmp_path / "weak.secret"
+    weak.write_text("aaaaaaaaaaaaaaaa\n", encoding="utf-8")
+    assert main(["prefix", "init", "88.100.1", "--secret-file", str(weak)]) == 2
+    assert f"--secret-file {weak}:" in capsys.readouterr().err
