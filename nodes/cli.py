@@ -8,14 +8,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
 from nodes.national.cli import add_national_commands
-from nodes.settings import Settings, SettingsError, load_settings
+from nodes.settings import Settings, SettingsError, load_settings, read_secret_file
 from resolver.errors import HandleError
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def _secret(secret_file: str | None) -> tuple[str, bool]:
 
     if not secret_file:
         return generate_secret(), True
-    secret = Path(secret_file).read_text(encoding="utf-8").strip()
+    secret = read_secret_file(secret_file)
     problem = weakness(secret)
     if problem is not None:
         raise SettingsError(f"--secret-file {secret_file}: {problem}")
@@ -164,7 +164,7 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
 def cmd_federation_join(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _migrate_if_asked(settings)
-    secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+    secret = read_secret_file(args.secret_file)
     top = asyncio.run(_join(settings, args.prefix, secret))
     print(f"{args.prefix} homed here and delegated to {settings.site_url} at {top}")
     return 0
@@ -218,6 +218,13 @@ def cmd_dns(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_new(args: argparse.Namespace) -> int:
+    from registry.secrets import generate_secret
+
+    print(generate_secret())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -241,8 +248,25 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help says its default, unless there is none to say (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``idis`` parser; every subcommand's parser is one too (argparse makes them by type)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="idis",
         description="Industrial Internet identifier resolution (Handle System compatible).",
     )
@@ -252,7 +276,9 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run a node")
     serve.add_argument(
-        "--role", choices=["top-level", "dr", "secondary", "enterprise", "recursive"]
+        "--role",
+        choices=["top-level", "dr", "secondary", "enterprise", "recursive"],
+        help="the node's role (IDIS_ROLE; default: secondary)",
     )
     serve.add_argument("--http", help="HOST:PORT to listen on (IDIS_HTTP)")
     serve.add_argument("--workers", type=int, help="worker processes (IDIS_WORKERS)")
@@ -260,23 +286,33 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     migrate.add_argument(
-        "direction", nargs="?", choices=["upgrade", "downgrade"], default="upgrade"
+        "direction",
+        nargs="?",
+        choices=["upgrade", "downgrade"],
+        default="upgrade",
+        help="which way to move the schema",
     )
-    migrate.add_argument("revision", nargs="?")
+    migrate.add_argument(
+        "revision", nargs="?", help="Alembic revision to reach (default: head; downgrade: -1)"
+    )
     migrate.set_defaults(run=cmd_migrate)
 
     prefix = commands.add_parser("prefix", help="prefixes homed on this node")
     prefix_commands = prefix.add_subparsers(dest="prefix_command", required=True)
     init = prefix_commands.add_parser("init", help="home a prefix and create PREFIX/ADMIN")
-    init.add_argument("prefix")
-    init.add_argument("--secret-file", help="read the administrator's secret from this file")
+    init.add_argument("prefix", help="the prefix to home, e.g. 88.100.1")
+    init.add_argument(
+        "--secret-file",
+        help="read the administrator's secret from this file (default: generate one and print"
+        " it once; `idis secret new > FILE` makes one)",
+    )
     init.set_defaults(run=cmd_prefix_init)
     listing = prefix_commands.add_parser("list", help="list homed prefixes")
     listing.set_defaults(run=cmd_prefix_list)
     allocate = prefix_commands.add_parser(
         "allocate", help="(top level) create 0.NA/PREFIX for a prefix delegated to another node"
     )
-    allocate.add_argument("prefix")
+    allocate.add_argument("prefix", help="the prefix to delegate, e.g. 88.100")
     allocate.add_argument("--secret-file", help="the holder's secret (default: generate one)")
     allocate.set_defaults(run=cmd_prefix_allocate)
 
@@ -285,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     join = federation_commands.add_parser(
         "join", help="home PREFIX here and register this node's site for it at the top level"
     )
-    join.add_argument("prefix")
+    join.add_argument("prefix", help="the prefix allocated to this node, e.g. 88.100")
     join.add_argument("--secret-file", required=True, help="the secret of 300:0.NA/PREFIX")
     join.set_defaults(run=cmd_federation_join)
 
@@ -297,12 +333,25 @@ def parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true", help="replace an existing key")
     keygen.set_defaults(run=cmd_site_keygen)
 
+    secret = commands.add_parser("secret", help="secrets for administrators and holders")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True)
+    new = secret_commands.add_parser(
+        "new", help="print a new random secret (strong enough for every --secret-file)"
+    )
+    new.set_defaults(run=cmd_secret_new)
+
     # Enterprise prefix applications, over a node's HTTP API (nodes/enterprise_cli.py).
     add_enterprise_commands(commands)
 
     load = commands.add_parser("import", help="bulk-load identifiers from JSONL or CSV")
-    load.add_argument("file")
-    load.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file name")
+    load.add_argument(
+        "file", help="records to load; - reads standard input (format: README, Importing)"
+    )
+    load.add_argument(
+        "--format",
+        choices=["jsonl", "csv"],
+        help="the file's format (default: from its name, .jsonl/.ndjson or .csv; - is JSONL)",
+    )
     load.set_defaults(run=cmd_import)
 
     dns = commands.add_parser("dns", help="identifiers as DNS names (IDIS_DNS_ZONE)")

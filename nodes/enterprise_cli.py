@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from nodes.settings import SettingsError
+from nodes.settings import read_secret_file
 from resolver.errors import PeerRefused, UpstreamUnavailable
 
 if TYPE_CHECKING:
@@ -34,21 +33,11 @@ TIMEOUT = 30.0
 """Approval waits for the top level; give it time rather than report a false failure."""
 
 
-def _read_secret(path: str) -> str:
-    try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise SettingsError(f"--secret-file: {error}") from None
-    if not secret:
-        raise SettingsError(f"--secret-file {path} is empty")
-    return secret
-
-
 def _auth(args: argparse.Namespace) -> httpx.BasicAuth:
     """Handle's Basic credentials for ``--identity`` and ``--secret-file``."""
     from nodes.federation import basic_auth
 
-    return basic_auth(args.identity, _read_secret(args.secret_file))
+    return basic_auth(args.identity, read_secret_file(args.secret_file))
 
 
 def _call(
@@ -111,7 +100,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         body["hosting"] = "self-hosted"
         body["siteUrl"] = args.self_hosted
     if args.secret_file:
-        body["secret"] = _read_secret(args.secret_file)
+        body["secret"] = read_secret_file(args.secret_file)
     application = _call(args, "POST", "", body=body)["application"]
     # One plain line first, for scripts: the id is what the applicant needs to follow it.
     print(f"application {application['id']} submitted for {application['prefix']}")
@@ -203,14 +192,16 @@ def add_enterprise_commands(commands: Any) -> None:
     )
 
     show = command("show", "show one application", cmd_show, operator=False)
-    show.add_argument("id")
+    show.add_argument("id", help="the application's ID (from apply or list)")
 
     listing = command("list", "list the applications you may decide on", cmd_list, operator=True)
-    listing.add_argument("--status", choices=["pending", "approved", "rejected"])
+    listing.add_argument(
+        "--status", choices=["pending", "approved", "rejected"], help="only these (default: all)"
+    )
 
     approve = command("approve", "approve: allocate the prefix", cmd_approve, operator=True)
-    approve.add_argument("id")
+    approve.add_argument("id", help="the application's ID")
 
     reject = command("reject", "reject an application", cmd_reject, operator=True)
-    reject.add_argument("id")
+    reject.add_argument("id", help="the application's ID")
     reject.add_argument("--reason", help="told to the applicant")

@@ -27,20 +27,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodes.settings import SettingsError
+from nodes.settings import SettingsError, read_secret_file
 
 if TYPE_CHECKING:
     from loadtests.shapes import Population
-
-
-def _read_secret(path: str) -> str:
-    try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise SettingsError(f"--secret-file: {error}") from None
-    if not secret:
-        raise SettingsError(f"--secret-file {path} is empty")
-    return secret
 
 
 def _write_json(path: str | None, report: dict[str, Any]) -> None:
@@ -83,7 +73,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from loadtests import drive
     from loadtests.stats import generator_verdict
 
-    secret = _read_secret(args.secret_file)
+    secret = read_secret_file(args.secret_file)
     population = _population(args)
     credentials = {
         p: drive.Credentials(args.identity or drive.admin_identity(p), secret)
@@ -448,8 +438,8 @@ def add_loadtest_commands(commands: Any) -> None:
     ceiling = actions.add_parser(
         "ceiling", help="the generator's own ceiling, against a constant server on loopback"
     )
-    ceiling.add_argument("--duration", type=_positive_float, default=3.0)
-    ceiling.add_argument("--concurrency", type=int, default=32)
+    ceiling.add_argument("--duration", type=_positive_float, default=3.0, help="seconds")
+    ceiling.add_argument("--concurrency", type=int, default=32, help="keep-alive connections")
     ceiling.add_argument("--json", help="write the report here")
     ceiling.set_defaults(run=cmd_ceiling)
 
@@ -464,9 +454,13 @@ def add_loadtest_commands(commands: Any) -> None:
     plan.add_argument(
         "--database-url", help="measure bytes per identifier in this node's PostgreSQL"
     )
-    plan.add_argument("--target-ids", type=_positive_float, default=2e9)
+    plan.add_argument(
+        "--target-ids", type=_positive_float, default=2e9, help="identifiers to plan for"
+    )
     plan.add_argument("--daily", type=float, default=150e6, help="resolutions a day")
-    plan.add_argument("--peak-factor", type=_positive_float, default=10.0)
+    plan.add_argument(
+        "--peak-factor", type=_positive_float, default=10.0, help="peak rate over the daily mean"
+    )
     plan.add_argument(
         "--disk-per-node", type=_positive_float, default=2e12, help="bytes of disk per node"
     )
@@ -477,7 +471,7 @@ def add_loadtest_commands(commands: Any) -> None:
         default=0.7,
         help="run nodes at most at this share of measured capacity",
     )
-    plan.add_argument("--min-nodes", type=int, default=1)
+    plan.add_argument("--min-nodes", type=int, default=1, help="secondary nodes at least")
     plan.add_argument("--json", help="write the plan here")
     plan.set_defaults(run=cmd_plan)
 

@@ -405,6 +405,25 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def read_secret_file(path: str) -> str:
+    """The secret a ``--secret-file`` option names (whitespace stripped).
+
+    Raises :class:`SettingsError` naming the file and what is wrong with it; a missing file's
+    message says how to make one.
+    """
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SettingsError(
+            f"--secret-file {path}: no such file (make one: idis secret new > {path})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"--secret-file {path}: {error}") from None
+    if not secret:
+        raise SettingsError(f"--secret-file {path} is empty")
+    return secret
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and settings file), with explicit overrides on top.
 
@@ -419,10 +438,33 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for item in error.errors():
             if item["loc"]:
-                name = "IDIS_" + "__".join(str(p) for p in item["loc"]).upper()
-                problems.append(f"{name}: {item['msg']}")
+                loc = [str(p) for p in item["loc"]]
+                name = "IDIS_" + "__".join(loc).upper()
+                origin = _origin(name, loc, settings_file, overrides)
+                problems.append(f"{name} ({origin}): {item['msg']}")
             else:  # a rule across several settings names them in its message
                 problems.append(item["msg"].removeprefix("Value error, "))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
     except ValueError as error:  # e.g. a settings file that is not TOML
-        raise SettingsError(f"invalid settings: {error}") from None
+        where = f" in IDIS_SETTINGS_FILE {settings_file}" if settings_file else ""
+        raise SettingsError(f"invalid settings{where}: {error}") from None
+
+
+def _origin(name: str, loc: list[str], settings_file: str | None, overrides: Any) -> str:
+    """Where the bad value came from, so the message says which place to fix."""
+    if len(loc) == 1 and overrides.get(loc[0]) is not None:
+        return "command-line option"
+    if any(key.upper() == name for key in os.environ):
+        return "environment"
+    if settings_file:
+        import tomllib
+
+        try:
+            table: Any = tomllib.loads(Path(settings_file).read_text(encoding="utf-8"))
+            for key in loc:
+                table = table[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        else:
+            return f"{settings_file}, key {'.'.join(loc)}"
+    return "default"
