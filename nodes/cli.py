@@ -361,7 +361,7 @@ def parser() -> argparse.ArgumentParser:
         ("handle", "name", "print the identifier a DNS name stands for"),
     ):
         sub = dns_commands.add_parser(command, help=help_text)
-        sub.add_argument("text", metavar=what.upper())
+        sub.add_argument("text", metavar=what.upper(), help=f"the {what} to map")
         sub.add_argument("--zone", help="the zone (default: IDIS_DNS_ZONE)")
         sub.set_defaults(run=cmd_dns)
 
