@@ -20,16 +20,21 @@ from nodes.federation import TopLevelClient
 from nodes.generation_board import GenerationBoard
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
+from nodes.redis_counters import RedisCounters
 from nodes.settings import Settings
 from nodes.throttle import Throttle, parse_limits
 from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
 from registry.invalidation import Invalidator
+from registry.quotas import Counters, QuotaLimits, Quotas
 from registry.replication import authority_check
 from registry.service import Registrar
 from registry.stores.applications import SqlApplications
+from registry.stores.counters import SqlCounters
 from registry.stores.sql import SqlStore
+from registry.stores.tokens import SqlTokens
+from registry.tokens import Tokens
 from resolver import chain
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
@@ -62,6 +67,10 @@ class Node:
     peers: HttpPeerClient | None
     throttle: Throttle
     """Rate limits on failed authentications and anonymous applications (nodes/throttle.py)."""
+    tokens: Tokens
+    """Scoped API tokens (registry/tokens.py), accepted as ``Authorization: Bearer``."""
+    quotas: Quotas | None
+    """Daily resolution, registration and prefix quotas (registry/quotas.py); None: none set."""
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -74,11 +83,15 @@ class Node:
             "early_settled": self.walker.early_settled if self.walker else 0,
             "early_dropped": self.walker.early_dropped if self.walker else 0,
             "throttle": self.throttle.stats(),
+            "quota_refused": self.quotas.stats() if self.quotas else {},
         }
 
     async def close(self) -> None:
         await self.store.close()
         await self.throttle.close()
+        await self.tokens.close()
+        if self.quotas is not None:
+            await self.quotas.close()
         if self.shared is not None:
             await self.shared.close()
         if self.peers is not None:
@@ -115,6 +128,31 @@ def build_throttle(settings: Settings) -> Throttle:
         namespace=f"idis:{settings.name}",
         timeout=settings.cache.redis_timeout,
     )
+
+
+def build_quotas(settings: Settings) -> Quotas | None:
+    """The node's quotas, or None when every limit is off: resolutions counted in Redis when
+    the node has one, registrations always in the database (durable)."""
+    quota = settings.quota
+    limits = QuotaLimits(
+        resolutions_per_prefix=quota.resolutions_per_prefix,
+        resolutions_per_identity=quota.resolutions_per_identity,
+        registrations_per_prefix=quota.registrations_per_prefix,
+        registrations_per_identity=quota.registrations_per_identity,
+        prefixes_per_prefix=quota.prefixes_per_prefix,
+        prefixes_per_identity=quota.prefixes_per_identity,
+        flush_seconds=quota.flush_seconds,
+    )
+    if not limits.any:
+        return None
+    standing = SqlCounters(settings.database_url)
+    daily: Counters = standing
+    if settings.redis_url:
+        prefix = f"idis:{settings.name}:quota:"
+        daily = RedisCounters(
+            settings.redis_url, prefix=prefix, timeout=settings.cache.redis_timeout
+        )
+    return Quotas(limits, daily, standing)
 
 
 def build_node(settings: Settings) -> Node:
@@ -161,10 +199,13 @@ def build_node(settings: Settings) -> Node:
         authority = authority_check(store, {p.name: p.url for p in federation.peers})
 
     throttle = build_throttle(settings)
+    quotas = build_quotas(settings)
 
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
+
+    tokens = Tokens(SqlTokens(settings.database_url), fetch)
 
     return Node(
         settings=settings,
@@ -176,12 +217,14 @@ def build_node(settings: Settings) -> Node:
         resolve=resolve,
         homes=homes,
         invalidator=invalidator,
-        registrar=Registrar(store, homes, invalidator, fetch, authority=authority),
-        authenticator=Authenticator(fetch, throttle=throttle),
+        registrar=Registrar(store, homes, invalidator, fetch, authority=authority, quotas=quotas),
+        authenticator=Authenticator(fetch, throttle=throttle, bearer=tokens.authenticate),
         fetch=fetch,
         walker=walker,
         peers=peers,
         throttle=throttle,
+        tokens=tokens,
+        quotas=quotas,
     )
 
 

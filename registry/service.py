@@ -20,6 +20,7 @@ from registry.authorization import (
     rights,
 )
 from registry.invalidation import Invalidator
+from registry.quotas import Quotas
 from registry.secrets import hash_secret, is_hashed, verify_secret, weakness
 from resolver.errors import (
     AuthenticationNeeded,
@@ -30,6 +31,7 @@ from resolver.errors import (
     InvalidValue,
     PrefixNotHomed,
     ProtocolError,
+    QuotaExceeded,
     ServerBusy,
     ValueAlreadyExists,
     ValuesNotFound,
@@ -137,12 +139,14 @@ class Registrar:
         fetch: Fetch,
         clock: Callable[[], float] = time.time,
         authority: Callable[[Handle], Awaitable[None]] | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         """``fetch`` reads records for authorization (through the node's caches).
 
         ``authority``, if given, may refuse a write to a handle that lives here but is
         administered elsewhere, by raising (a top-level node's copy of a peer's record:
-        :func:`registry.replication.authority_check`).
+        :func:`registry.replication.authority_check`).  ``quotas``, if given, counts
+        creations against the registration and prefix quotas (registry/quotas.py).
         """
         self._store = store
         self._homes = homes
@@ -150,6 +154,7 @@ class Registrar:
         self._fetch = fetch
         self._clock = clock
         self._authority = authority
+        self._quotas = quotas
 
     # --- authorization -------------------------------------------------------------------
 
@@ -278,7 +283,7 @@ class Registrar:
             if record is None:
                 await self._check_create(who, handle)
                 new = Record(handle.text, await self._settle(values, None, handle))
-                if await self._store.put(handle.key, new, None):
+                if await self._create(who, handle, new):
                     await self._invalidator.written([handle.key])
                     return WriteResult(handle.text, created=True, changed=True)
                 continue
@@ -301,6 +306,19 @@ class Registrar:
                 await self._invalidator.written([handle.key])
                 return WriteResult(handle.text, created=False, changed=True)
         raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
+
+    async def _create(self, who: Ref, handle: Handle, new: Record) -> bool:
+        """Put ``new`` as a creation, counted against the quotas (given back if not written)."""
+        if self._quotas is None:
+            return await self._store.put(handle.key, new, None)
+        await self._quotas.reserve(who, [handle])
+        done = False
+        try:
+            done = await self._store.put(handle.key, new, None)
+        finally:
+            if not done:
+                await self._quotas.release(who, [handle], deleted=False)
+        return done
 
     async def mint(
         self, prefix: Handle, values: tuple[HandleValue, ...], identity: Ref | None
@@ -334,6 +352,8 @@ class Registrar:
                 )
             if done:
                 await self._invalidator.written([handle.key])
+                if indexes is None and self._quotas is not None:
+                    await self._quotas.release(who, [handle], deleted=True)
                 return
         raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
 
@@ -390,17 +410,42 @@ class Registrar:
                     del pending[n]
                 else:
                     writes.append((n, item.handle.key, *outcome))
+            writes = await self._reserve_creations(who, writes, pending, results)
             done = await self._store.put_many([(k, r, e) for _, k, r, e in writes])
-            written = []
+            written, unmade = [], []
             for (n, key, _, expected), ok in zip(writes, done, strict=True):
                 if ok:
                     status = "created" if expected is None else "updated"
                     results[n] = ItemResult(pending.pop(n).text, 1, status)
                     written.append(key)
+                elif expected is None and (handle := pending[n].handle) is not None:
+                    unmade.append(handle)
+            if unmade and self._quotas is not None:
+                await self._quotas.release(who, unmade, deleted=False)
             await self._invalidator.written(written)
         for n, item in pending.items():
             results[n] = ItemResult(item.text, 3, "error", "too many concurrent writes")
         return [results[n] for n in range(len(items))]
+
+    async def _reserve_creations(
+        self,
+        who: Ref,
+        writes: list[tuple[int, str, Record, int | None]],
+        pending: dict[int, BatchItem],
+        results: dict[int, ItemResult],
+    ) -> list[tuple[int, str, Record, int | None]]:
+        """The writes that may go ahead: the batch's creations count against the quotas all
+        together, and fail together (604 or 605) if that would pass a limit."""
+        creations = [w for w in writes if w[3] is None]
+        if self._quotas is None or not creations:
+            return writes
+        try:
+            await self._quotas.reserve(who, [pending[n].handle for n, *_ in creations])  # type: ignore[misc]
+        except QuotaExceeded as error:
+            for n, *_ in creations:
+                results[n] = ItemResult(pending.pop(n).text, error.code, "error", error.message)
+            return [w for w in writes if w[3] is not None]
+        return writes
 
     async def _plan_item(
         self,
