@@ -104,29 +104,46 @@ class Quotas:
 
     # --- daily resolutions (the hot path) -------------------------------------------------
 
-    def resolved(self, key: str, identity: Ref | None = None) -> None:
-        """Count one resolution of the folded ``key`` (by ``identity``, if authenticated), or
-        raise :class:`QuotaExceeded` 603 if its prefix's or the identity's day is spent."""
+    def admit(self, key: str, identity: Ref | None = None) -> bool:
+        """Count one resolution of the folded ``key`` (by ``identity``, if authenticated);
+        False, counting nothing, if its prefix's or the identity's day is spent."""
         limits = self.limits
+        subjects = []
         if limits.resolutions_per_prefix:
-            self._count(
-                "resolutions:prefix:" + key.partition("/")[0], limits.resolutions_per_prefix
-            )
+            prefix = key.partition("/")[0]
+            subjects.append(("resolutions:prefix:" + prefix, limits.resolutions_per_prefix))
         if identity is not None and limits.resolutions_per_identity:
-            self._count(f"resolutions:identity:{identity}", limits.resolutions_per_identity)
+            subjects.append((f"resolutions:identity:{identity}", limits.resolutions_per_identity))
+        pending, totals = self._pending, self._totals
+        for subject, limit in subjects:
+            if totals.get(subject, 0) + pending[subject] >= limit:
+                self.refused[QuotaExceeded.DAILY_RESOLUTIONS] += 1
+                return False
+        for subject, _ in subjects:
+            pending[subject] += 1
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flushing())
+        return True
 
-    def _count(self, subject: str, limit: int) -> None:
-        pending = self._pending[subject]
-        if self._totals.get(subject, 0) + pending >= limit:
-            self.refused[QuotaExceeded.DAILY_RESOLUTIONS] += 1
-            who = subject.removeprefix("resolutions:")
-            raise QuotaExceeded(
-                QuotaExceeded.DAILY_RESOLUTIONS,
-                f"daily resolution quota of {who} spent ({limit} a day)",
-            )
-        self._pending[subject] = pending + 1
+    def resolved(self, key: str, identity: Ref | None = None) -> None:
+        """:meth:`admit`, raising the refusal (:meth:`refusal`) instead of answering False."""
+        if not self.admit(key, identity):
+            raise self.refusal(key, identity)
+
+    def refusal(self, key: str, identity: Ref | None = None) -> QuotaExceeded:
+        """The error that refuses a resolution of ``key`` (code 603)."""
+        limits = self.limits
+        who = f"prefix {key.partition('/')[0]}"
+        if identity is not None and limits.resolutions_per_identity:
+            subject = f"resolutions:identity:{identity}"
+            if (
+                self._totals.get(subject, 0) + self._pending[subject]
+                >= limits.resolutions_per_identity
+            ):
+                who = f"identity {identity}"
+        return QuotaExceeded(
+            QuotaExceeded.DAILY_RESOLUTIONS, f"daily resolution quota of {who} spent", handle=key
+        )
 
     async def _flushing(self) -> None:
         while True:

@@ -360,14 +360,20 @@ class Registrar:
     # --- volume ------------------------------------------------------------------------------
 
     async def batch(
-        self, items: Sequence[BatchItem], identity: Ref | None, *, overwrite: bool = True
+        self,
+        items: Sequence[BatchItem],
+        identity: Ref | None,
+        *,
+        overwrite: bool = True,
+        create: bool = True,
     ) -> list[ItemResult]:
         """Create or replace many handles, one result per item, idempotently.
 
         An item whose handle already holds the same values succeeds as ``unchanged``, so a
         client retrying a batch after a timeout gets success, not conflicts.  With
         ``overwrite=False`` an item whose handle holds *different* values fails with 101.
-        Items are independent: one failing item does not stop the others.
+        Items are independent: one failing item does not stop the others.  ``create=False``
+        only changes handles that exist (100 for the others).
         """
         who = _require(identity)
         if len(items) > MAX_BATCH:
@@ -398,9 +404,10 @@ class Registrar:
             for n, item in list(pending.items()):
                 assert item.handle is not None
                 try:
-                    outcome = await self._plan_item(
-                        who, item, existing.get(item.handle.key), overwrite, create_rights
-                    )
+                    record = existing.get(item.handle.key)
+                    if record is None and not create:
+                        raise HandleNotFound("handle not found", handle=item.handle.text)
+                    outcome = await self._plan_item(who, item, record, overwrite, create_rights)
                 except HandleError as error:
                     results[n] = ItemResult(item.text, error.code, "error", error.message)
                     del pending[n]

@@ -39,6 +39,7 @@ from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.replication import replicating
+from nodes.snms.api import snms_router
 from registry.service import BatchItem
 from resolver import render
 from resolver.codecs.json_api import parse_values
@@ -276,6 +277,7 @@ def create_api(node: Any) -> FastAPI:
 
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
+    app.include_router(snms_router(node))
 
     @app.get(
         "/{handle:path}",
