@@ -38,6 +38,7 @@ from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.http.tokens_api import tokens_router
 from nodes.replication import replicating
 from nodes.snms.api import snms_router
 from registry.service import BatchItem
@@ -277,6 +278,7 @@ def create_api(node: Any) -> FastAPI:
 
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
+    app.include_router(tokens_router(node))
     app.include_router(snms_router(node))
 
     @app.get(

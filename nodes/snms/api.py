@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from nodes.http.access import require_identity
 from nodes.http.bodies import read_json
 from nodes.http.openapi import operation, param, ref
 from nodes.http.params import Query, client_address
@@ -55,7 +56,6 @@ from resolver import render
 from resolver.codecs.timefmt import iso
 from resolver.errors import (
     AuthenticationFailed,
-    AuthenticationNeeded,
     HandleError,
     HandleNotFound,
     InvalidValue,
@@ -140,12 +140,8 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
         return answered
 
     async def identify(request: Request) -> Ref:
-        identity: Ref | None = await node.authenticator.identify(
-            request.headers.get("authorization"), client_address(request.scope)
-        )
-        if identity is None:
-            raise AuthenticationNeeded("not logged in: POST /identity/token, then send Bearer")
-        return identity
+        missing = "not logged in: POST /identity/token, then send Bearer"
+        return await require_identity(node, request, missing)
 
     async def login_body(request: Request) -> tuple[str, str]:
         body = await read_json(request, min(LOGIN_BODY, limit))
