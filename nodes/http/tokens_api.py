@@ -22,7 +22,7 @@ from nodes.http.openapi import operation, param, ref
 from registry.authorization import ALL_RIGHTS, Right
 from registry.tokens import Token
 from resolver.codecs.timefmt import iso
-from resolver.errors import InvalidValue, ValuesNotFound
+from resolver.errors import HandleNotFound, InvalidValue
 from resolver.values import Ref
 
 MAX_BODY = 16 * 1024
@@ -115,7 +115,7 @@ def tokens_router(node: Any) -> APIRouter:
     )
     async def revoke(request: Request, token_id: str) -> Response:
         if not await node.tokens.revoke(await identify(request), token_id):
-            raise ValuesNotFound(f"no live token {token_id} of yours")
+            raise HandleNotFound(f"no live token {token_id} of yours")
         return json_response({"responseCode": 1, "id": token_id})
 
     return router
