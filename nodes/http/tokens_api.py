@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from nodes.http.access import require_identity
 from nodes.http.bodies import json_response, read_json
-from nodes.http.openapi import operation, param, ref
+from nodes.http.openapi import operation, ref
 from registry.authorization import ALL_RIGHTS, Right
 from registry.tokens import Token
 from resolver.codecs.timefmt import iso
@@ -107,7 +107,6 @@ def tokens_router(node: Any) -> APIRouter:
         "/{token_id}",
         openapi_extra=operation(
             "Revoke one of the caller's API tokens",
-            params=[param("token_id", {"type": "string"}, "path", required=True)],
             ok=(200, ref("Object")),
             failures=(401, 403, 404),
             auth=True,
