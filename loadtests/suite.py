@@ -24,6 +24,8 @@ gs1           GS1 Digital Link 307 redirect, cached  cached HTTP resolution     
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 logins        cached resolution under failed logins  the same without them             >= 0.8
+quotas        cached resolution, daily resolution    the same node without quotas      >= 0.95
+              quotas on (never reached)
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
 recursive:*  recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
 register      batch registration (POST /api/batch)   plain COPY of the same rows       info
@@ -32,11 +34,11 @@ storage       PostgreSQL bytes per identifier        raw payload bytes (handle+v
 scale10x_*    uncached lookup p50/p99 at 10x rows    the same at the base row count    <= 1.5
 ============  =====================================  ================================  ========
 
-Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 13:
-cached_asgi, gs1; 14: hostile, logins) except ``scale10x`` (lookups should stay flat as the
-table grows: the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed,
-else the Python generator of :mod:`loadtests.drive` (the report says which, per figure);
-latency probes, registration and the Zipf mix always use the Python generator.  Both
+Targets come from the issues (2: cached, uncached, import; 3: recursive; 11: native; 12:
+quotas; 13: cached_asgi, gs1; 14: hostile, logins) except ``scale10x`` (lookups should stay
+flat as the table grows: the suite's own expectation). HTTP throughput uses ``wrk`` when it is
+installed, else the Python generator of :mod:`loadtests.drive` (the report says which, per
+figure); latency probes, registration and the Zipf mix always use the Python generator. Both
 generators' ceilings against a constant server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
@@ -96,6 +98,7 @@ STEPS = (
     "native",
     "hostile",
     "logins",
+    "quotas",
     "register",
     "mix",
     "storage",
@@ -118,6 +121,7 @@ COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
 LOGINS_TARGET: Target = (">=", 0.8, "issue 14")
 HOSTILE_TARGET: Target = (">=", 0.8, "issue 14")
+QUOTAS_TARGET: Target = (">=", 0.95, "issue 12")
 
 
 def say(text: str) -> None:
@@ -1046,6 +1050,22 @@ class Suite:
         title = "HTTP resolution, cached, during 200 failed logins/s"
         attacked.run(self, "logins", title, LOGINS_TARGET, attacked.failed_logins(self))
 
+    def quotas(self) -> None:
+        """Cached resolution on a node counting daily resolution quotas, beside the same
+        without quotas (the suite's node, on the same database)."""
+        from loadtests import bench_attacked as attacked
+
+        title = "HTTP resolution, cached, daily resolution quotas on"
+        attacked.run(
+            self,
+            "quotas",
+            title,
+            QUOTAS_TARGET,
+            lambda node: contextlib.nullcontext({}),
+            subject=attacked.quota_node(self),
+            baseline_label="the same without quotas",
+        )
+
     def seed_gs1(self, node: ServeProcess) -> str:
         """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
         to redirect there."""
@@ -1429,7 +1449,7 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "hostile", "logins", "register", "mix", "storage"}
+        needs_node = {"http", "native", "hostile", "logins", "quotas", "register", "mix", "storage"}
         needs_node = (needs_node | {"scale10x"}) & set(s.only)
         try:
             if needs_node:
@@ -1438,6 +1458,7 @@ class Suite:
             self.step("native", self.native)
             self.step("hostile", self.hostile)
             self.step("logins", self.logins)
+            self.step("quotas", self.quotas)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

@@ -96,7 +96,7 @@ class Quotas:
         self._standing = standing
         self._clock = clock
         self._period = _day(clock())
-        self._pending: Counter[str] = Counter()
+        self._pending: dict[str, int] = {}
         self._totals: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -106,24 +106,31 @@ class Quotas:
 
     def admit(self, key: str, identity: Ref | None = None) -> bool:
         """Count one resolution of the folded ``key`` (by ``identity``, if authenticated);
-        False, counting nothing, if its prefix's or the identity's day is spent."""
-        limits = self.limits
-        subjects = []
-        if limits.resolutions_per_prefix:
-            prefix = key.partition("/")[0]
-            subjects.append(("resolutions:prefix:" + prefix, limits.resolutions_per_prefix))
-        if identity is not None and limits.resolutions_per_identity:
-            subjects.append((f"resolutions:identity:{identity}", limits.resolutions_per_identity))
+        False, counting nothing, if its prefix's or the identity's day is spent.  On the hot
+        path: a few dict operations, no round trip."""
         pending, totals = self._pending, self._totals
-        for subject, limit in subjects:
-            if totals.get(subject, 0) + pending[subject] >= limit:
-                self.refused[QuotaExceeded.DAILY_RESOLUTIONS] += 1
-                return False
-        for subject, _ in subjects:
-            pending[subject] += 1
+        per_prefix = self.limits.resolutions_per_prefix
+        if per_prefix:
+            prefix = "resolutions:prefix:" + key.partition("/")[0]
+            counted = pending.get(prefix, 0)
+            if totals.get(prefix, 0) + counted >= per_prefix:
+                return self._refuse()
+        per_identity = self.limits.resolutions_per_identity
+        if identity is not None and per_identity:
+            who = f"resolutions:identity:{identity}"
+            mine = pending.get(who, 0)
+            if totals.get(who, 0) + mine >= per_identity:
+                return self._refuse()
+            pending[who] = mine + 1
+        if per_prefix:
+            pending[prefix] = counted + 1
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flushing())
         return True
+
+    def _refuse(self) -> bool:
+        self.refused[QuotaExceeded.DAILY_RESOLUTIONS] += 1
+        return False
 
     def resolved(self, key: str, identity: Ref | None = None) -> None:
         """:meth:`admit`, raising the refusal (:meth:`refusal`) instead of answering False."""
@@ -136,10 +143,8 @@ class Quotas:
         who = f"prefix {key.partition('/')[0]}"
         if identity is not None and limits.resolutions_per_identity:
             subject = f"resolutions:identity:{identity}"
-            if (
-                self._totals.get(subject, 0) + self._pending[subject]
-                >= limits.resolutions_per_identity
-            ):
+            used = self._totals.get(subject, 0) + self._pending.get(subject, 0)
+            if used >= limits.resolutions_per_identity:
                 who = f"identity {identity}"
         return QuotaExceeded(
             QuotaExceeded.DAILY_RESOLUTIONS, f"daily resolution quota of {who} spent", handle=key
@@ -158,14 +163,15 @@ class Quotas:
             self._pending.clear()
         if len(self._totals) > MAX_SUBJECTS:
             self._totals = {}
-        pending, self._pending = self._pending, Counter()
+        pending, self._pending = self._pending, {}
         deltas = {(s, period): pending.get(s, 0) for s in {*pending, *self._totals}}
         if not deltas:
             return
         try:
             totals = await self._daily.add(deltas)
         except Exception as error:  # a store down means counting on here, not failing
-            self._pending.update(pending)
+            for subject, n in pending.items():
+                self._pending[subject] = self._pending.get(subject, 0) + n
             if not self._failing:
                 log.warning("quota counters unreachable (%s): counting in this worker", error)
             self._failing = True
