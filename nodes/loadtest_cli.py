@@ -509,8 +509,8 @@ def add_loadtest_commands(commands: Any) -> None:
     )
     bench.add_argument(
         "--only",
-        help="run only these figures (comma-separated keys: http, native, hostile, logins, mix,"
-        " register, storage, scale10x, import, recursive)",
+        help="run only these figures (comma-separated keys: http, native, hostile, logins, quotas,"
+        " mix, register, storage, scale10x, import, recursive)",
     )
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to CPUs")
     bench.set_defaults(run=cmd_bench)
