@@ -118,6 +118,13 @@ def _entries(raw: Any) -> list[Any]:
     return raw
 
 
+def with_body(summary: str, *, auth: bool) -> dict[str, Any]:
+    """The OpenAPI of an SNMS route taking a JSON body."""
+    return operation(
+        summary, body=ref("Object"), ok=(200, ref("Object")), failures=(400,), auth=auth
+    )
+
+
 def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> APIRouter:
     """The routes above for ``node`` (a :class:`nodes.bootstrap.Node`)."""
     router = APIRouter(tags=["SNMS"])
@@ -159,13 +166,7 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
         data = {"token": text, "expire": LOGIN_TTL, "expireTime": iso(expires)}
         return answer(OK, "success", data)
 
-    login_doc = operation(
-        "SNMS login: a Bearer token for 24 hours",
-        body=ref("Object"),
-        ok=(200, ref("Object")),
-        failures=(400,),
-        auth=False,
-    )
+    login_doc = with_body("SNMS login: a Bearer token for 24 hours", auth=False)
 
     @router.post("/identity/token", openapi_extra=login_doc)
     @snms
@@ -197,22 +198,26 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
             raise AuthenticationFailed(f"identity {identity} not verified")
         return await issue(identity)
 
-    @router.get(
-        "/identityv2/data/detail",
-        openapi_extra=operation(
-            "SNMS: one identifier and the values the caller may read",
-            params=[param("handle", {"type": "string"}, required=True)],
-            ok=(200, ref("Object")),
-            auth=True,
-        ),
-    )
-    @snms
-    async def detail(request: Request) -> Response:
+    def by_handle(summary: str) -> dict[str, Any]:
+        """The OpenAPI of a route on one identifier named by ``?handle=``."""
+        handle = param("handle", {"type": "string"}, required=True)
+        return operation(summary, params=[handle], ok=(200, ref("Object")), auth=True)
+
+    async def named(request: Request) -> tuple[Ref, Handle]:
+        """The caller and the identifier ``?handle=`` names."""
         identity = await identify(request)
         text = Query(request.scope["query_string"]).get("handle")
         if not text:
-            raise InvalidValue("detail needs ?handle=")
-        handle = Handle.parse(text)
+            raise InvalidValue("this route needs ?handle=")
+        return identity, Handle.parse(text)
+
+    @router.get(
+        "/identityv2/data/detail",
+        openapi_extra=by_handle("SNMS: one identifier and the values the caller may read"),
+    )
+    @snms
+    async def detail(request: Request) -> Response:
+        identity, handle = await named(request)
         if node.quotas is not None:
             node.quotas.resolved(handle.key, identity)
         record = answer_or_raise(await resolve(node, handle, Query(b"")), handle.text).record
@@ -229,13 +234,7 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
             return error_answer(result.code, result.message)
         return answer(OK, "success", {"handle": handle.text, "state": result.status})
 
-    one_doc = operation(
-        "SNMS: write one identifier",
-        body=ref("Object"),
-        ok=(200, ref("Object")),
-        failures=(400,),
-        auth=True,
-    )
+    one_doc = with_body("SNMS: write one identifier", auth=True)
 
     @router.post("/identityv2/data", openapi_extra=one_doc)
     @snms
@@ -247,32 +246,14 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
     async def update(request: Request) -> Response:
         return await write(request, overwrite=True, create=False)
 
-    @router.delete(
-        "/identityv2/data",
-        openapi_extra=operation(
-            "SNMS: delete one identifier",
-            params=[param("handle", {"type": "string"}, required=True)],
-            ok=(200, ref("Object")),
-            auth=True,
-        ),
-    )
+    @router.delete("/identityv2/data", openapi_extra=by_handle("SNMS: delete one identifier"))
     @snms
     async def delete(request: Request) -> Response:
-        identity = await identify(request)
-        text = Query(request.scope["query_string"]).get("handle")
-        if not text:
-            raise InvalidValue("delete needs ?handle=")
-        handle = Handle.parse(text)
+        identity, handle = await named(request)
         await registrar.delete(handle, identity)
         return answer(OK, "success", {"handle": handle.text, "state": "deleted"})
 
-    batch_doc = operation(
-        "SNMS: up to 2000 identifiers, one result each",
-        body=ref("Object"),
-        ok=(200, ref("Object")),
-        failures=(400,),
-        auth=True,
-    )
+    batch_doc = with_body("SNMS: up to 2000 identifiers, one result each", auth=True)
 
     async def write_batch(request: Request, *, overwrite: bool, create: bool) -> Response:
         identity = await identify(request)

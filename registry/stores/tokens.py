@@ -7,21 +7,14 @@ reads are remembered by :class:`registry.tokens.Tokens`, so the engine's pool is
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from registry.stores.sql import make_engine
+from registry.stores.sql import as_utc, make_engine
 from registry.tables import api_tokens as table
 from registry.tokens import Token
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone: what was written as UTC comes back naive.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def _row_token(row: Any) -> Token:
@@ -32,9 +25,9 @@ def _row_token(row: Any) -> Token:
         prefix=row.prefix,
         rights=row.rights,
         label=row.label,
-        created_at=_utc(row.created_at) or row.created_at,
-        expires_at=_utc(row.expires_at) or row.expires_at,
-        revoked_at=_utc(row.revoked_at),
+        created_at=as_utc(row.created_at) or row.created_at,
+        expires_at=as_utc(row.expires_at) or row.expires_at,
+        revoked_at=as_utc(row.revoked_at),
     )
 
 
