@@ -149,9 +149,10 @@ def build_quotas(settings: Settings) -> Quotas | None:
     daily: Counters = standing
     if settings.redis_url:
         prefix = f"idis:{settings.name}:quota:"
-        daily = RedisCounters(
-            settings.redis_url, prefix=prefix, timeout=settings.cache.redis_timeout
-        )
+        # Off the hot path (a background flush), so a generous timeout: a pipeline that timed
+        # out after Redis applied it is counted again, refusing early.
+        timeout = max(1.0, settings.cache.redis_timeout)
+        daily = RedisCounters(settings.redis_url, prefix=prefix, timeout=timeout)
     return Quotas(limits, daily, standing)
 
 
