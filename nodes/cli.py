@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
 from nodes.settings import Settings, SettingsError, load_settings
+from nodes.token_cli import add_token_commands
 from resolver.errors import HandleError
 
 if TYPE_CHECKING:
@@ -275,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a demonstration on the embedded default")
     demo.add_argument("--once", action="store_true", help="run the steps, report, exit")
     demo.set_defaults(run=cmd_demo)
+
+    add_token_commands(commands)
 
     # Load testing and the benchmark suite (nodes/loadtest_cli.py, the loadtests package).
     add_loadtest_commands(commands)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from registry.authentication import parse_identity
-from registry.authorization import ALL_RIGHTS, Fetch, Scoped, rights
+from registry.authorization import ALL_RIGHTS, Fetch, Right, Scoped, rights
 from resolver.errors import InsufficientPermissions, InvalidValue
 from resolver.identifiers import fold, prefix_handle
 from resolver.values import Ref
@@ -72,6 +72,25 @@ class TokenStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def parse_rights(raw: object) -> int:
+    """A list of right names (``["ADD_HANDLE", "READ_VALUE"]``, see
+    :class:`registry.authorization.Right`), or a bit mask, as a mask."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if not isinstance(raw, list) or not raw:
+        raise InvalidValue("rights is a list of right names (ADD_HANDLE, ...) or a bit mask")
+    mask = 0
+    for name in raw:
+        if not isinstance(name, str) or name.upper() not in Right.__members__:
+            raise InvalidValue(f"unknown right {name!r}: one of {', '.join(Right.__members__)}")
+        mask |= Right[name.upper()]
+    return mask
+
+
+def rights_names(mask: int) -> list[str]:
+    return [right.name for right in Right if mask & right and right.name]
 
 
 def digest_of(token: str) -> str:

@@ -19,32 +19,14 @@ from fastapi.responses import Response
 from nodes.http.access import require_identity
 from nodes.http.bodies import json_response, read_json
 from nodes.http.openapi import operation, ref
-from registry.authorization import ALL_RIGHTS, Right
-from registry.tokens import Token
+from registry.authorization import ALL_RIGHTS
+from registry.tokens import Token, parse_rights, rights_names
 from resolver.codecs.timefmt import iso
 from resolver.errors import HandleNotFound, InvalidValue
 from resolver.values import Ref
 
 MAX_BODY = 16 * 1024
 DEFAULT_TTL = 86400
-
-
-def parse_rights(raw: object) -> int:
-    """A list of right names, or a mask, as a mask."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if not isinstance(raw, list) or not raw:
-        raise InvalidValue("rights is a list of right names (ADD_HANDLE, ...) or a bit mask")
-    mask = 0
-    for name in raw:
-        if not isinstance(name, str) or name.upper() not in Right.__members__:
-            raise InvalidValue(f"unknown right {name!r}: one of {', '.join(Right.__members__)}")
-        mask |= Right[name.upper()]
-    return mask
-
-
-def rights_names(mask: int) -> list[str]:
-    return [right.name for right in Right if mask & right and right.name]
 
 
 def render_token(token: Token) -> dict[str, Any]:

@@ -6,6 +6,7 @@ The same records are read back through the REST API: SNMS is one more door to on
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,8 @@ import httpx
 import pytest
 from conftest import StartNode
 from nodeproc import NodeProcess, basic_auth
+
+from nodes.processes import CliFailed, run_cli
 
 PREFIX = "88.100"
 OTHER = f"{PREFIX}/OTHER"
@@ -229,3 +232,20 @@ def test_the_snms_login_token_works_on_rest(node: NodeProcess, bearer: dict[str,
     assert fresh(node, "PUT", handle, json=values, headers=bearer).status_code == 201
     unknown = {"Authorization": "Bearer not-a-token"}
     assert fresh(node, "PUT", handle, json=values, headers=unknown).status_code == 403
+
+
+def test_the_token_command_issues_lists_and_revokes(node: NodeProcess) -> None:
+    issue = ("token", "issue", node.identity, "--rights", "READ_VALUE", "--prefix")
+    issued = json.loads(run_cli(node.env, *issue, PREFIX))
+    headers = {"Authorization": f"Bearer {issued['token']}"}
+    handle = f"/api/handles/{PREFIX}/by-cli-token"
+    values = [{"index": 1, "type": "URL", "data": "https://c"}]
+    refused = fresh(node, "PUT", handle, json=values, headers=headers)
+    assert refused.status_code == 403 and refused.json()["responseCode"] == 401
+    listed = json.loads(run_cli(node.env, "token", "list", node.identity))
+    assert issued["id"] in [t["id"] for t in listed]
+    run_cli(node.env, "token", "revoke", node.identity, issued["id"])
+    with pytest.raises(CliFailed):
+        run_cli(node.env, "token", "revoke", node.identity, issued["id"])
+    with pytest.raises(CliFailed):  # 88.100's administrator administers nothing of 99
+        run_cli(node.env, *issue, "99")
