@@ -447,7 +447,8 @@ class Registrar:
         if self._quotas is None or not creations:
             return writes
         try:
-            await self._quotas.reserve(who, [pending[n].handle for n, *_ in creations])  # type: ignore[misc]
+            handles = [h for n, *_ in creations if (h := pending[n].handle) is not None]
+            await self._quotas.reserve(who, handles)
         except QuotaExceeded as error:
             for n, *_ in creations:
                 results[n] = ItemResult(pending.pop(n).text, error.code, "error", error.message)
