@@ -636,7 +636,8 @@ async def test_a_batch_hashes_a_bounded_number_of_secrets(
     monkeypatch.setattr(registry.service, "hash_secret", counting_hash)
     per_item = 8
     items = [
-        item(f"88.100.1/k{n}", *(seckey("s", 300 + i) for i in range(per_item))) for n in range(10)
+        item(f"88.100.1/k{n}", *(seckey("strong-pass-phrase", 300 + i) for i in range(per_item)))
+        for n in range(10)
     ]
     results = await world.registrar.batch(items, world.admin)
     admitted = MAX_SECRETS_PER_BATCH // per_item
