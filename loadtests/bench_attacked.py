@@ -2,14 +2,16 @@
 
 Two figures of issue 14 share this shape: ``hostile`` (1,000 idle connections and a
 slow-header client, :mod:`loadtests.hostile`) and ``logins`` (a stream of failed logins,
-:mod:`loadtests.logins`).  Each round measures both runs, taking turns going first so that a
-drift of the shared machine's speed favours neither; the figure is the median ratio.
+:mod:`loadtests.logins`); and issue 12's ``quotas``, where the "attacked" run is a second
+node on the same database with quotas on (``subject``).  Each round measures both runs,
+taking turns going first so that a drift of the shared machine's speed favours neither; the
+figure is the median ratio.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +30,22 @@ Attach = Callable[[Any], AbstractContextManager[dict[str, Any]]]
 fills the dict it yields with what that traffic saw."""
 
 
-def run(suite: Suite, key: str, title: str, target: Target, attach: Attach) -> None:
-    """Measure ``key``: cached resolution with ``attach`` against the same without it."""
+def run(
+    suite: Suite,
+    key: str,
+    title: str,
+    target: Target,
+    attach: Attach,
+    *,
+    subject: Any = None,
+    baseline_label: str = "the same without them",
+) -> None:
+    """Measure ``key``: cached resolution with ``attach`` against the same without it; on
+    ``subject`` (another node) rather than the suite's node for the attached runs, if given."""
     from loadtests.suite import cpu_per_request, say
 
     s = suite.s
     node = suite.node or suite.start_node()
-    group: dict[str, Sequence[int]] = {"server": [node.pid]}
     path = "/api/handles/" + bench_http.handle_text(suite.plan.cached_id)
     status, body, _ = bench_http.fetch(node.port, path)
     if status != 200:
@@ -43,13 +54,15 @@ def run(suite: Suite, key: str, title: str, target: Target, attach: Attach) -> N
     seen: list[dict[str, Any]] = []
 
     def measure(kind: str) -> None:
+        on = subject if subject is not None and kind == "attacked" else node
+
         def cached() -> dict[str, Any]:
             return suite.load.fixed(
                 f"cached, {kind}",
-                node.url,
+                on.url,
                 path,
                 body,
-                groups=group,
+                groups={"server": [on.pid]},
                 duration=s.duration,
                 warmup=s.warmup,
             )
@@ -77,7 +90,7 @@ def run(suite: Suite, key: str, title: str, target: Target, attach: Attach) -> N
         median(attacked),
         "req/s",
         baseline=median(plain),
-        baseline_label="the same without them",
+        baseline_label=baseline_label,
         ratio=median(ratios),
         target=target,
         generator=suite.load.kind,
@@ -92,6 +105,20 @@ def run(suite: Suite, key: str, title: str, target: Target, attach: Attach) -> N
         },
         cpu=mid.get("cpu"),
     )
+
+
+def quota_node(suite: Suite) -> Any:
+    """A second node on the suite's database with a daily resolution quota per prefix so high
+    that it never refuses: all of the counting, none of the refusals."""
+    node = bench_http.bench_node(
+        "node-quotas",
+        suite.dsn,
+        suite.workdir / "data-quotas",
+        suite.workdir / "node-quotas",
+        cpus=suite.server_cpus,
+    )
+    node.env["IDIS_QUOTA__RESOLUTIONS_PER_PREFIX"] = str(10**15)
+    return bench_http.start_listed(node, suite.servers)
 
 
 def idle_and_slow(suite: Suite) -> Attach:

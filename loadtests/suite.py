@@ -24,6 +24,8 @@ gs1           GS1 Digital Link 307 redirect, cached  cached HTTP resolution     
 uncached      HTTP resolution, uncached identifiers  bare route                        >= 0.5
 uncached_pg   the same                               raw asyncpg primary-key lookups   info
 logins        cached resolution under failed logins  the same without them             >= 0.8
+quotas        cached resolution, daily resolution    the same node without quotas      >= 0.95
+              quotas on (never reached)
 mix           Zipf mix with 5% unknown identifiers   bare route                        info
 recursive:*  recursive resolution, warm and cold    direct lookup at the secondary    0.9 / 3
 register      batch registration (POST /api/batch)   plain COPY of the same rows       info
@@ -43,10 +45,10 @@ sync_cost     batch registration, synchronous DR     the same, synchronous mode 
 ============  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive; 10: takeover,
-switchover, lost, crosshost; 11: native; 12: templates; 13: cached_asgi, gs1, dns; 14: hostile,
-logins) except ``scale10x`` (lookups should stay flat as the table grows: the suite's own
-expectation).  HTTP throughput uses ``wrk`` when it is installed, else the Python generator of
-:mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
+switchover, lost, crosshost; 11: native; 12: templates, quotas; 13: cached_asgi, gs1, dns; 14:
+hostile, logins) except ``scale10x`` (lookups should stay flat as the table grows: the suite's
+own expectation).  HTTP throughput uses ``wrk`` when it is installed, else the Python generator
+of :mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
 the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
 server are measured and reported in every run.
 
@@ -108,6 +110,7 @@ STEPS = (
     "dns",
     "hostile",
     "logins",
+    "quotas",
     "register",
     "templates",
     "mix",
@@ -138,6 +141,7 @@ LOST_TARGET: Target = ("<=", 0.0, "issue 10")
 SWITCHOVER_LIMIT = 5.0
 """Seconds a planned switchover may pause writes (issue 10)."""
 TEMPLATES_TARGET: Target = (">=", 0.8, "issue 12")
+QUOTAS_TARGET: Target = (">=", 0.95, "issue 12")
 
 
 def say(text: str) -> None:
@@ -1071,6 +1075,22 @@ class Suite:
         title = "HTTP resolution, cached, during 200 failed logins/s"
         attacked.run(self, "logins", title, LOGINS_TARGET, attacked.failed_logins(self))
 
+    def quotas(self) -> None:
+        """Cached resolution on a node counting daily resolution quotas, beside the same
+        without quotas (the suite's node, on the same database)."""
+        from loadtests import bench_attacked as attacked
+
+        title = "HTTP resolution, cached, daily resolution quotas on"
+        attacked.run(
+            self,
+            "quotas",
+            title,
+            QUOTAS_TARGET,
+            lambda node: contextlib.nullcontext({}),
+            subject=attacked.quota_node(self),
+            baseline_label="the same without quotas",
+        )
+
     def seed_gs1(self, node: ServeProcess) -> str:
         """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
         to redirect there."""
@@ -1562,8 +1582,8 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "dns", "hostile", "logins", "register", "templates", "mix"}
-        needs_node = (needs_node | {"storage", "scale10x", "crosshost"}) & set(s.only)
+        needs_node = {"http", "native", "dns", "hostile", "logins", "quotas", "register", "mix"}
+        needs_node = (needs_node | {"templates", "storage", "scale10x", "crosshost"}) & set(s.only)
         try:
             if needs_node:
                 self.prepare()
@@ -1572,6 +1592,7 @@ class Suite:
             self.step("hostile", self.hostile)
             self.step("logins", self.logins)
             self.step("dns", lambda: bench_dns.run(self))
+            self.step("quotas", self.quotas)
             self.step("register", self.register)
             self.step("templates", self.templates)
             if "mix" in s.only and "register" not in s.only:

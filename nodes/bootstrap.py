@@ -20,6 +20,7 @@ from nodes.federation import TopLevelClient
 from nodes.generation_board import GenerationBoard
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
+from nodes.redis_counters import RedisCounters
 from nodes.settings import Settings
 from nodes.throttle import Throttle, parse_limits
 from registry import secrets
@@ -27,9 +28,13 @@ from registry.authentication import Authenticator
 from registry.authorization import Fetch
 from registry.enterprise import EnterprisePrefixes
 from registry.invalidation import Invalidator
+from registry.quotas import Counters, QuotaLimits, Quotas
 from registry.service import Registrar
 from registry.stores.applications import SqlApplications
+from registry.stores.counters import SqlCounters
 from registry.stores.sql import SqlStore
+from registry.stores.tokens import SqlTokens
+from registry.tokens import Tokens
 from resolver import chain
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
@@ -62,6 +67,10 @@ class Node:
     peers: HttpPeerClient | None
     throttle: Throttle
     """Rate limits on failed authentications and anonymous applications (nodes/throttle.py)."""
+    tokens: Tokens
+    """Scoped API tokens (registry/tokens.py), accepted as ``Authorization: Bearer``."""
+    quotas: Quotas | None
+    """Daily resolution, registration and prefix quotas (registry/quotas.py); None: none set."""
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -74,11 +83,15 @@ class Node:
             "early_settled": self.walker.early_settled if self.walker else 0,
             "early_dropped": self.walker.early_dropped if self.walker else 0,
             "throttle": self.throttle.stats(),
+            "quota_refused": self.quotas.stats() if self.quotas else {},
         }
 
     async def close(self) -> None:
         await self.store.close()
         await self.throttle.close()
+        await self.tokens.close()
+        if self.quotas is not None:
+            await self.quotas.close()
         if self.shared is not None:
             await self.shared.close()
         if self.peers is not None:
@@ -125,6 +138,32 @@ def build_throttle(settings: Settings) -> Throttle:
     )
 
 
+def build_quotas(settings: Settings) -> Quotas | None:
+    """The node's quotas, or None when every limit is off: resolutions counted in Redis when
+    the node has one, registrations always in the database (durable)."""
+    quota = settings.quota
+    limits = QuotaLimits(
+        resolutions_per_prefix=quota.resolutions_per_prefix,
+        resolutions_per_identity=quota.resolutions_per_identity,
+        registrations_per_prefix=quota.registrations_per_prefix,
+        registrations_per_identity=quota.registrations_per_identity,
+        prefixes_per_prefix=quota.prefixes_per_prefix,
+        prefixes_per_identity=quota.prefixes_per_identity,
+        flush_seconds=quota.flush_seconds,
+    )
+    if not limits.any:
+        return None
+    standing = SqlCounters(settings.database_url)
+    daily: Counters = standing
+    if settings.redis_url:
+        prefix = f"idis:{settings.name}:quota:"
+        # Off the hot path (a background flush), so a generous timeout: a pipeline that timed
+        # out after Redis applied it is counted again, refusing early.
+        timeout = max(1.0, settings.cache.redis_timeout)
+        daily = RedisCounters(settings.redis_url, prefix=prefix, timeout=timeout)
+    return Quotas(limits, daily, standing)
+
+
 def build_node(settings: Settings) -> Node:
     secrets.use_key_file(settings.secret_key_path)
     generations = build_generations(settings)
@@ -166,13 +205,16 @@ def build_node(settings: Settings) -> Node:
     invalidator = Invalidator(generations, shared)
 
     throttle = build_throttle(settings)
+    quotas = build_quotas(settings)
 
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
 
     # A site's own member may lag: what a write changes is read where it is written.
-    registrar = Registrar(store.writer_view(), homes, invalidator, fetch)
+    registrar = Registrar(store.writer_view(), homes, invalidator, fetch, quotas=quotas)
+    tokens = Tokens(SqlTokens(settings.database_url), fetch)
+
     return Node(
         settings=settings,
         store=store,
@@ -184,11 +226,15 @@ def build_node(settings: Settings) -> Node:
         homes=homes,
         invalidator=invalidator,
         registrar=registrar,
-        authenticator=Authenticator(fetch, reseal=registrar.reseal, throttle=throttle),
+        authenticator=Authenticator(
+            fetch, reseal=registrar.reseal, throttle=throttle, bearer=tokens.authenticate
+        ),
         fetch=fetch,
         walker=walker,
         peers=peers,
         throttle=throttle,
+        tokens=tokens,
+        quotas=quotas,
     )
 
 

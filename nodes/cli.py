@@ -16,6 +16,7 @@ from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
 from nodes.national.cli import add_national_commands
 from nodes.settings import Settings, SettingsError, load_settings, read_secret_file
+from nodes.token_cli import add_token_commands
 from resolver.errors import HandleError
 
 if TYPE_CHECKING:
@@ -376,6 +377,8 @@ def parser() -> argparse.ArgumentParser:
 
     # The national tier's Patroni cluster (nodes/national/cli.py).
     add_national_commands(commands)
+    # API tokens (nodes/token_cli.py).
+    add_token_commands(commands)
 
     # Load testing and the benchmark suite (nodes/loadtest_cli.py, the loadtests package).
     add_loadtest_commands(commands)

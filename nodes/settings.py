@@ -189,6 +189,23 @@ class ThrottleSettings(BaseModel):
         return value
 
 
+class QuotaSettings(BaseModel):
+    """Quotas (registry/quotas.py), answered with IDIS codes 603/604/605 (HTTP 429); every
+    limit 0 (the default) is off."""
+
+    resolutions_per_prefix: int = Field(0, ge=0, description="resolutions a day per prefix")
+    resolutions_per_identity: int = Field(
+        0, ge=0, description="authenticated resolutions a day per identity"
+    )
+    registrations_per_prefix: int = Field(0, ge=0, description="handles under one prefix")
+    registrations_per_identity: int = Field(0, ge=0, description="handles one identity creates")
+    prefixes_per_prefix: int = Field(0, ge=0, description="derived prefixes under one prefix")
+    prefixes_per_identity: int = Field(0, ge=0, description="prefixes one identity creates")
+    flush_seconds: float = Field(
+        1.0, gt=0, description="how often workers share their resolution counts"
+    )
+
+
 class Gs1Settings(BaseModel):
     """The GS1 Digital Link resolver on the HTTP port (nodes/gs1/), off while ``prefix`` is
     unset."""
@@ -291,6 +308,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     federation: FederationSettings = FederationSettings()
     throttle: ThrottleSettings = ThrottleSettings()
+    quota: QuotaSettings = QuotaSettings()
     gs1: Gs1Settings = Gs1Settings()
     change_log: ChangeLogSettings = ChangeLogSettings()
     mirror: MirrorSettings = MirrorSettings()

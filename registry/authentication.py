@@ -24,7 +24,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from registry.authorization import Fetch
-from registry.secrets import needs_resealing, verify_secret
+from registry.secrets import needs_resealing, open_secret, verify_secret
 from resolver.errors import AuthenticationFailed
 from resolver.identifiers import fold
 from resolver.values import HS_SECKEY, Record, Ref
@@ -60,11 +60,18 @@ def failure_subjects(identity: str | None, source: str | None) -> list[tuple[str
     return [*subjects, ("identity", identity)] if identity else subjects
 
 
+BearerCheck = Callable[[str], Awaitable[Ref | None]]
+"""The identity an API token stands for, None if it stands for none (registry/tokens.py)."""
+
+
 class Authenticator:
     """Turns an ``Authorization`` header into an identity, or raises 403 authentication failed.
 
     A secret still stored as a legacy scrypt hash is handed to ``reseal`` (identity, secret)
     once it verified, which stores it sealed (:meth:`registry.service.Registrar.reseal`).
+
+    ``Basic`` credentials name an identity and its secret; ``Bearer`` an API token, checked
+    by ``bearer`` (unknown tokens are counted as failures of the source address).
 
     Successful checks are remembered for ``remember_seconds`` keyed by identity, a digest of
     the presented secret and the stored hash, so a changed secret is re-checked at once.
@@ -79,8 +86,10 @@ class Authenticator:
         max_remembered: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         throttle: FailureThrottle | None = None,
+        bearer: BearerCheck | None = None,
     ) -> None:
         self._fetch = fetch
+        self._bearer = bearer
         self._throttle = throttle
         self._reseal = reseal
         self._remember = remember_seconds
@@ -96,8 +105,10 @@ class Authenticator:
         if not authorization:
             return None
         scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and self._bearer is not None:
+            return await self.token(credentials.strip(), source)
         if scheme.lower() != "basic":
-            raise AuthenticationFailed("only HTTP Basic authentication is supported")
+            raise AuthenticationFailed("only HTTP Basic or Bearer authentication is supported")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
         except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII header text
@@ -105,7 +116,23 @@ class Authenticator:
         user, colon, secret = decoded.partition(":")
         if not colon or not user:
             raise AuthenticationFailed("Basic credentials need index:handle and a secret")
-        identity = parse_identity(unquote(user))
+        return await self.verify(unquote(user), secret, source)
+
+    async def token(self, text: str, source: str | None = None) -> Ref:
+        """The identity the API token ``text`` stands for; unknown ones count as failures."""
+        subjects = failure_subjects(None, source)
+        if self._throttle is not None:
+            await self._throttle.check(subjects, "failed authentications")
+        identity = await self._bearer(text) if self._bearer is not None and text else None
+        if identity is None:
+            if self._throttle is not None:
+                await self._throttle.hit(subjects)
+            raise AuthenticationFailed("token unknown, expired or revoked")
+        return identity
+
+    async def verify(self, user: str, secret: str, source: str | None = None) -> Ref:
+        """The identity ``user`` (``300:PREFIX/ADMIN``) if ``secret`` is its secret."""
+        identity = parse_identity(user)
         if "/" not in identity.handle:
             raise AuthenticationFailed("the user name must be an identity such as 300:PREFIX/ADMIN")
         record = await self._fetch(fold(identity.handle))
@@ -131,6 +158,17 @@ class Authenticator:
                 self._verified[(str(key), digest, stored)] = now + self._remember
                 return key
         raise AuthenticationFailed(f"identity {identity} not verified")
+
+
+async def sealed_secret(fetch: Fetch, identity: Ref) -> str | None:
+    """The secret of ``identity`` in clear, for logins that prove it without sending it (the
+    SNMS ``/identity/token/v1`` dated digest); None when its key is a legacy scrypt hash, which
+    cannot be opened, or sealed under a key this process does not hold."""
+    for _, stored in _keys(identity, await fetch(fold(identity.handle))):
+        opened = open_secret(stored)
+        if opened is not None:
+            return opened.decode("utf-8", "replace")
+    return None
 
 
 def _keys(identity: Ref, record: Record | None) -> list[tuple[Ref, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from resolver.identifiers import fold
 from resolver.values import HS_ADMIN, HS_VLIST, AdminRef, HandleValue, Record, Ref
@@ -43,10 +44,36 @@ def admins(values: Iterable[HandleValue]) -> list[AdminRef]:
     return [v.data.value for v in values if v.type == HS_ADMIN and v.data.format == "admin"]
 
 
+@dataclass(frozen=True, slots=True)
+class Scoped(Ref):
+    """An identity acting through a scoped API token (registry/tokens.py): it holds at most
+    the rights in ``mask``, and only over handles under ``prefix`` (its derived prefixes
+    included; ``""`` is every prefix).  Everywhere else it is the identity it names."""
+
+    prefix: str = ""
+    mask: int = 0
+
+
+def in_scope(handle: str, prefix: str) -> bool:
+    """Whether ``handle`` lies under ``prefix``: ``P/S``, a derived ``P.X/S``, and the prefix
+    records ``0.NA/P`` and ``0.NA/P.X`` (which decide creation and listing under them)."""
+    if not prefix:
+        return True
+    head, _, tail = fold(handle).partition("/")
+    owner = tail if head == "0.NA" else head
+    scope = fold(prefix)
+    return owner == scope or owner.startswith(scope + ".")
+
+
 async def rights(identity: Ref, record: Record | None, fetch: Fetch) -> int:
-    """The union of the rights that ``record``'s HS_ADMIN values grant ``identity``."""
+    """The union of the rights that ``record``'s HS_ADMIN values grant ``identity``, within
+    its scope if it is :class:`Scoped`."""
     if record is None:
         return 0
+    if isinstance(identity, Scoped):
+        if not in_scope(record.handle, identity.prefix):
+            return 0
+        return await rights(Ref(identity.handle, identity.index), record, fetch) & identity.mask
     granted = 0
     for admin in admins(record.values):
         if admin.permissions & ~granted and await _names(

@@ -20,6 +20,7 @@ from registry.authorization import (
     rights,
 )
 from registry.invalidation import Invalidator
+from registry.quotas import Quotas
 from registry.secrets import is_stored, needs_resealing, seal_secret, verify_secret, weakness
 from registry.templates import TemplateCheck
 from resolver.errors import (
@@ -31,6 +32,7 @@ from resolver.errors import (
     InvalidValue,
     PrefixNotHomed,
     ProtocolError,
+    QuotaExceeded,
     ServerBusy,
     ValueAlreadyExists,
     ValuesNotFound,
@@ -123,14 +125,20 @@ class Registrar:
         invalidator: Invalidator,
         fetch: Fetch,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas | None = None,
     ) -> None:
-        """``fetch`` reads records for authorization (through the node's caches)."""
+        """``fetch`` reads records for authorization (through the node's caches).
+
+        ``quotas``, if given, counts creations against the registration and prefix quotas
+        (registry/quotas.py).
+        """
         self._store = store
         self._homes = homes
         self._invalidator = invalidator
         self._fetch = fetch
         self._clock = clock
         self._templates = TemplateCheck(fetch)
+        self._quotas = quotas
 
     # --- authorization -------------------------------------------------------------------
 
@@ -265,7 +273,7 @@ class Registrar:
             if record is None:
                 await self._check_create(who, handle)
                 new = await self._record(handle, await self._settle(values, None, handle), None)
-                if await self._store.put(handle.key, new, None):
+                if await self._create(who, handle, new):
                     await self._invalidator.written([handle.key])
                     return WriteResult(handle.text, created=True, changed=True)
                 continue
@@ -288,6 +296,19 @@ class Registrar:
                 await self._invalidator.written([handle.key])
                 return WriteResult(handle.text, created=False, changed=True)
         raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
+
+    async def _create(self, who: Ref, handle: Handle, new: Record) -> bool:
+        """Put ``new`` as a creation, counted against the quotas (given back if not written)."""
+        if self._quotas is None:
+            return await self._store.put(handle.key, new, None)
+        await self._quotas.reserve(who, [handle])
+        done = False
+        try:
+            done = await self._store.put(handle.key, new, None)
+        finally:
+            if not done:
+                await self._quotas.release(who, [handle], deleted=False)
+        return done
 
     async def mint(
         self, prefix: Handle, values: tuple[HandleValue, ...], identity: Ref | None
@@ -320,20 +341,28 @@ class Registrar:
                 done = await self._store.put(handle.key, new, record.version)
             if done:
                 await self._invalidator.written([handle.key])
+                if indexes is None and self._quotas is not None:
+                    await self._quotas.release(who, [handle], deleted=True)
                 return
         raise ServerBusy("too many concurrent writes to this handle", handle=handle.text)
 
     # --- volume ------------------------------------------------------------------------------
 
     async def batch(
-        self, items: Sequence[BatchItem], identity: Ref | None, *, overwrite: bool = True
+        self,
+        items: Sequence[BatchItem],
+        identity: Ref | None,
+        *,
+        overwrite: bool = True,
+        create: bool = True,
     ) -> list[ItemResult]:
         """Create or replace many handles, one result per item, idempotently.
 
         An item whose handle already holds the same values succeeds as ``unchanged``, so a
         client retrying a batch after a timeout gets success, not conflicts.  With
         ``overwrite=False`` an item whose handle holds *different* values fails with 101.
-        Items are independent: one failing item does not stop the others.
+        Items are independent: one failing item does not stop the others.  ``create=False``
+        only changes handles that exist (100 for the others).
         """
         who = _require(identity)
         if len(items) > MAX_BATCH:
@@ -360,9 +389,10 @@ class Registrar:
             for n, item in list(pending.items()):
                 assert item.handle is not None
                 try:
-                    outcome = await self._plan_item(
-                        who, item, existing.get(item.handle.key), overwrite, create_rights
-                    )
+                    record = existing.get(item.handle.key)
+                    if record is None and not create:
+                        raise HandleNotFound("handle not found", handle=item.handle.text)
+                    outcome = await self._plan_item(who, item, record, overwrite, create_rights)
                 except HandleError as error:
                     results[n] = ItemResult(item.text, error.code, "error", error.message)
                     del pending[n]
@@ -372,24 +402,54 @@ class Registrar:
                     del pending[n]
                 else:
                     writes.append((n, item.handle.key, *outcome))
+            writes = await self._reserve_creations(who, writes, pending, results)
             try:
                 done = await self._store.put_many([(k, r, e) for _, k, r, e in writes])
             except UniqueValueTaken as taken:
-                # Nothing was written: those items fail, the others go again.
+                # Nothing was written: the creations give their quota back, the items whose
+                # unique value is taken fail, the others go again.
+                if self._quotas is not None:
+                    made = [pending[n].handle for n, _, _, e in writes if e is None]
+                    await self._quotas.release(who, [h for h in made if h], deleted=False)
                 for n, key, _, _ in writes:
                     if key in taken.taken:
                         results[n] = ItemResult(pending.pop(n).text, 202, "error", taken.taken[key])
                 continue
-            written = []
+            written, unmade = [], []
             for (n, key, _, expected), ok in zip(writes, done, strict=True):
                 if ok:
                     status = "created" if expected is None else "updated"
                     results[n] = ItemResult(pending.pop(n).text, 1, status)
                     written.append(key)
+                elif expected is None and (handle := pending[n].handle) is not None:
+                    unmade.append(handle)
+            if unmade and self._quotas is not None:
+                await self._quotas.release(who, unmade, deleted=False)
             await self._invalidator.written(written)
         for n, item in pending.items():
             results[n] = ItemResult(item.text, 3, "error", "too many concurrent writes")
         return [results[n] for n in range(len(items))]
+
+    async def _reserve_creations(
+        self,
+        who: Ref,
+        writes: list[tuple[int, str, Record, int | None]],
+        pending: dict[int, BatchItem],
+        results: dict[int, ItemResult],
+    ) -> list[tuple[int, str, Record, int | None]]:
+        """The writes that may go ahead: the batch's creations count against the quotas all
+        together, and fail together (604 or 605) if that would pass a limit."""
+        creations = [w for w in writes if w[3] is None]
+        if self._quotas is None or not creations:
+            return writes
+        try:
+            handles = [h for n, *_ in creations if (h := pending[n].handle) is not None]
+            await self._quotas.reserve(who, handles)
+        except QuotaExceeded as error:
+            for n, *_ in creations:
+                results[n] = ItemResult(pending.pop(n).text, error.code, "error", error.message)
+            return [w for w in writes if w[3] is not None]
+        return writes
 
     async def _plan_item(
         self,

@@ -124,3 +124,30 @@ prefix_applications = sa.Table(
 ``key`` and ``parent`` are folded (see :func:`resolver.identifiers.fold`); ``secret_hash`` is
 the applicant's PREFIX/ADMIN secret as :func:`registry.secrets.seal_secret` stores it, never
 the secret itself."""
+
+# --- API tokens and quota counters (see registry/tokens.py, registry/quotas.py) -------------
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("digest", sa.Text, nullable=False, unique=True),
+    sa.Column("identity", KeyText, nullable=False, index=True),
+    sa.Column("prefix", KeyText, nullable=False),
+    sa.Column("rights", sa.Integer, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+"""Scoped API tokens: the SHA-256 ``digest`` of each, never the token itself."""
+
+quota_counters = sa.Table(
+    "quota_counters",
+    metadata,
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+"""Counts quotas are measured against: per subject (``registrations:prefix:P``...), per
+period (a UTC day for daily counts, ``""`` for standing counts)."""

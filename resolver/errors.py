@@ -48,6 +48,21 @@ class Throttled(HandleError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(HandleError):
+    """A quota of an identity or a prefix is spent (IDIS codes): 603 the daily resolutions,
+    604 the registrations, 605 the prefixes.  HTTP edges answer 429 with the code in the body;
+    unlike :class:`Throttled` there is no retrying soon (a daily quota resets at midnight UTC,
+    a count when something is deleted)."""
+
+    DAILY_RESOLUTIONS = 603
+    REGISTRATIONS = 604
+    PREFIXES = 605
+
+    def __init__(self, code: int, message: str, *, handle: str | None = None) -> None:
+        super().__init__(message, handle=handle)
+        self.code = code
+
+
 class ProtocolError(HandleError):
     """The request itself is malformed (bad JSON, bad encoding, oversize body)."""
 

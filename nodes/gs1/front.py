@@ -134,10 +134,13 @@ class Gs1Front:
             if entry is not None:
                 keys, expires, start, body = entry
                 if expires > time.time() and self._unchanged(keys):
-                    await send(start)
-                    await send(_EMPTY_BODY if head else body)
-                    return
-                del self._cache[key]
+                    if self._admit(keys):
+                        await send(start)
+                        await send(_EMPTY_BODY if head else body)
+                        return
+                    # Refused by a quota: answered below, as 429.
+                else:
+                    del self._cache[key]
         path = raw.decode("latin-1").split("?", 1)[0]
         ours = path == WELL_KNOWN or is_digital_link_path(path)
         if not ours and not (method in ("GET", "HEAD", "OPTIONS") and looks_compressed(path)):
@@ -156,6 +159,11 @@ class Gs1Front:
         start, body = _messages(response)
         await send(start)
         await send(_EMPTY_BODY if head else body)
+
+    def _admit(self, keys: tuple[tuple[str, int], ...]) -> bool:
+        """Count a resolution against the quotas (by the first identifier it reads)."""
+        quotas = self._node.quotas
+        return quotas is None or not keys or quotas.admit(keys[0][0])
 
     def _unchanged(self, keys: tuple[tuple[str, int], ...]) -> bool:
         current = self._node.generations.current
@@ -207,6 +215,8 @@ class Gs1Front:
 
     async def _read(self, handle: str, keys: list[tuple[str, int]]) -> Answer:
         key = fold(handle)
+        if not keys and self._node.quotas is not None:
+            self._node.quotas.resolved(key)  # once per request, by its first identifier
         keys.append((key, self._node.generations.current(key)))
         answer: Answer = await self._node.resolve(key, False)
         return answer

@@ -133,6 +133,8 @@ class NativeHandler:
             or entry.generation != self._node.generations.current(entry.key)
         ):
             return None
+        if not self._counted(entry.key):
+            return None  # decoded and refused by cached()
         self.hits += 1
         return response[:8] + data[8:12] + response[12:]
 
@@ -152,6 +154,9 @@ class NativeHandler:
         now = self._clock()
         if entry.expires <= now or entry.generation != self._node.generations.current(entry.key):
             return None
+        if not self._counted(entry.key):
+            quota = self._node.quotas.refusal(entry.key)
+            return self.error(request, quota.code, quota.message)
         self.hits += 1
         response = wire.frame_tail(
             request, entry.code, entry.tail, entry.body_length, expiration=int(now) + EXPIRATION
@@ -162,6 +167,11 @@ class NativeHandler:
                 del repeats[next(iter(repeats))]
             repeats[data[:8] + data[12:36] + data[40:]] = (entry, response, now)
         return response
+
+    def _counted(self, key: str) -> bool:
+        """Count a resolution of ``key`` against the quotas: False if they refuse it."""
+        quotas = self._node.quotas
+        return quotas is None or quotas.admit(key)
 
     async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
         """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
@@ -231,6 +241,8 @@ class NativeHandler:
         fresh = bool(request.op_flags & wire.AUTH)
         follow = bool(request.op_flags & wire.RECU)
         key = handle.key
+        if node.quotas is not None:
+            node.quotas.resolved(key)
         generation = node.generations.current(key)
         answer: Answer = await node.resolve(key, fresh)
         if answer.outcome.is_referral and follow and node.walker and not handle.is_prefix_record:

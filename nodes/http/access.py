@@ -17,6 +17,19 @@ from nodes.http.replication_api import authenticate_peer, is_federation_user
 from registry.authorization import rights
 from resolver.errors import AuthenticationNeeded, InsufficientPermissions
 from resolver.identifiers import fold, prefix_handle
+from resolver.values import Ref
+
+
+async def require_identity(
+    node: Node, request: Request, missing: str = "this operation needs authentication"
+) -> Ref:
+    """The request's authenticated identity (Basic or Bearer); 401 with ``missing`` if none."""
+    identity: Ref | None = await node.authenticator.identify(
+        request.headers.get("authorization"), client_address(request.scope)
+    )
+    if identity is None:
+        raise AuthenticationNeeded(missing)
+    return identity
 
 
 async def require_operator(node: Node, request: Request) -> None:

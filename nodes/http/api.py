@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,7 +42,10 @@ from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.http.tokens_api import tokens_router
 from nodes.mirror import mirroring
+from nodes.snms.api import snms_router
+from registry.authentication import sealed_secret
 from registry.service import BatchItem
 from registry.stores.feed import SqlFeed
 from registry.stores.outage import Outage, unavailable
@@ -284,6 +288,9 @@ def create_api(node: Any) -> FastAPI:
 
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
+    app.include_router(tokens_router(node))
+    # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
+    app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 
     @app.get(
         "/{handle:path}",

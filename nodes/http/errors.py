@@ -25,6 +25,9 @@ _STATUS = {
     404: 403,
     405: 403,
     406: 403,
+    603: 429,  # quotas (QuotaExceeded): too many requests, the code in the body says which
+    604: 429,
+    605: 429,
 }
 
 

@@ -116,6 +116,7 @@ class ResolutionFront:
         self._app = app
         self._hot: dict[bytes, Hot] = {}
         self._current = node.generations.current
+        self._quotas = node.quotas
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
         if (
@@ -132,15 +133,20 @@ class ResolutionFront:
             if hot is not None:
                 key, generation, expires, start, message = hot
                 if generation == self._current(key) and expires > time.time():
-                    await send(start)
-                    await send(_EMPTY_BODY if head else message)
-                    return
-                del self._hot[scope["raw_path"]]
+                    if self._quotas is None or self._quotas.admit(key):
+                        await send(start)
+                        await send(_EMPTY_BODY if head else message)
+                        return
+                    # Refused: the path below says so.
+                else:
+                    del self._hot[scope["raw_path"]]
         text = ""
         try:
             text = path_text(scope, _SKIP)
             if anonymous:
                 key = fold(text)
+                if self._quotas is not None:
+                    self._quotas.resolved(key)
                 hit = self._node.cache.public_body(key, text)
                 if hit is not None:
                     body, source, generation, expires = hit
@@ -148,7 +154,7 @@ class ResolutionFront:
                     self._keep(scope["raw_path"], key, generation, expires, body, served)
                     await send_body(send, 200, body, source=served, head=head)
                     return
-            await self._general(scope, send, text, head)
+            await self._general(scope, send, text, head, counted=anonymous)
         except HandleError as error:
             body = render.error(error.code, error.message, error.handle or text or None)
             status, headers = error_status(error, resolving=True)
@@ -172,7 +178,10 @@ class ResolutionFront:
         start = {"type": "http.response.start", "status": 200, "headers": headers}
         hot[path] = (key, generation, expires, start, {"type": "http.response.body", "body": body})
 
-    async def _general(self, scope: Scope, send: Send, text: str, head: bool) -> None:
+    async def _general(
+        self, scope: Scope, send: Send, text: str, head: bool, *, counted: bool
+    ) -> None:
+        """Any resolution; ``counted``: the quotas counted it already."""
         node = self._node
         handle = Handle.parse(text)
         query = Query(scope["query_string"])
@@ -180,6 +189,8 @@ class ResolutionFront:
             (_has_credentials(scope["headers"]) or b"").decode("latin-1") or None,
             client_address(scope),
         )
+        if not counted and self._quotas is not None:
+            self._quotas.resolved(handle.key, identity)
         answer = await resolve(node, handle, query)
         pretty = query.flag("pretty")
         if answer.outcome.is_referral:

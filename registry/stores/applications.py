@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -21,22 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry.changelog import APPLICATIONS_KEY
 from registry.enterprise import OPEN_STATUSES, Application, Hosting, Status
 from registry.stores.changes import append_changes
-from registry.stores.sql import make_engine
+from registry.stores.sql import as_utc, make_engine
 from registry.tables import OPEN_APPLICATION
 from registry.tables import prefix_applications as table
 
 _OPEN = table.c.status.in_(OPEN_STATUSES)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    # SQLite keeps no time zone: what was written as UTC comes back naive.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _row_application(row: Any) -> Application:
-    created = _utc(row.created_at)
+    created = as_utc(row.created_at)
     assert created is not None
     return Application(
         id=row.id,
@@ -48,7 +41,7 @@ def _row_application(row: Any) -> Application:
         secret_hash=row.secret_hash,
         status=cast(Status, row.status),
         created_at=created,
-        decided_at=_utc(row.decided_at),
+        decided_at=as_utc(row.decided_at),
         decided_by=row.decided_by,
         reason=row.reason,
     )

@@ -16,6 +16,7 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,14 @@ def async_url(url: str) -> URL:
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
     return parsed.set(drivername=_ASYNC_DRIVERS[backend])
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time read back from the database, in UTC: SQLite keeps no time zone, so what was
+    written as UTC comes back naive."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 5000, **engine_kwargs: Any) -> AsyncEngine:

@@ -1,0 +1,36 @@
+"""Quota counters in the node's database: the ``quota_counters`` table (registry/quotas.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from registry.quotas import Key
+from registry.stores.sql import make_engine
+from registry.tables import quota_counters as table
+
+
+class SqlCounters:
+    """:class:`registry.quotas.Counters` as upserts, one transaction per call."""
+
+    def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 4) -> None:
+        self._engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        backend = self._engine.url.get_backend_name()
+        self._insert = sqlite.insert if backend == "sqlite" else postgresql.insert
+
+    async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
+        totals = {}
+        async with self._engine.begin() as conn:
+            # In one order for every caller, so that two transactions never wait on each other.
+            for key in sorted(deltas):
+                row = self._insert(table).values(subject=key[0], period=key[1], count=deltas[key])
+                upsert = row.on_conflict_do_update(
+                    index_elements=[table.c.subject, table.c.period],
+                    set_={"count": table.c.count + row.excluded.count},
+                ).returning(table.c.count)
+                totals[key] = int((await conn.execute(upsert)).scalar_one())
+        return totals
+
+    async def close(self) -> None:
+        await self._engine.dispose()
