@@ -65,9 +65,9 @@ def add_token_commands(commands: Any) -> None:
     issue.add_argument("--expires-in", type=int, default=86400, help="seconds (default a day)")
     issue.add_argument("--label", default="", help="what it is for")
     listing = actions.add_parser("list", help="the identity's tokens")
-    listing.add_argument("identity")
+    listing.add_argument("identity", help="index:handle whose tokens to list")
     revoke = actions.add_parser("revoke", help="revoke one token")
-    revoke.add_argument("identity")
-    revoke.add_argument("id")
+    revoke.add_argument("identity", help="index:handle that issued the token")
+    revoke.add_argument("id", help="the token's id, as `idis token list` shows it")
     for sub in (issue, listing, revoke):
         sub.set_defaults(run=cmd_token)
