@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import Any
 from urllib.parse import quote
 
 from nodes.http.errors import error_status, http_status
 from nodes.http.params import Query, client_address, path_text
+from nodes.metrics import layer_of, status_class
 from registry.authorization import Right, rights
 from resolver import render
 from resolver.answers import Answer, Outcome
@@ -90,6 +92,7 @@ def answer_or_raise(answer: Answer, handle: str) -> Answer:
 
 
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_HOT = ("rest", "resolve", "2xx", "memory")
 
 Hot = tuple[str, int, float, dict[str, Any], dict[str, Any]]
 """A hot answer: ``(key, generation, expires, start message, body message)``."""
@@ -116,6 +119,10 @@ class ResolutionFront:
         self._app = app
         self._hot: dict[bytes, Hot] = {}
         self._current = node.generations.current
+        metrics = node.metrics
+        self._counting = metrics.enabled
+        self._requests = metrics.requests
+        self._latency = metrics.histogram("rest", "resolve")
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
         if (
@@ -125,6 +132,7 @@ class ResolutionFront:
         ):
             await self._app(scope, receive, send)
             return
+        started = perf_counter() if self._counting else 0.0
         head = scope["method"] == "HEAD"
         anonymous = not scope["query_string"] and not _has_credentials(scope["headers"])
         if anonymous:
@@ -134,8 +142,21 @@ class ResolutionFront:
                 if generation == self._current(key) and expires > time.time():
                     await send(start)
                     await send(_EMPTY_BODY if head else message)
+                    if self._counting:
+                        self._requests[_HOT] += 1
+                        self._latency.observe(perf_counter() - started)
                     return
                 del self._hot[scope["raw_path"]]
+        status, layer = await self._answer(scope, send, head, anonymous)
+        if self._counting:
+            self._requests[("rest", "resolve", status_class(status), layer)] += 1
+            self._latency.observe(perf_counter() - started)
+
+    async def _answer(
+        self, scope: Scope, send: Send, head: bool, anonymous: bool
+    ) -> tuple[int, str]:
+        """Answer a resolution the hot answers lack; return its status and the layer that
+        answered (``none`` for an error before any did)."""
         text = ""
         try:
             text = path_text(scope, _SKIP)
@@ -147,16 +168,18 @@ class ResolutionFront:
                     served = reused_source(source, "memory").encode()
                     self._keep(scope["raw_path"], key, generation, expires, body, served)
                     await send_body(send, 200, body, source=served, head=head)
-                    return
-            await self._general(scope, send, text, head)
+                    return 200, "memory"
+            return await self._general(scope, send, text, head)
         except HandleError as error:
             body = render.error(error.code, error.message, error.handle or text or None)
             status, headers = error_status(error, resolving=True)
             extra = [(k.encode(), v.encode()) for k, v in headers.items()]
             await send_body(send, status, body, head=head, extra=extra)
+            return status, "none"
         except Exception:
             log.exception("resolution of %r failed", text)
             await send_body(send, 500, render.error(2, "internal error", text or None), head=head)
+            return 500, "none"
 
     def _keep(
         self, path: bytes, key: str, generation: int, expires: float, body: bytes, source: bytes
@@ -172,7 +195,7 @@ class ResolutionFront:
         start = {"type": "http.response.start", "status": 200, "headers": headers}
         hot[path] = (key, generation, expires, start, {"type": "http.response.body", "body": body})
 
-    async def _general(self, scope: Scope, send: Send, text: str, head: bool) -> None:
+    async def _general(self, scope: Scope, send: Send, text: str, head: bool) -> tuple[int, str]:
         node = self._node
         handle = Handle.parse(text)
         query = Query(scope["query_string"])
@@ -185,7 +208,7 @@ class ResolutionFront:
         if answer.outcome.is_referral:
             body = render.referral(handle.text, answer.outcome, answer.record, pretty=pretty)
             await send_body(send, 200, body, source=source_header(answer), head=head)
-            return
+            return 200, layer_of(answer.source)
         record = answer_or_raise(answer, handle.text).record
         include_private = False
         if identity is not None and not query.flag("publicOnly"):
@@ -207,3 +230,4 @@ class ResolutionFront:
         await send_body(
             send, status, body, source=source_header(answer), content_type=content_type, head=head
         )
+        return status, layer_of(answer.source)
