@@ -113,6 +113,8 @@ def serve(settings: Settings) -> None:
 def without_credentials(url: str) -> str:
     """``url`` without user name and password (also a multi-host PostgreSQL URL's)."""
     parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url  # also keeps sqlite:///FILE whole, which a round trip would shorten
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
