@@ -96,6 +96,7 @@ STEPS = (
     "native",
     "hostile",
     "logins",
+    "observe",
     "register",
     "mix",
     "storage",
@@ -118,6 +119,7 @@ COLD_TARGET: Target = ("<=", 3.0, "issue 3")
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
 LOGINS_TARGET: Target = (">=", 0.8, "issue 14")
 HOSTILE_TARGET: Target = (">=", 0.8, "issue 14")
+OBSERVE_TARGET: Target = (">=", 0.95, "issue 15")
 
 
 def say(text: str) -> None:
@@ -1046,6 +1048,12 @@ class Suite:
         title = "HTTP resolution, cached, during 200 failed logins/s"
         attacked.run(self, "logins", title, LOGINS_TARGET, attacked.failed_logins(self))
 
+    def observe(self) -> None:
+        """Cached resolution with metrics and JSON logs on, beside a node with them off."""
+        from loadtests import bench_observe
+
+        bench_observe.run(self, OBSERVE_TARGET)
+
     def seed_gs1(self, node: ServeProcess) -> str:
         """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
         to redirect there."""
@@ -1429,8 +1437,8 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "hostile", "logins", "register", "mix", "storage"}
-        needs_node = (needs_node | {"scale10x"}) & set(s.only)
+        needs_node = {"http", "native", "hostile", "logins", "observe", "register", "mix"}
+        needs_node = (needs_node | {"storage", "scale10x"}) & set(s.only)
         try:
             if needs_node:
                 self.prepare()
@@ -1438,6 +1446,7 @@ class Suite:
             self.step("native", self.native)
             self.step("hostile", self.hostile)
             self.step("logins", self.logins)
+            self.step("observe", self.observe)
             self.step("register", self.register)
             if "mix" in s.only and "register" not in s.only:
                 self.notes.append("mix: run with register (it resolves what register created)")

@@ -509,7 +509,8 @@ def add_loadtest_commands(commands: Any) -> None:
     )
     bench.add_argument(
         "--only",
-        help="run only these figures (comma-separated keys: http, native, hostile, logins, mix,"
+        help="run only these figures (comma-separated keys: http, native, hostile, logins, observe,"
+        " mix,"
         " register, storage, scale10x, import, recursive)",
     )
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to CPUs")
