@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loadtests import bench_http
-from loadtests.stats import median
+from loadtests.bench_attacked import compared
 
 if TYPE_CHECKING:
     from loadtests.suite import Suite, Target
@@ -23,7 +23,7 @@ BARE = {"IDIS_METRICS": "false", "IDIS_LOG_FORMAT": "text", "IDIS_LOG_LEVEL": "i
 
 
 def run(suite: Suite, target: Target) -> None:
-    from loadtests.suite import cpu_per_request, say
+    from loadtests.suite import say
 
     s = suite.s
     nodes = {}
@@ -64,29 +64,14 @@ def run(suite: Suite, target: Target) -> None:
             say(f"    {kind}: {runs[kind][-1]['rate']:,.0f}/s")
     counted = scraped_resolutions(nodes["observed"].port)
     suite.raw["observe"] = {**runs, "observed_scraped_resolutions": counted}
-    observed = [float(r["rate"]) for r in runs["observed"]]
-    bare = [float(r["rate"]) for r in runs["bare"]]
-    ratios = [a / b for a, b in zip(observed, bare, strict=True) if b]
-    mid = runs["observed"][len(observed) // 2]
-    suite.add(
+    compared(
+        suite,
         "observe",
         "HTTP resolution, cached, metrics and JSON logs on",
-        median(observed),
-        "req/s",
-        baseline=median(bare),
-        baseline_label="a node with IDIS_METRICS=false and text logs",
-        ratio=median(ratios),
-        target=target,
-        generator=suite.load.kind,
-        errors=sum(int(r["error_count"]) for k in runs for r in runs[k]),
-        rounds=ratios,
-        detail={
-            "p50_ms": mid.get("p50_ms"),
-            "p99_ms": mid.get("p99_ms"),
-            "server_cpu_us_per_request": {k: cpu_per_request(runs[k]) for k in runs},
-            "scraped_resolutions": counted,
-        },
-        cpu=mid.get("cpu"),
+        target,
+        runs,
+        ("observed", "bare", "a node with IDIS_METRICS=false and text logs"),
+        {"scraped_resolutions": counted},
     )
 
 

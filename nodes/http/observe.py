@@ -2,7 +2,7 @@
 
 :class:`Observed` counts the requests behind :class:`nodes.http.resolution.ResolutionFront`
 (writes, listings, batches, the web proxy, GS1, the rest), which counts its own resolutions so
-that its cached answers carry no wrapper.  :class:`AccessLog` is the outermost layer, installed
+that its cached answers carry no wrapper.  :func:`access_log` is the outermost layer, installed
 only with ``IDIS_ACCESS_LOG=true``: off, it costs nothing at all.
 """
 
@@ -42,76 +42,77 @@ def operation(method: str, path: str, door: str) -> str:
     return "other"
 
 
-class Observed:
-    """Counts each request of ``app``: door, operation, status class, and its duration."""
+class StatusOf:
+    """Passes an application's messages on to ``send``, keeping the status it answered
+    (500 until it answers: what the client gets if it fails first)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+class Observed:
+    """Counts each HTTP request of ``app`` in ``metrics`` (door, operation, status class,
+    duration), or with ``metrics`` None logs it as :func:`access_log` says."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None) -> None:
         self._app = app
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        if scope["type"] != "http" or not self._metrics.enabled:
+        metrics = self._metrics
+        if scope["type"] != "http" or (metrics is not None and not metrics.enabled):
             await self._app(scope, receive, send)
             return
         started = perf_counter()
-        status = [500]
-
-        async def seen(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        seen = StatusOf(send)
         try:
             await self._app(scope, receive, seen)
         finally:
-            door = scope.get(DOOR, "rest")
-            kind = operation(scope["method"], scope["path"], door)
-            metrics = self._metrics
-            metrics.requests[(door, kind, status_class(status[0]), "none")] += 1
-            metrics.histogram(door, kind).observe(perf_counter() - started)
+            elapsed = perf_counter() - started
+            if metrics is None:
+                _log_access(scope, seen.status, elapsed)
+            else:
+                door = scope.get(DOOR, "rest")
+                kind = operation(scope["method"], scope["path"], door)
+                metrics.requests[(door, kind, status_class(seen.status), "none")] += 1
+                metrics.histogram(door, kind).observe(elapsed)
 
 
-class AccessLog:
+def access_log(app: ASGIApp) -> ASGIApp:
     """One ``idis.access`` line per HTTP request: method, path, status, duration, source and
-    door.  Native Handle messages POSTed over HTTP are the ``native_http`` door."""
+    door (native Handle messages POSTed over HTTP are the ``native_http`` door)."""
+    return Observed(app, None)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        started = perf_counter()
-        status = [0]
-
-        async def seen(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, seen)
-        finally:
-            door = scope.get(DOOR, "rest")
-            if scope["method"] == "POST" and is_native(scope):
-                door = "native_http"
-            path = scope["path"] + ("?" if scope["query_string"] else "")
-            access.info(
-                "%s %s%s %d %.3f ms from %s door %s",
-                scope["method"],
-                path,
-                scope["query_string"].decode("latin-1"),
-                status[0],
-                (perf_counter() - started) * 1000,
-                client_address(scope) or "-",
-                door,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status[0],
-                    "duration_seconds": round(perf_counter() - started, 6),
-                    "source": client_address(scope),
-                    "door": door,
-                },
-            )
+def _log_access(scope: Scope, status: int, elapsed: float) -> None:
+    door = scope.get(DOOR, "rest")
+    if scope["method"] == "POST" and is_native(scope):
+        door = "native_http"
+    query = scope["query_string"].decode("latin-1")
+    source = client_address(scope)
+    access.info(
+        "%s %s%s %d %.3f ms from %s door %s",
+        scope["method"],
+        scope["path"],
+        "?" + query if query else "",
+        status,
+        elapsed * 1000,
+        source or "-",
+        door,
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_seconds": round(elapsed, 6),
+            "source": source,
+            "door": door,
+        },
+    )

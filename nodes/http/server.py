@@ -19,7 +19,7 @@ from nodes.handle.server import NativeDoors
 from nodes.http.api import create_api
 from nodes.http.boundary import AnswerEveryRequest
 from nodes.http.limits import HttpLimits, LimitedHttpToolsProtocol, raise_fd_limit
-from nodes.http.observe import AccessLog, Observed
+from nodes.http.observe import Observed, access_log
 from nodes.http.resolution import ASGIApp, ResolutionFront
 from nodes.logs import setup_logging
 from nodes.settings import Settings, load_settings
@@ -38,7 +38,7 @@ def create_app(node: Node) -> ASGIApp:
     front: ASGIApp = NativeDoors(
         node, ResolutionFront(node, Observed(AnswerEveryRequest(app), node.metrics))
     )
-    return AccessLog(front) if node.settings.access_log else front
+    return access_log(front) if node.settings.access_log else front
 
 
 def metrics_directory(settings: Settings) -> Path:
