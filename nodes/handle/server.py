@@ -55,6 +55,8 @@ class UdpDoor(asyncio.DatagramProtocol):
         repeated = handler.repeated(data)
         if repeated is not None:
             self._send(repeated, addr)
+            if handler.counting:
+                handler.count("native_udp", repeated, "memory")
             return
         try:
             envelope = wire.decode_envelope(data)
@@ -205,6 +207,8 @@ class TcpDoor(asyncio.Protocol):
             repeated = handler.repeated(whole)
             if repeated is not None:
                 self._transport.write(repeated)
+                if handler.counting:
+                    handler.count("native_tcp", repeated, "memory")
                 continue
             request = handler.decode(envelope, whole[wire.ENVELOPE_SIZE :])
             if not isinstance(request, wire.Request):

@@ -22,6 +22,9 @@ import pytest
 from nodeproc import NodeProcess
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests import handle_client
+from nodes.processes import free_ports
+
 PASSWORD = "hunter2-not-in-logs"
 HANDLE = "88.100.1/OBS"
 VALUES = [{"index": 1, "type": "URL", "data": "https://example.org/obs"}]
@@ -43,7 +46,7 @@ def busy(node_factory: Callable[..., NodeProcess], pg_factory: Callable[[], str]
 
 @pytest.fixture(scope="module")
 def plain(node_factory: Callable[..., NodeProcess]) -> NodeProcess:
-    return node_factory()
+    return node_factory(extra_env={"IDIS_HANDLE": f"127.0.0.1:{free_ports(1)[0]}"})
 
 
 def scrape(node: NodeProcess) -> dict[str, Any]:
@@ -212,3 +215,30 @@ def test_a_failing_request_logs_one_traceback(plain: NodeProcess) -> None:
         )
     time.sleep(0.5)
     assert plain.log().count("Traceback") - before == 3
+
+
+def test_native_doors_are_counted_by_door_and_outcome(plain: NodeProcess) -> None:
+    with plain.client() as client:
+        assert client.put(f"/api/handles/{HANDLE}", json=VALUES, auth=plain.auth).status_code < 300
+    host, port = plain.env["IDIS_HANDLE"].split(":")
+    request = handle_client.resolution(HANDLE)
+    replies = [
+        handle_client.http(plain.base_url, HANDLE, request),
+        handle_client.http(plain.base_url, HANDLE, request),
+        handle_client.tcp(host, int(port), request),
+        handle_client.udp(host, int(port), request),
+        handle_client.udp(host, int(port), handle_client.resolution("88.100.1/ABSENT")),
+    ]
+    assert [r.code for r in replies] == [1, 1, 1, 1, 100]
+    samples = scrape(plain)["idis_requests"].samples
+    counted: dict[tuple[str, str], float] = {}
+    for sample in samples:
+        if sample.labels["door"].startswith("native") and sample.name.endswith("_total"):
+            key = (sample.labels["door"], sample.labels["outcome"])
+            counted[key] = counted.get(key, 0) + sample.value
+    assert counted == {
+        ("native_http", "success"): 2,
+        ("native_tcp", "success"): 1,
+        ("native_udp", "success"): 1,
+        ("native_udp", "not_found"): 1,
+    }
