@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
@@ -18,7 +19,7 @@ from urllib.parse import quote
 
 from nodes.http.errors import error_status, http_status
 from nodes.http.params import Query, client_address, path_text
-from nodes.metrics import layer_of, status_class
+from nodes.metrics import BUCKETS, layer_of, status_class
 from registry.authorization import Right, rights
 from resolver import render
 from resolver.answers import Answer, Outcome
@@ -142,9 +143,12 @@ class ResolutionFront:
                 if generation == self._current(key) and expires > now:
                     await send(start)
                     await send(_EMPTY_BODY if head else message)
-                    if self._counting:  # a dict increment and a bisect: see nodes/metrics.py
+                    if self._counting:  # Histogram.observe inlined: ~0.3 us a hot answer in all
                         self._requests[_HOT] += 1
-                        self._latency.observe(time.time() - now)
+                        elapsed = time.time() - now
+                        latency = self._latency
+                        latency.counts[bisect_left(BUCKETS, elapsed)] += 1
+                        latency.sum += elapsed
                     return
                 del self._hot[scope["raw_path"]]
         started = perf_counter()
