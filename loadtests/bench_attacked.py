@@ -42,7 +42,7 @@ def run(
 ) -> None:
     """Measure ``key``: cached resolution with ``attach`` against the same without it; on
     ``subject`` (another node) rather than the suite's node for the attached runs, if given."""
-    from loadtests.suite import cpu_per_request, say
+    from loadtests.suite import say
 
     s = suite.s
     node = suite.node or suite.start_node()
@@ -80,16 +80,42 @@ def run(
             measure(kind)
             say(f"    {kind}: {runs[kind][-1]['rate']:,.0f}/s")
     suite.raw[key] = {**runs, "attacker": seen}
-    plain = [float(r["rate"]) for r in runs["plain"]]
-    attacked = [float(r["rate"]) for r in runs["attacked"]]
-    ratios = [a / b for a, b in zip(attacked, plain, strict=True) if b]
-    mid = runs["attacked"][len(attacked) // 2]
+    compared(
+        suite,
+        key,
+        title,
+        target,
+        runs,
+        ("attacked", "plain", baseline_label),
+        {"attacker": seen[len(seen) // 2] if seen else {}},
+    )
+
+
+def compared(
+    suite: Suite,
+    key: str,
+    title: str,
+    target: Target,
+    runs: dict[str, list[dict[str, Any]]],
+    kinds: tuple[str, str, str],
+    detail: dict[str, Any],
+) -> None:
+    """Add figure ``key``: the median rate of ``runs[measured]`` beside ``runs[baseline]``
+    (``kinds`` is ``(measured, baseline, what the baseline is)``), their median ratio per
+    round, and ``detail`` beside the latency and CPU per answer."""
+    from loadtests.suite import cpu_per_request
+
+    measured_kind, baseline_kind, baseline_label = kinds
+    measured = [float(r["rate"]) for r in runs[measured_kind]]
+    baseline = [float(r["rate"]) for r in runs[baseline_kind]]
+    ratios = [a / b for a, b in zip(measured, baseline, strict=True) if b]
+    mid = runs[measured_kind][len(measured) // 2]
     suite.add(
         key,
         title,
-        median(attacked),
+        median(measured),
         "req/s",
-        baseline=median(plain),
+        baseline=median(baseline),
         baseline_label=baseline_label,
         ratio=median(ratios),
         target=target,
@@ -101,7 +127,7 @@ def run(
             "p99_ms": mid.get("p99_ms"),
             # Steadier than rates on a shared machine: the node's CPU per answer.
             "server_cpu_us_per_request": {k: cpu_per_request(runs[k]) for k in runs},
-            "attacker": seen[len(seen) // 2] if seen else {},
+            **detail,
         },
         cpu=mid.get("cpu"),
     )

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,11 +173,17 @@ def index_scans(dsn: str) -> int:
 
 
 def node_settings(
-    dsn: str, data_dir: Path, port: int, *, workers: int = 1, redis: str | None = None
+    dsn: str,
+    data_dir: Path,
+    port: int,
+    *,
+    workers: int = 1,
+    redis: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a benchmark node (:func:`nodes.processes.node_env`): its database,
     not migrated on start, warnings only, Redis if given, the GS1 resolver on for PREFIX, named
-    (as are its Redis keys) after this process."""
+    (as are its Redis keys) after this process; ``settings`` (``IDIS_...``) last."""
     # The GS1 resolver is on, as a node serving both would run: REST pays its pass-through.
     extra = {
         "IDIS_DATABASE_URL": dsn,
@@ -192,7 +198,7 @@ def node_settings(
         name=f"bench{os.getpid()}",
         workers=workers,
         log_level="warning",
-        extra=extra,
+        extra={**extra, **(settings or {})},
     )
 
 
@@ -205,10 +211,13 @@ def bench_node(
     workers: int = 1,
     redis: str | None = None,
     cpus: Sequence[int] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> ServeProcess:
     """A benchmark node on a free port, on ``cpus`` if given, not started yet (see
-    :func:`start_listed`)."""
-    env = node_settings(dsn, data_dir, free_ports(1)[0], workers=workers, redis=redis)
+    :func:`start_listed`); ``settings`` as :func:`node_settings` takes them."""
+    env = node_settings(
+        dsn, data_dir, free_ports(1)[0], workers=workers, redis=redis, settings=settings
+    )
     return ServeProcess(name, env, home, cpus=cpus)
 
 

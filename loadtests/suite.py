@@ -46,11 +46,11 @@ sync_cost     batch registration, synchronous DR     the same, synchronous mode 
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive; 10: takeover,
 switchover, lost, crosshost; 11: native; 12: templates, quotas; 13: cached_asgi, gs1, dns; 14:
-hostile, logins) except ``scale10x`` (lookups should stay flat as the table grows: the suite's
-own expectation).  HTTP throughput uses ``wrk`` when it is installed, else the Python generator
-of :mod:`loadtests.drive` (the report says which, per figure); latency probes, registration and
-the Zipf mix always use the Python generator.  Both generators' ceilings against a constant
-server are measured and reported in every run.
+hostile, logins; 15: observe) except ``scale10x`` (lookups should stay flat as the table grows:
+the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed, else the
+Python generator of :mod:`loadtests.drive` (the report says which, per figure); latency probes,
+registration and the Zipf mix always use the Python generator.  Both generators' ceilings
+against a constant server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -111,6 +111,7 @@ STEPS = (
     "hostile",
     "logins",
     "quotas",
+    "observe",
     "register",
     "templates",
     "mix",
@@ -142,6 +143,7 @@ SWITCHOVER_LIMIT = 5.0
 """Seconds a planned switchover may pause writes (issue 10)."""
 TEMPLATES_TARGET: Target = (">=", 0.8, "issue 12")
 QUOTAS_TARGET: Target = (">=", 0.95, "issue 12")
+OBSERVE_TARGET: Target = (">=", 0.95, "issue 15")
 
 
 def say(text: str) -> None:
@@ -1091,6 +1093,12 @@ class Suite:
             baseline_label="the same without quotas",
         )
 
+    def observe(self) -> None:
+        """Cached resolution with metrics and JSON logs on, beside a node with them off."""
+        from loadtests import bench_observe
+
+        bench_observe.run(self, OBSERVE_TARGET)
+
     def seed_gs1(self, node: ServeProcess) -> str:
         """Give ``GS1_GTIN`` a default link through the REST API; its Digital Link path, checked
         to redirect there."""
@@ -1582,8 +1590,9 @@ class Suite:
     def run(self) -> dict[str, Any]:
         s = self.s
         started = time.monotonic()
-        needs_node = {"http", "native", "dns", "hostile", "logins", "quotas", "register", "mix"}
-        needs_node = (needs_node | {"templates", "storage", "scale10x", "crosshost"}) & set(s.only)
+        needs_node = {"http", "native", "dns", "hostile", "logins", "quotas", "observe"}
+        needs_node |= {"register", "templates", "mix", "storage", "scale10x", "crosshost"}
+        needs_node &= set(s.only)
         try:
             if needs_node:
                 self.prepare()
@@ -1593,6 +1602,7 @@ class Suite:
             self.step("logins", self.logins)
             self.step("dns", lambda: bench_dns.run(self))
             self.step("quotas", self.quotas)
+            self.step("observe", self.observe)
             self.step("register", self.register)
             self.step("templates", self.templates)
             if "mix" in s.only and "register" not in s.only:

@@ -18,6 +18,7 @@ from typing import Any
 
 from nodes.federation import TopLevelClient
 from nodes.generation_board import GenerationBoard
+from nodes.metrics import Metrics, totals
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
 from nodes.redis_counters import RedisCounters
@@ -71,19 +72,41 @@ class Node:
     """Scoped API tokens (registry/tokens.py), accepted as ``Authorization: Bearer``."""
     quotas: Quotas | None
     """Daily resolution, registration and prefix quotas (registry/quotas.py); None: none set."""
+    metrics: Metrics
+    """The counters ``/metrics`` and ``/api/stats`` show, summed over the workers."""
 
     def stats(self) -> dict[str, Any]:
+        """``/api/stats``: the node's counters summed over its workers, from the same snapshots
+        as ``/metrics`` (at most :data:`nodes.metrics.FLUSH_INTERVAL` old for other workers)."""
+        sums = totals(self.metrics.snapshots())
+
+        def total(name: str) -> int:
+            return int(sum(sums.get(name, {}).values()))
+
+        early = sums.get("idis_walk_early_requests", {})
+        throttle = {
+            kind: {
+                "counted": int(sums.get("idis_throttle_counted", {}).get((kind,), 0)),
+                "refused": int(sums.get("idis_throttle_refused", {}).get((kind,), 0)),
+            }
+            for kind in self.throttle.stats()
+        }
         return {
             "name": self.settings.name,
             "role": self.settings.role,
-            "cache_entries": len(self.cache),
-            "walks": self.coalescer.walks,
-            "upstream_requests": self.walker.upstream_requests if self.walker else 0,
-            "early_used": self.walker.early_used if self.walker else 0,
-            "early_settled": self.walker.early_settled if self.walker else 0,
-            "early_dropped": self.walker.early_dropped if self.walker else 0,
-            "throttle": self.throttle.stats(),
-            "quota_refused": self.quotas.stats() if self.quotas else {},
+            "workers": total("idis_workers"),
+            "cache_entries": int(sums.get("idis_cache_entries", {}).get(("memory",), 0)),
+            "walks": total("idis_walks"),
+            "upstream_requests": total("idis_upstream_requests"),
+            "early_used": int(early.get(("used",), 0)),
+            "early_settled": int(early.get(("settled",), 0)),
+            "early_dropped": int(early.get(("dropped",), 0)),
+            "requests": total("idis_requests"),
+            "authentication_failures": total("idis_authentication_failures"),
+            "throttle": throttle,
+            "quota_refused": {
+                code: int(n) for (code,), n in sums.get("idis_quota_refusals", {}).items()
+            },
         }
 
     async def close(self) -> None:
@@ -214,6 +237,12 @@ def build_node(settings: Settings) -> Node:
     # A site's own member may lag: what a write changes is read where it is written.
     registrar = Registrar(store.writer_view(), homes, invalidator, fetch, quotas=quotas)
     tokens = Tokens(SqlTokens(settings.database_url), fetch)
+    authenticator = Authenticator(
+        fetch, reseal=registrar.reseal, throttle=throttle, bearer=tokens.authenticate
+    )
+    metrics = Metrics(enabled=settings.metrics)
+    observe(metrics, layers, coalescer, walker, throttle, authenticator, quotas)
+    metrics.gauge(lambda: [("idis_cache_entries", ("memory",), len(cache))])
 
     return Node(
         settings=settings,
@@ -226,16 +255,55 @@ def build_node(settings: Settings) -> Node:
         homes=homes,
         invalidator=invalidator,
         registrar=registrar,
-        authenticator=Authenticator(
-            fetch, reseal=registrar.reseal, throttle=throttle, bearer=tokens.authenticate
-        ),
+        authenticator=authenticator,
         fetch=fetch,
         walker=walker,
         peers=peers,
         throttle=throttle,
         tokens=tokens,
         quotas=quotas,
+        metrics=metrics,
     )
+
+
+def observe(
+    metrics: Metrics,
+    layers: list[chain.Layer],
+    coalescer: chain.CoalesceLayer,
+    walker: Walker | None,
+    throttle: Throttle,
+    authenticator: Authenticator,
+    quotas: Quotas | None,
+) -> None:
+    """Let ``metrics`` read the counters the chain, the walker, the throttle, the
+    authenticator and the quotas keep as plain attributes (their hot paths carry no metrics
+    code)."""
+    caches = [layer for layer in layers if isinstance(layer, chain.MemoryLayer | chain.SharedLayer)]
+
+    def counters() -> list[tuple[str, tuple[str, ...], float]]:
+        found: list[tuple[str, tuple[str, ...], float]] = [
+            ("idis_walks", (), coalescer.walks),
+            ("idis_authentication_failures", (), authenticator.failures),
+        ]
+        for layer in caches:
+            name = "memory" if isinstance(layer, chain.MemoryLayer) else "redis"
+            found.append(("idis_cache_hits", (name,), layer.hits))
+            found.append(("idis_cache_misses", (name,), layer.misses))
+        for kind, counts in throttle.stats().items():
+            found.append(("idis_throttle_counted", (kind,), counts["counted"]))
+            found.append(("idis_throttle_refused", (kind,), counts["refused"]))
+        if quotas is not None:
+            for code, refused in quotas.stats().items():
+                found.append(("idis_quota_refusals", (code,), refused))
+        if walker is not None:
+            found.append(("idis_upstream_requests", (), walker.upstream_requests))
+            found.append(("idis_upstream_failures", (), walker.upstream_failures))
+            found.append(("idis_walk_early_requests", ("used",), walker.early_used))
+            found.append(("idis_walk_early_requests", ("settled",), walker.early_settled))
+            found.append(("idis_walk_early_requests", ("dropped",), walker.early_dropped))
+        return found
+
+    metrics.probe(counters)
 
 
 def build_enterprise_prefixes(node: Node) -> EnterprisePrefixes:

@@ -504,8 +504,8 @@ def add_loadtest_commands(commands: Any) -> None:
     bench.add_argument(
         "--only",
         help="run only these figures (comma-separated keys: http, native, dns, hostile, logins,"
-        " quotas, register, templates, mix, storage, scale10x, crosshost, import, recursive,"
-        " failover)",
+        " quotas, observe, register, templates, mix, storage, scale10x, crosshost, import,"
+        " recursive, failover)",
     )
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to CPUs")
     bench.set_defaults(run=cmd_bench)

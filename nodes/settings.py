@@ -304,6 +304,13 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: readable lines with ISO timestamps; json: one object a line"
+    )
+    access_log: bool = Field(False, description="one log line per HTTP request")
+    metrics: bool = Field(
+        True, description="count requests for /metrics (false: the doors count nothing)"
+    )
     cache: CacheSettings = CacheSettings()
     limits: LimitSettings = LimitSettings()
     federation: FederationSettings = FederationSettings()

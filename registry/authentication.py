@@ -96,12 +96,21 @@ class Authenticator:
         self._max = max_remembered
         self._clock = clock
         self._verified: dict[tuple[str, bytes, str], float] = {}
+        self.failures = 0
 
     async def identify(self, authorization: str | None, source: str | None = None) -> Ref | None:
         """The authenticated identity, or None for an anonymous request.
 
-        ``source`` is the client's address, which failures are counted against too.
+        ``source`` is the client's address, which failures are counted against too (and in
+        :attr:`failures`, which the node's metrics read).
         """
+        try:
+            return await self._identify(authorization, source)
+        except AuthenticationFailed:
+            self.failures += 1
+            raise
+
+    async def _identify(self, authorization: str | None, source: str | None) -> Ref | None:
         if not authorization:
             return None
         scheme, _, credentials = authorization.partition(" ")

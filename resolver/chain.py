@@ -63,12 +63,17 @@ class MemoryLayer:
     def __init__(self, cache: MemoryCache, generations: Generations) -> None:
         self.cache = cache
         self._generations = generations
+        self.hits = 0
+        """Answers from memory (the doors' own fast paths count theirs themselves)."""
+        self.misses = 0
 
     async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
         if not fresh:
             cached = self.cache.get(key)
             if cached is not None:
+                self.hits += 1
                 return cached.with_source(reused_source(cached.source, "memory"))
+            self.misses += 1
         generation = self._generations.current(key)  # before the read: see Generations
         answer = await next(key, fresh)
         self.cache.put(answer, generation)
@@ -114,6 +119,8 @@ class SharedLayer:
         self._shared = shared
         self._generations = generations
         self._clock = clock
+        self.hits = 0
+        self.misses = 0
 
     async def resolve(self, key: str, fresh: bool, next: Resolve) -> Answer:
         generation = self._generations.current(key)
@@ -122,7 +129,9 @@ class SharedLayer:
             if blob is not None:
                 answer = _load(key, blob, generation, self._clock())
                 if answer is not None:
+                    self.hits += 1
                     return answer
+            self.misses += 1
         answer = await next(key, fresh)
         ttl = answer.expires - self._clock()
         if ttl > 0:

@@ -158,6 +158,8 @@ class Walker:
         self._delegations = _Remembered()
         """Per prefix ``Q``: the sites administering prefixes derived from ``Q``."""
         self.upstream_requests = 0
+        self.upstream_failures = 0
+        """Upstream requests that found their server unreachable."""
         self.early_used = 0
         """Answers asked ahead that the walk used (each saved at least one request)."""
         self.early_settled = 0
@@ -228,6 +230,7 @@ class Walker:
                         self.upstream_requests += 1
                         answer = await self._client.query(url, handle, fresh=fresh)
                     except PeerUnavailable:
+                        self.upstream_failures += 1
                         path.append(f"{url} unreachable")
                         continue
                 path.append(f"{url} {handle}:{answer.code}")
@@ -308,6 +311,7 @@ class Walker:
             self.upstream_requests += 1
             answer = await self._client.query(url, ahead.handle, fresh=fresh)
         except PeerUnavailable:
+            self.upstream_failures += 1
             path.append(f"{url} unreachable")
             ahead.down.add(url)
             return

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from nodes.http.errors import http_status
+from nodes.metrics import DOOR
 from resolver.answers import Answer, Outcome
 from resolver.errors import HandleError
 from resolver.gs1 import links as gs1links
@@ -135,6 +136,7 @@ class Gs1Front:
                 keys, expires, start, body = entry
                 if expires > time.time() and self._unchanged(keys):
                     if self._admit(keys):
+                        scope[DOOR] = "gs1"
                         await send(start)
                         await send(_EMPTY_BODY if head else body)
                         return
@@ -146,9 +148,11 @@ class Gs1Front:
         if not ours and not (method in ("GET", "HEAD", "OPTIONS") and looks_compressed(path)):
             await self._app(scope, receive, send)
             return
+        scope[DOOR] = "gs1"
         try:
             response = await self._answer(scope, method, path, key)
         except _NotOurs:
+            scope[DOOR] = "rest"
             await self._app(scope, receive, send)
             return
         except HandleError as error:  # the registry unreachable: 503, as on every door

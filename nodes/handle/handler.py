@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodes.handle.admin import ADMIN_OPS, Login, NativeAdmin, Reply
+from nodes.metrics import code_class, layer_of
 from resolver import render
 from resolver.answers import Answer, Outcome
 from resolver.codecs import handle_wire as wire
@@ -91,6 +92,18 @@ class NativeHandler:
         self._clock = clock
         self.hits = 0
         self.misses = 0
+        self.layer = "none"
+        """The layer that answered the resolution :meth:`respond` returned last (read at once
+        by the caller: a coroutine's return reaches its awaiter with nothing in between)."""
+        metrics = node.metrics
+        self.counting = metrics.enabled
+        self._requests = metrics.requests
+
+    def count(self, door: str, response: bytes, layer: str) -> None:
+        """Count ``response`` (a whole framed message) to a request on ``door``."""
+        code = int.from_bytes(response[24:28], "big") if len(response) >= 28 else 2
+        operation = "other" if layer == "site" else "resolve"
+        self._requests[(door, operation, code_class(code), layer)] += 1
 
     # --- decoding ------------------------------------------------------------------------
 
@@ -176,10 +189,12 @@ class NativeHandler:
     async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
         """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
         login state (None on UDP and HTTP, where opCode 2001 is not served)."""
+        self.layer = "none"
         try:
             if request.op_code == wire.OC_RESOLUTION:
                 return await self._resolution(request)
             if request.op_code == wire.OC_GET_SITE_INFO:
+                self.layer = "site"
                 return self._frame(request, 1, self._site_tail, self._site_length)
             if request.op_code in ADMIN_OPS:
                 identity = login.covers(request) if login is not None else None
@@ -203,10 +218,15 @@ class NativeHandler:
 
     async def answer(self, data: bytes) -> bytes | None:
         """The response to one whole message (TCP, HTTP), or None to drop it."""
+        self.layer = "none"
         request = self.decode_whole(data)
         if not isinstance(request, wire.Request):
             return request
-        return self.cached(request, data) or await self.respond(request)
+        hit = self.cached(request, data)
+        if hit is not None:
+            self.layer = "memory"
+            return hit
+        return await self.respond(request)
 
     def error(self, request: wire.Request, code: int, message: str) -> bytes:
         code = wire.wire_code(code, wire.response_version(request))
@@ -254,6 +274,7 @@ class NativeHandler:
             except UpstreamUnavailable:
                 follow = False  # what is cached below is the referral
         code, body = self._render(text, answer, request)
+        self.layer = layer_of(answer.source)
         tail = wire.unsigned_tail(body)
         if not fresh and answer.expires > self._clock():
             self.misses += 1

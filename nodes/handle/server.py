@@ -56,6 +56,8 @@ class UdpDoor(asyncio.DatagramProtocol):
         repeated = handler.repeated(data)
         if repeated is not None:
             self._send(repeated, addr)
+            if handler.counting:
+                handler.count("native_udp", repeated, "memory")
             return
         try:
             envelope = wire.decode_envelope(data)
@@ -78,6 +80,8 @@ class UdpDoor(asyncio.DatagramProtocol):
         hit = handler.cached(request, b"" if envelope.truncated else data)
         if hit is not None:
             self._send(hit, addr)
+            if handler.counting:
+                handler.count("native_udp", hit, "memory")
             return
         task = asyncio.ensure_future(self._slow(request, addr))
         self._tasks.add(task)
@@ -100,7 +104,11 @@ class UdpDoor(asyncio.DatagramProtocol):
         return message
 
     async def _slow(self, request: wire.Request, addr: Any) -> None:
-        self._send(await self._handler.respond(request), addr)
+        handler = self._handler
+        response = await handler.respond(request)
+        self._send(response, addr)
+        if handler.counting:
+            handler.count("native_udp", response, handler.layer)
 
     def _send(self, response: bytes, addr: Any) -> None:
         transport = self._transport
@@ -201,6 +209,8 @@ class TcpDoor(asyncio.Protocol):
             repeated = handler.repeated(whole)
             if repeated is not None:
                 self._transport.write(repeated)
+                if handler.counting:
+                    handler.count("native_tcp", repeated, "memory")
                 continue
             request = handler.decode(envelope, whole[wire.ENVELOPE_SIZE :])
             if not isinstance(request, wire.Request):
@@ -209,6 +219,8 @@ class TcpDoor(asyncio.Protocol):
             hit = handler.cached(request, whole)
             if hit is not None:
                 self._transport.write(hit)
+                if handler.counting:
+                    handler.count("native_tcp", hit, "memory")
                 continue
             self._busy = True
             self._transport.pause_reading()
@@ -217,6 +229,8 @@ class TcpDoor(asyncio.Protocol):
 
     async def _slow(self, request: wire.Request) -> None:
         response = await self._handler.respond(request, self._login)
+        if self._handler.counting:
+            self._handler.count("native_tcp", response, self._handler.layer)
         self._busy = False
         if self._transport is None:
             return
@@ -286,7 +300,7 @@ class NativeDoors:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["method"] == "POST" and _is_native(scope):
+        if kind == "http" and scope["method"] == "POST" and is_native(scope):
             await self._http(receive, send)
             return
         if kind == "lifespan":
@@ -315,14 +329,17 @@ class NativeDoors:
                 return
             if not message.get("more_body"):
                 break
-        response = await self.handler.answer(bytes(body))
+        handler = self.handler
+        response = await handler.answer(bytes(body))
         if response is None:
             await _send(send, 400, b"not a Handle message", b"text/plain")
             return
         await _send(send, 200, response, MIME)
+        if handler.counting:
+            handler.count("native_http", response, handler.layer)
 
 
-def _is_native(scope: Scope) -> bool:
+def is_native(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
             return bool(value.split(b";", 1)[0].strip().lower() == MIME)

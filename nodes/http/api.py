@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
 from nodes.changefeed import following
@@ -43,6 +44,7 @@ from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.http.tokens_api import tokens_router
+from nodes.metrics import NodeCollector, registry
 from nodes.mirror import mirroring
 from nodes.snms.api import snms_router
 from registry.authentication import sealed_secret
@@ -250,6 +252,7 @@ def create_api(node: Any) -> FastAPI:
         results = await registrar.batch(items, identity, overwrite=query.flag("overwrite", True))
         out = []
         for r in results:
+            node.metrics.add("idis_batch_items", ("ok" if r.code == 1 else "failed",))
             item: dict[str, Any] = {"handle": r.handle, "responseCode": r.code, "status": r.status}
             if r.message:
                 item["message"] = r.message
@@ -262,12 +265,14 @@ def create_api(node: Any) -> FastAPI:
     @app.get(
         "/api/stats",
         openapi_extra=operators_operation(
-            "This worker's counters (operators: an administrator here or the federation secret)"
+            "The node's counters, summed over its workers (operators: an administrator here or "
+            "the federation secret)"
         ),
     )
     async def stats(request: Request) -> Response:
-        """Counters of this worker process (caches, coalesced walks, upstream requests,
-        throttling); for operators only (nodes/http/access.py)."""
+        """The node's counters summed over its workers, from the snapshots ``/metrics`` shows
+        (caches, coalesced walks, upstream requests, throttling); for operators only
+        (nodes/http/access.py)."""
         await operator(request)
         return json_response({"responseCode": 1, **node.stats()})
 
@@ -280,6 +285,20 @@ def create_api(node: Any) -> FastAPI:
             guard=operator,
         )
     )
+
+    scrape = registry(NodeCollector(node.metrics))
+
+    @app.get(
+        "/metrics",
+        openapi_extra=operation(
+            "Prometheus metrics of the node, summed over its workers",
+            ok=(200, {"type": "string"}),
+            auth=False,
+        ),
+    )
+    async def metrics() -> Response:
+        """Prometheus text format (nodes/metrics.py); served before the web proxy's route."""
+        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", openapi_extra=operation("This node", ok=(200, ref("Object")), auth=False))
     async def about() -> Response:
