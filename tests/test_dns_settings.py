@@ -20,10 +20,10 @@ def test_dns_is_off_unless_an_address_is_given(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("IDIS_DNS", "localhost", "IDIS_DNS: "),
-        ("IDIS_DNS", "127.0.0.1:70000", "IDIS_DNS: "),
-        ("IDIS_DNS_ZONE", "bad..zone", "IDIS_DNS_ZONE: "),
-        ("IDIS_DNS_ZONE", "zone-" + "x" * 70, "IDIS_DNS_ZONE: "),
+        ("IDIS_DNS", "localhost", "IDIS_DNS \\(environment\\): "),
+        ("IDIS_DNS", "127.0.0.1:70000", "IDIS_DNS \\(environment\\): "),
+        ("IDIS_DNS_ZONE", "bad..zone", "IDIS_DNS_ZONE \\(environment\\): "),
+        ("IDIS_DNS_ZONE", "zone-" + "x" * 70, "IDIS_DNS_ZONE \\(environment\\): "),
     ],
 )
 def test_bad_dns_settings_stop_startup(

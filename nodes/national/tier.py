@@ -79,6 +79,8 @@ class NationalTier:
                     "IDIS_ROLE": "dr" if dr else "top-level",
                     "IDIS_DATABASE_WRITE_TIMEOUT": f"{write_timeout:g}",
                     "IDIS_MIGRATE_ON_START": "false",
+                    # One registry, one sealing key: a secret sealed at one site opens at all.
+                    "IDIS_SECRET_KEY_FILE": str(self.root / "secret.key"),
                     **(extra_env or {}),
                 },
             )
