@@ -146,6 +146,20 @@ def _register(tier: NationalTier, site: str, batches: int, size: int, inflight: 
         return batches * size / (time.perf_counter() - started)
 
 
+def _commit_ms(tier: NationalTier, site: str, count: int = 10) -> float:
+    """Median milliseconds of registering one handle (a batch of one), one at a time."""
+    run = uuid.uuid4().hex[:8]
+    values = [{"index": 1, "type": "URL", "data": "https://example.com/sync"}]
+    times = []
+    with httpx.Client(base_url=tier.nodes[site].url, auth=tier.auth, timeout=60) as client:
+        for n in range(count):
+            item = {"handle": f"{tier.prefix}/ONE-{run}-{n}", "values": values}
+            started = time.perf_counter()
+            client.post("/api/batch", json={"handles": [item]}).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 2)
+
+
 def link_rtt(tier: NationalTier, leader: str, samples: int = 20) -> dict[str, float]:
     """Median milliseconds of a ``SELECT 1`` round trip to the leader through the link's relay
     (the path its standbys stream on) and directly: the link's round trip is their difference."""
@@ -166,7 +180,13 @@ def link_rtt(tier: NationalTier, leader: str, samples: int = 20) -> dict[str, fl
     member = tier.cluster.members[leader]
     through = asyncio.run(median_ms(member.connect_port or member.pg_port))
     direct = asyncio.run(median_ms(member.pg_port))
-    return {"through_ms": round(through, 2), "direct_ms": round(direct, 2)}
+    link = tier.cluster.link
+    return {
+        "through_ms": round(through, 2),
+        "direct_ms": round(direct, 2),
+        # the standbys' replication connections relayed to the leader (2: both stream via it)
+        "streams_through_link": link.connections(member.pg_port) if link else 0,
+    }
 
 
 def _synchronous_standbys(tier: NationalTier, leader: str) -> str:
@@ -193,7 +213,7 @@ def _set_synchronous(tier: NationalTier, leader: str, on: bool) -> None:
 
 
 def sync_cost(
-    tier: NationalTier, *, rounds: int = 2, batches: int = 6, size: int = 1000, inflight: int = 3
+    tier: NationalTier, *, rounds: int = 4, batches: int = 12, size: int = 1000, inflight: int = 3
 ) -> dict[str, Any]:
     """Batch registration at the leader's site with the synchronous DR copy on and off, in
     ``rounds`` rounds taking turns going first (fresh identifiers each); the medians, the
@@ -202,10 +222,13 @@ def sync_cost(
     rtt = link_rtt(tier, leader)
     _register(tier, leader, inflight, size, inflight)  # warm-up
     runs: dict[bool, list[float]] = {True: [], False: []}
+    commit_ms: dict[bool, float] = {}
     try:
         for n in range(rounds):
             for on in (True, False) if n % 2 == 0 else (False, True):
                 _set_synchronous(tier, leader, on)
+                if n == 0:
+                    commit_ms[on] = _commit_ms(tier, leader)
                 runs[on].append(_register(tier, leader, batches, size, inflight))
     finally:
         _set_synchronous(tier, leader, True)
@@ -214,8 +237,12 @@ def sync_cost(
         "asynchronous": statistics.median(runs[False]),
         "rounds_sync": [round(r) for r in runs[True]],
         "rounds_async": [round(r) for r in runs[False]],
+        # each round's sync/async from runs side by side: the machine's load drifts slower
+        # than a round, so the median of these is steadier than a ratio of the medians
+        "ratio_rounds": [round(a / b, 3) for a, b in zip(runs[True], runs[False], strict=True)],
         "batch": size,
         "inflight": inflight,
         "leader": leader,
         "rtt": rtt,
+        "one_handle_ms": {"sync": commit_ms.get(True), "async": commit_ms.get(False)},
     }
