@@ -81,6 +81,8 @@ class NationalTier:
                     "IDIS_ROLE": "dr" if dr else "top-level",
                     "IDIS_DATABASE_WRITE_TIMEOUT": f"{write_timeout:g}",
                     "IDIS_MIGRATE_ON_START": "false",
+                    # One registry: every site opens the secrets any site sealed.
+                    "IDIS_SECRET_KEY_FILE": str(self.root / "secret.key"),
                     **(extra_env or {}),
                 },
             )
