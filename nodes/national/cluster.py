@@ -10,7 +10,9 @@ Patroni runs as DESIGN.md section 5 measured: synchronous mode, strict (a write 
 acknowledged only once a synchronous standby has it), one synchronous standby chosen among the
 DR sites (the other sites carry Patroni's ``nosync`` tag, so they are asynchronous standbys that
 never become leader), ttl 20 s (Patroni's floor), loop_wait 1 s, retry_timeout 5 s,
-primary_start_timeout 0, pg_rewind and replication slots.
+primary_start_timeout 0, pg_rewind and replication slots.  Given a
+:class:`nodes.national.link.DelayLink`, each member's ``connect_address`` (where the others
+stream from it) is its relay on that link, which emulates the round trip between cities.
 
 Contracts: :meth:`NationalCluster.start` returns once a leader runs and every member streams,
 or raises :class:`ClusterFailed` (with the logs' tails) after its timeout; every wait is
