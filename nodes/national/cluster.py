@@ -10,7 +10,9 @@ Patroni runs as DESIGN.md section 5 measured: synchronous mode, strict (a write 
 acknowledged only once a synchronous standby has it), one synchronous standby chosen among the
 DR sites (the other sites carry Patroni's ``nosync`` tag, so they are asynchronous standbys that
 never become leader), ttl 20 s (Patroni's floor), loop_wait 1 s, retry_timeout 5 s,
-primary_start_timeout 0, pg_rewind and replication slots.
+primary_start_timeout 0, pg_rewind and replication slots.  Given a
+:class:`nodes.national.link.DelayLink`, each member's ``connect_address`` (where the others
+stream from it) is its relay on that link, which emulates the round trip between cities.
 
 Contracts: :meth:`NationalCluster.start` returns once a leader runs and every member streams,
 or raises :class:`ClusterFailed` (with the logs' tails) after its timeout; every wait is
@@ -45,6 +47,7 @@ from nodes.national.binaries import (
     spawn,
     tail,
 )
+from nodes.national.link import DelayLink
 from nodes.processes import HOST, free_ports
 
 _POLL = 0.2
@@ -59,6 +62,8 @@ class Member:
     pg_port: int
     api_port: int
     home: Path
+    connect_port: int = 0
+    """The port the other members reach this one on (its link's relay); ``pg_port`` if 0."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,6 +128,8 @@ class NationalCluster:
     members: dict[str, Member] = field(default_factory=dict)
     etcd: subprocess.Popen[bytes] | None = None
     etcd_port: int = 0
+    link: DelayLink | None = None
+    """The emulated inter-city link: members stream from each other through it."""
 
     def __post_init__(self) -> None:
         self.binaries = find_binaries()
@@ -135,6 +142,8 @@ class NationalCluster:
             home = self.root / name
             home.mkdir(mode=0o700, exist_ok=True)
             member = Member(name, dr, ports[2 + 2 * n], ports[3 + 2 * n], home)
+            if self.link is not None:
+                member.connect_port = self.link.relay(member.pg_port)
             self.members[name] = member
             self._write_config(member)
             hand_over(home)
@@ -214,8 +223,8 @@ class NationalCluster:
         )
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop every member (all at once: SIGTERM, SIGKILL after ``timeout``), then etcd,
-        then remove the folder.  Idempotent."""
+        """Stop every member (all at once: SIGTERM, SIGKILL after ``timeout``), then etcd and
+        the link's relays, then remove the folder.  Idempotent."""
         running = [m for m in self.members.values() if m.alive()]
         for member in running:
             assert member.process is not None
@@ -232,6 +241,8 @@ class NationalCluster:
             signal_process(self.etcd.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.etcd.wait(10)
+        if self.link is not None:
+            self.link.stop()
         if self.root is not None and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -339,7 +350,7 @@ class NationalCluster:
             },
             "postgresql": {
                 "listen": f"{HOST}:{member.pg_port}",
-                "connect_address": f"{HOST}:{member.pg_port}",
+                "connect_address": f"{HOST}:{member.connect_port or member.pg_port}",
                 "data_dir": str(member.data_dir),
                 "bin_dir": str(self.binaries.pg_bin),
                 "pgpass": str(member.home / "pgpass"),

@@ -23,6 +23,7 @@ import httpx
 from nodes.federation import basic_auth
 from nodes.national.cluster import NationalCluster
 from nodes.national.drill import Drill
+from nodes.national.link import DelayLink
 from nodes.processes import (
     ServeProcess,
     free_ports,
@@ -58,11 +59,12 @@ class NationalTier:
         prefix: str = "88.100.1",
         write_timeout: float = 8.0,
         extra_env: Mapping[str, str] | None = None,
+        link: DelayLink | None = None,
     ) -> None:
         self.sites = dict(sites)
         self.prefix = prefix
         self.secret = secrets.token_urlsafe(18)
-        self.cluster = NationalCluster(self.sites)
+        self.cluster = NationalCluster(self.sites, link=link)
         assert self.cluster.root is not None
         self.root: Path = self.cluster.root
         self.nodes: dict[str, ServeProcess] = {}
