@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install what the test suite runs beside idis on a fresh machine of this kind: Debian's
-# etcd, unbound, dnsperf, kdig, wrk, iproute2 (network namespaces, tc netem) and Chromium, and
-# Patroni from PyPI in a virtual environment of its own. Idempotent: what is there is kept.
+# Install what the test suite and `idis bench` run beside idis on a fresh machine of this kind:
+# Debian's etcd (Patroni's consensus store), unbound and dnsperf (the DNS figure's baseline and
+# load), kdig (a DNS client the tests use) and wrk (HTTP load), and Patroni from PyPI in a
+# virtual environment of its own. Idempotent: what is there is kept.
 set -euo pipefail
 
-DEBIAN_PACKAGES=(etcd-server etcd-client unbound dnsperf knot-dnsutils wrk iproute2 chromium chromium-driver)
+DEBIAN_PACKAGES=(etcd-server unbound dnsperf knot-dnsutils wrk)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
