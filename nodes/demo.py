@@ -2,17 +2,20 @@
 
 :func:`run_demo` starts, each as an ``idis serve`` process of its own on a loopback port the
 operating system picks, with a temporary data directory of its own (the embedded default:
-SQLite, in-process cache; no PostgreSQL or Redis):
+SQLite, in-process cache; no PostgreSQL or Redis), except that the top-level nodes share their
+registry:
 
-- the five top-level nodes Beijing, Shanghai, Guangzhou, Wuhan and Chongqing, each homing the
-  national prefix ``88`` and replicating with the other four;
+- the five top-level nodes Beijing, Shanghai, Guangzhou, Wuhan and Chongqing, the sites of the
+  national tier: like the real one (one PostgreSQL registry under Patroni, nodes/national/) they
+  share ONE registry homing the national prefix ``88``, here one SQLite file, and one secret
+  sealing key; each follows the registry's change log to drop what it cached;
 - the secondary (industry) nodes 88.100, which joins at Beijing, and 88.101, which joins at
   Shanghai;
 - one enterprise node serving its own prefix 88.100.7;
 - one recursive node whose roots are all five top-level nodes.
 
-It then allocates 88.100 (at Beijing) and 88.101 (at Shanghai) and checks that every top-level
-node knows both; has the secondary nodes join (``idis federation join``); allocates the
+It then allocates 88.100 (at Beijing) and 88.101 (at Shanghai), once each, and measures how soon
+every top-level node answers both; has the secondary nodes join (``idis federation join``); allocates the
 enterprise prefixes through the enterprise workflow (``idis enterprise apply`` at the secondary
 node, ``idis enterprise approve`` by its operator): 88.100.1 hosted by the secondary 88.100,
 88.101.5 hosted by the secondary 88.101, and 88.100.7 self-hosted on the enterprise node (in a
@@ -77,7 +80,9 @@ READY_TIMEOUT = 30.0
 """Seconds every node gets to answer ``/healthz`` (the first start compiles bytecode)."""
 CLI_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
-REPLICATION_TIMEOUT = 5.0
+VISIBLE_TIMEOUT = 5.0
+"""Seconds a write at one top-level node gets to be answered by all five (the change log's
+poller makes it well under one)."""
 HTTP_TIMEOUT = 10.0
 PORT_ATTEMPTS = 2
 
@@ -324,9 +329,9 @@ class Demo:
     console: Console
     secrets: dict[str, str] = field(default_factory=dict)
     secret_paths: dict[str, str] = field(default_factory=dict)
-    replicated: bool = False
     federation_secret: str = ""
-    """The top-level nodes' replication secret, which also opens every node's /api/stats."""
+    """The secret of the nodes' HTTP change feed (user ``federation``), which also opens every
+    node's /api/stats."""
     workflow: bool = False
     """Whether enterprise prefixes were allocated through the application workflow."""
     serving: bool = False
@@ -354,21 +359,6 @@ class Demo:
         return str(path)
 
 
-def _replication_running(demo: Demo) -> bool:
-    """Whether the top-level nodes replicate their registries (Beijing says so)."""
-    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
-        response = client.get(
-            f"{demo.member('Beijing').url}/api/replication/status",
-            auth=("federation", demo.federation_secret),
-        )
-    if response.status_code != 200:
-        return False
-    try:
-        return response.json().get("puller") is not None
-    except ValueError:
-        return False
-
-
 def _plan(demo: Demo) -> None:
     """Make the secrets and every member with its settings (ports picked together, so all
     distinct)."""
@@ -380,15 +370,17 @@ def _plan(demo: Demo) -> None:
     top_urls = [f"http://127.0.0.1:{p}" for p in top_ports.values()]
     federation_secret = demo.federation_secret = secrets.token_urlsafe(24)
     allocations = {"Beijing": "allocates 88.100", "Shanghai": "allocates 88.101"}
+    # The national tier is one registry: all five sites read and write the same database
+    # (SQLite allows several processes on one file) and open secrets with the same key.
+    national = {
+        "IDIS_DATABASE_URL": f"sqlite:///{cluster.root / 'national.db'}",
+        "IDIS_SECRET_KEY_FILE": str(cluster.root / "national.key"),
+        "IDIS_FEDERATION__SECRET": federation_secret,
+    }
     for city, port in top_ports.items():
-        serves = "88" + (f"; {allocations[city]}" if city in allocations else "")
-        cluster.add(
-            city,
-            "top-level",
-            port,
-            serves,
-            {"IDIS_FEDERATION__SECRET": federation_secret},
-        )
+        serves = "88 (the one national registry)"
+        serves += f"; {allocations[city]}" if city in allocations else ""
+        cluster.add(city, "top-level", port, serves, national)
     joins = {"secondary-88.100": "Beijing", "secondary-88.101": "Shanghai"}
     for name, top in joins.items():
         prefix = name.removeprefix("secondary-")
@@ -432,13 +424,12 @@ def _parallel(tasks: Sequence[Callable[[], None]]) -> None:
 def _start_nodes(demo: Demo) -> None:
     cluster = demo.cluster
 
-    def top(city: str) -> Callable[[], None]:
-        def run() -> None:
-            member = cluster.members[city]
-            cluster.cli(member, "prefix", "init", NATIONAL_PREFIX, "--secret-file", top_secret)
-            cluster.launch(member)
-
-        return run
+    def top_level() -> None:
+        # One registry: homing 88 once (at Beijing) homes it at all five.
+        beijing = cluster.members["Beijing"]
+        cluster.cli(beijing, "prefix", "init", NATIONAL_PREFIX, "--secret-file", top_secret)
+        for city in TOP_LEVEL_CITIES:
+            cluster.launch(cluster.members[city])
 
     def enterprise() -> None:
         member = cluster.members["enterprise-88.100.7"]
@@ -449,42 +440,33 @@ def _start_nodes(demo: Demo) -> None:
     enterprise_secret = demo.secret_paths["88.100.7"]
     first = [*TOP_LEVEL_CITIES, "enterprise-88.100.7", "recursive"]
     with demo.steps.step(
-        "start the five top-level nodes (each homes 88), the enterprise node and the recursive node"
+        "start the five top-level nodes (one registry homing 88), the enterprise node and the "
+        "recursive node"
     ) as notes:
-        _parallel(
-            [top(city) for city in TOP_LEVEL_CITIES]
-            + [enterprise, lambda: cluster.launch(cluster.members["recursive"])]
-        )
+        _parallel([top_level, enterprise, lambda: cluster.launch(cluster.members["recursive"])])
         wait_ready([cluster.members[name] for name in first], READY_TIMEOUT)
-        notes.append("idis prefix init 88 at each top-level node, then idis serve")
+        notes.append("idis prefix init 88 once (at Beijing), then idis serve at each of the five")
+        notes.append("the five share national.db and national.key under the demo directory")
 
 
 def _allocate(demo: Demo) -> None:
     cluster = demo.cluster
     s100, s101 = demo.secret_paths["0.NA/88.100"], demo.secret_paths["0.NA/88.101"]
-    demo.replicated = _replication_running(demo)
     with demo.steps.step("Beijing allocates 88.100, Shanghai allocates 88.101") as notes:
-        if demo.replicated:
-            _parallel(
-                [
-                    lambda: _allocate_at(cluster, "Beijing", "88.100", s100),
-                    lambda: _allocate_at(cluster, "Shanghai", "88.101", s101),
-                ]
-            )
-        else:
-            # No replication in this build: the demo makes the same allocation at every
-            # top-level node, as replication would.
-            _parallel(
-                [lambda c=c: _allocate_at(cluster, c, "88.100", s100) for c in TOP_LEVEL_CITIES]
-                + [lambda c=c: _allocate_at(cluster, c, "88.101", s101) for c in TOP_LEVEL_CITIES]
-            )
-            notes.append("this build has no top-level replication: allocated at all five")
+        _parallel(
+            [
+                lambda: _allocate_at(cluster, "Beijing", "88.100", s100),
+                lambda: _allocate_at(cluster, "Shanghai", "88.101", s101),
+            ]
+        )
         notes.append("idis prefix allocate 88.100 (the holder authenticates as 300:0.NA/88.100)")
+        notes.append("each allocation written once, to the one national registry")
 
     title = "both prefixes are visible at all five top-level nodes"
     with demo.steps.step(title) as notes:
-        took = _wait_visible(demo, ["0.NA/88.100", "0.NA/88.101"], REPLICATION_TIMEOUT)
+        took = _wait_visible(demo, ["0.NA/88.100", "0.NA/88.101"], VISIBLE_TIMEOUT)
         notes.append(f"0.NA/88.100 and 0.NA/88.101 answered everywhere after {took:.2f}s")
+        notes.append("each node drops stale cached answers as its change-log poller sees a write")
 
 
 def _allocate_at(cluster: Cluster, city: str, prefix: str, secret_file: str) -> None:
@@ -533,36 +515,19 @@ def _start_secondaries(demo: Demo) -> None:
         notes.append("idis federation join 88.100 --secret-file …: HS_SITE and HS_SITE.PREFIX")
 
     with demo.steps.step("every top-level node delegates 88.100 and 88.101 to them") as notes:
-        if not demo.replicated:
-            _mirror_sites(demo)
-            notes.append("no replication in this build: the demo registered the sites at all five")
+        # Each join wrote its site once, at the node it joined, into the one national registry.
         took = _wait_sites(
             demo, {f"0.NA/{name.removeprefix('secondary-')}": (1, name) for name in names}
         )
         notes.append(f"0.NA/88.100 names secondary-88.100's site everywhere after {took:.2f}s")
-
-
-def _mirror_sites(demo: Demo) -> None:
-    """Register each secondary's sites at every top-level node (what replication would do)."""
-    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
-        for name in ("secondary-88.100", "secondary-88.101"):
-            prefix = name.removeprefix("secondary-")
-            values = site_values(demo.member(name).url, f"idis node for {prefix}")
-            auth = basic_auth(f"300:0.NA/{prefix}", demo.secrets[f"0.NA/{prefix}"])
-            for city in TOP_LEVEL_CITIES:
-                response = client.put(
-                    f"{demo.member(city).url}/api/handles/0.NA/{prefix}?index=1&index=2",
-                    json={"values": values},
-                    auth=auth,
-                )
-                _expect(response, {200, 201}, f"registering {prefix}'s site at {city}")
+        notes.append("each site written once (the join at Beijing or Shanghai), read at all five")
 
 
 def _wait_sites(demo: Demo, expected: Mapping[str, tuple[int, str]]) -> float:
     """Seconds until every top-level node answers each handle of ``expected`` with its code
     (1: the record, 303: a prefix referral) and site values naming its member's URL."""
     started = time.monotonic()
-    deadline = started + REPLICATION_TIMEOUT
+    deadline = started + VISIBLE_TIMEOUT
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         for city in TOP_LEVEL_CITIES:
             for handle, (code, name) in expected.items():
