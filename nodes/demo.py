@@ -15,8 +15,9 @@ registry:
 - one recursive node whose roots are all five top-level nodes.
 
 It then allocates 88.100 (at Beijing) and 88.101 (at Shanghai), once each, and measures how soon
-every top-level node answers both; has the secondary nodes join (``idis federation join``); allocates the
-enterprise prefixes through the enterprise workflow (``idis enterprise apply`` at the secondary
+every top-level node answers both; has the secondary nodes join (``idis federation join``, which
+writes each site once, at Beijing or Shanghai) and measures the same; allocates the enterprise
+prefixes through the enterprise workflow (``idis enterprise apply`` at the secondary
 node, ``idis enterprise approve`` by its operator): 88.100.1 hosted by the secondary 88.100,
 88.101.5 hosted by the secondary 88.101, and 88.100.7 self-hosted on the enterprise node (in a
 build without that workflow, it homes the hosted prefixes and writes the self-hosted prefix
