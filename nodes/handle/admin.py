@@ -41,6 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
+from nodes.handle.sessions import sweep_files
 from registry.secrets import needs_resealing, open_secret
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
@@ -113,14 +114,15 @@ class Challenges:
         directory.mkdir(parents=True, exist_ok=True)
         self._opened = 0
 
-    def open(self, request: wire.Request) -> tuple[int, Pending]:
-        """A new challenge to ``request``; :class:`ServerBusy` if too many are pending."""
+    def open(self, request: wire.Request, session_id: int = 0) -> tuple[int, Pending]:
+        """A new challenge to ``request``, under ``session_id`` (a native session's) or a new
+        id; :class:`ServerBusy` if too many are pending."""
         self._opened += 1
         if self._opened % CHECK_EVERY == 1:
             count, size = self.sweep()
             if count >= self._limit or size >= MAX_PENDING_BYTES:
                 raise ServerBusy("too many pending challenges; retry later")
-        session_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
+        session_id = session_id or int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
         digest = wire.request_digest(request)[1:]
         entry = Pending(request, os.urandom(admin.NONCE_SIZE), digest)
         message = request.signed_part + b"\x00\x00\x00\x00"
@@ -157,19 +159,7 @@ class Challenges:
 
     def sweep(self) -> tuple[int, int]:
         """Remove expired challenges; how many are left and their bytes."""
-        now = self._clock()
-        left = size = 0
-        for path in self._dir.iterdir():
-            try:
-                stat = path.stat()
-                if stat.st_mtime + self._ttl + 5 < now:
-                    path.unlink()
-                else:
-                    left += 1
-                    size += stat.st_size
-            except OSError:
-                continue
-        return left, size
+        return sweep_files(self._dir, self._clock() - self._ttl - 5)
 
 
 @dataclass(slots=True)
@@ -212,16 +202,20 @@ class NativeAdmin:
         self._node = node
         self.challenges = challenges or Challenges(node.settings.data_dir / "challenges")
 
-    def challenge(self, request: wire.Request) -> Reply:
-        """A challenge to ``request`` (checked first: a malformed one is refused, not kept)."""
+    def challenge(self, request: wire.Request, session_id: int = 0) -> Reply:
+        """A challenge to ``request`` (checked first: a malformed one is refused, not kept),
+        under ``session_id`` when the request is in a native session."""
         admin.decode_admin(request, 0)
-        session_id, entry = self.challenges.open(request)
+        session_id, entry = self.challenges.open(request, session_id)
         envelope = replace(request.envelope, session_id=session_id)
         asked = replace(request, envelope=envelope, op_flags=request.op_flags | wire.RRDG)
         return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(entry.nonce)
 
-    async def answer(self, request: wire.Request) -> Reply:
-        """The response to an opCode 200: the original request's, performed if verified."""
+    async def answer(
+        self, request: wire.Request, verified: Callable[[Ref], None] | None = None
+    ) -> Reply:
+        """The response to an opCode 200: the original request's, performed if verified
+        (``verified`` is told who proved themselves, first)."""
         entry = self.challenges.take(request.envelope.session_id)
         if entry is None:
             message = b"no pending challenge for this session (expired or answered)"
@@ -229,6 +223,8 @@ class NativeAdmin:
         original, who = await self._answered(entry, request)
         if isinstance(who, HandleError):
             return _refusal(original, who)
+        if verified is not None:
+            verified(who)
         return await self.perform(original, who)
 
     async def _answered(

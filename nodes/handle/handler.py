@@ -9,7 +9,7 @@ expiration) patched in.  ``AUTH`` (authoritative) bypasses these bytes and every
 
 Who may see what: resolution is anonymous here, so answers hold public values only, whether or
 not ``PUBL`` is set.  Administration (opCodes 100 to 105, answered after a challenge, 200 and
-201) is :mod:`nodes.handle.admin`'s.
+201) is :mod:`nodes.handle.admin`'s; sessions (400, 401) :mod:`nodes.handle.sessions`'.
 
 Response codes come from the core's error tree (every :class:`resolver.errors.HandleError`
 carries its Handle code), sent through :func:`resolver.codecs.handle_wire.wire_code`, the one
@@ -22,9 +22,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nodes.handle.admin import ADMIN_OPS, Login, NativeAdmin, Reply
+from nodes.handle.sessions import Sessions
 from resolver import render
 from resolver.answers import Answer, Outcome
 from resolver.codecs import handle_wire as wire
@@ -34,6 +36,7 @@ from resolver.errors import (
     InvalidHandle,
     OperationNotSupported,
     ProtocolError,
+    SessionFailed,
     UpstreamUnavailable,
 )
 from resolver.identifiers import Handle, prefix_handle
@@ -82,6 +85,7 @@ class NativeHandler:
     ) -> None:
         self._node = node
         self._admin = NativeAdmin(node)
+        self._sessions = Sessions(node.settings.data_dir / "sessions")
         self._sign = sign
         self._site_tail = wire.unsigned_tail(encode_site(site))
         self._site_length = len(self._site_tail) - 4
@@ -173,13 +177,28 @@ class NativeHandler:
                 return self._frame(request, 1, self._site_tail, self._site_length)
             if request.op_code in ADMIN_OPS:
                 identity = login.covers(request) if login is not None else None
+                session = self._sessions.check(request) if identity is None else None
+                if session is not None and session.authenticated:
+                    identity = session.identity
                 if identity is not None:
                     return self._reply(await self._admin.perform(request, identity))
-                return self._reply(self._admin.challenge(request))
+                session_id = 0 if session is None else session.session_id
+                return self._reply(self._admin.challenge(request, session_id))
             if request.op_code == wire.OC_RESPONSE_TO_CHALLENGE:
                 if login is not None and login.answers(request):
                     return self._reply(await self._admin.login_answer(request, login))
-                return self._reply(await self._admin.answer(request))
+                session = self._sessions.check(request)
+                if session is None:
+                    return self._reply(await self._admin.answer(request))
+                sessions = self._sessions
+                verified = partial(sessions.authenticate, session)
+                return self._reply(await self._admin.answer(request, verified))
+            if request.op_code == wire.OC_SESSION_SETUP:
+                if self._sign is None:
+                    raise SessionFailed("this site has no key to sign a session setup with")
+                return self._reply(await self._sessions.setup(request))
+            if request.op_code == wire.OC_SESSION_TERMINATE:
+                return self._reply(self._sessions.terminate(request))
             if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:
                 return self._reply(self._admin.login_challenge(request, login))
             if request.op_code == wire.OC_VERIFY_CHALLENGE:

@@ -167,7 +167,8 @@ def administer(
     assert challenge.code == wire.RC_AUTHENTICATION_NEEDED, challenge.message()
     assert challenge.response.op_code == struct.unpack_from(">i", message, wire.ENVELOPE_SIZE)[0]
     # The digest is of the request's header and body as sent (SHA-256 from 2.7).
-    signed_part = message[wire.ENVELOPE_SIZE : -4]
+    envelope = wire.decode_envelope(message)
+    signed_part = wire.decode_request(envelope, message[wire.ENVELOPE_SIZE :]).signed_part
     assert (
         challenge.response.digest
         == bytes([wire.HASH_SHA256]) + hashlib.sha256(signed_part).digest()
