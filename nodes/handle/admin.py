@@ -20,6 +20,11 @@ and answered as above, the reply carrying opCode 2001); its later administration
 that connection carry only the session id and are done as the logged-in identity
 (:class:`Login`).  2001 on UDP or HTTP answers 5.
 
+Home and unhome (300, 301: the handle ``0.NA/<prefix>``) are administration like the others:
+challenged, then :meth:`registry.service.Registrar.set_homed` (its rule: the prefix's own
+administrator, MODIFY_ADMIN on ``0.NA/<prefix>`` stored here).  List homed prefixes (302) is
+answered without authentication, as REST's ``/api/prefixes``.
+
 opCode 201 (verify challenge) answers another server asking whether a secret-key answer
 matches an identity whose handle lives here (one byte: 1 valid, 0 not).
 """
@@ -56,7 +61,7 @@ from resolver.errors import (
     ServerBusy,
     ValuesNotFound,
 )
-from resolver.identifiers import Handle
+from resolver.identifiers import Handle, prefix_handle
 from resolver.values import HS_PUBKEY, HS_SECKEY, HandleValue, Record, Ref
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,10 @@ MAX_PENDING_BYTES = 64 * 1024 * 1024
 CHECK_EVERY = 64
 LIST_PAGE = 10_000
 MAX_LISTED = 1_000_000
-ADMIN_OPS = frozenset(range(wire.OC_CREATE_HANDLE, wire.OC_LIST_HANDLES + 1))
+ADMIN_OPS = frozenset(range(wire.OC_CREATE_HANDLE, wire.OC_LIST_HANDLES + 1)) | {
+    wire.OC_HOME_NA,
+    wire.OC_UNHOME_NA,
+}
 
 Reply = tuple[wire.Request, int, bytes]
 """The request a response answers (its fields go into the header), the code and the body."""
@@ -387,13 +395,16 @@ class NativeAdmin:
             await registrar.delete(Handle.parse(text), identity, list(body.indexes))
         elif op == wire.OC_LIST_HANDLES:
             return wire.RC_SUCCESS, await self._list(text, identity)
+        elif op in (wire.OC_HOME_NA, wire.OC_UNHOME_NA):
+            homed = op == wire.OC_HOME_NA
+            await registrar.set_homed(_named_prefix(text), identity, homed=homed)
         else:
             raise OperationNotSupported(f"opCode {op} is not supported here")
         return wire.RC_SUCCESS, b""
 
     async def _list(self, text: str, identity: Ref) -> bytes:
         """Every handle under the prefix named by ``0.NA/<prefix>`` (or the bare prefix)."""
-        prefix = text[5:] if text.upper().startswith("0.NA/") else text
+        prefix = _named_prefix(text)
         handles: list[str] = []
         page = 0
         while len(handles) < MAX_LISTED:
@@ -402,7 +413,21 @@ class NativeAdmin:
             if len(found) < LIST_PAGE:
                 break
             page += 1
-        return struct.pack(">i", len(handles)) + b"".join(wire.string(h.encode()) for h in handles)
+        return handle_list(handles)
+
+    async def homed(self) -> bytes:
+        """opCode 302's body: the prefixes homed here, as ``0.NA/<prefix>`` (public, as on
+        REST's ``/api/prefixes``: no authentication asked)."""
+        return handle_list([prefix_handle(p) for p in await self._node.registrar.homed_prefixes()])
+
+
+def _named_prefix(text: str) -> str:
+    """The prefix a request names by ``0.NA/<prefix>`` (or bare, as Handle.Net accepts)."""
+    return text[5:] if text.upper().startswith("0.NA/") else text
+
+
+def handle_list(handles: list[str]) -> bytes:
+    return struct.pack(">i", len(handles)) + b"".join(wire.string(h.encode()) for h in handles)
 
 
 def _keys(record: Record | None, index: int, type_: str) -> list[HandleValue]:

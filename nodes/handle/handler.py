@@ -193,6 +193,8 @@ class NativeHandler:
                 sessions = self._sessions
                 verified = partial(sessions.authenticate, session)
                 return self._reply(await self._admin.answer(request, verified))
+            if request.op_code == wire.OC_LIST_HOMED_NAS:
+                return self._reply((request, wire.RC_SUCCESS, await self._admin.homed()))
             if request.op_code == wire.OC_SESSION_SETUP:
                 if self._sign is None:
                     raise SessionFailed("this site has no key to sign a session setup with")
