@@ -37,7 +37,8 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
 from nodes.handle.sessions import sweep_files
+from registry.authentication import failure_subjects
 from registry.secrets import needs_resealing, open_secret
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
@@ -61,7 +63,7 @@ from resolver.errors import (
     ServerBusy,
     ValuesNotFound,
 )
-from resolver.identifiers import Handle, prefix_handle
+from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.values import HS_PUBKEY, HS_SECKEY, HandleValue, Record, Ref
 
 log = logging.getLogger(__name__)
@@ -220,15 +222,18 @@ class NativeAdmin:
         return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(entry.nonce)
 
     async def answer(
-        self, request: wire.Request, verified: Callable[[Ref], None] | None = None
+        self,
+        request: wire.Request,
+        source: str | None = None,
+        verified: Callable[[Ref], None] | None = None,
     ) -> Reply:
-        """The response to an opCode 200: the original request's, performed if verified
-        (``verified`` is told who proved themselves, first)."""
+        """The response to an opCode 200 from ``source``: the original request's, performed if
+        verified (``verified`` is told who proved themselves, first)."""
         entry = self.challenges.take(request.envelope.session_id)
         if entry is None:
             message = b"no pending challenge for this session (expired or answered)"
             return request, wire.RC_AUTHEN_TIMEOUT, wire.error_body(message)
-        original, who = await self._answered(entry, request)
+        original, who = await self._answered(entry, request, source)
         if isinstance(who, HandleError):
             return _refusal(original, who)
         if verified is not None:
@@ -236,16 +241,33 @@ class NativeAdmin:
         return await self.perform(original, who)
 
     async def _answered(
-        self, entry: Pending, request: wire.Request
+        self, entry: Pending, request: wire.Request, source: str | None
     ) -> tuple[wire.Request, Ref | HandleError]:
         """The challenged request as its response names it (with the answer's request id),
-        and who ``request`` (an opCode 200) proved to be, or why it proved nothing."""
+        and who ``request`` (an opCode 200) proved to be, or why it proved nothing.  Failures
+        are throttled as REST's are: per identity and per source, refused (code 3) before any
+        key is checked."""
         original = _answering(entry.request, request)
         try:
             answer = admin.decode_challenge_answer(request)
-            return original, await self._verify(answer, entry, wire.response_version(request))
+            version = wire.response_version(request)
+            async with self._failures(answer.identity.handle, source):
+                return original, await self._verify(answer, entry, version)
         except HandleError as error:
             return original, error
+
+    @asynccontextmanager
+    async def _failures(self, handle: str, source: str | None) -> AsyncIterator[None]:
+        """Refuses (:class:`resolver.errors.Throttled`) while ``handle`` or ``source`` has
+        failed too often; counts an :class:`AuthenticationFailed` raised inside."""
+        throttle = self._node.throttle
+        subjects = failure_subjects(fold(handle), source)
+        await throttle.check(subjects, "failed authentications")
+        try:
+            yield
+        except AuthenticationFailed:
+            await throttle.hit(subjects)
+            raise
 
     async def perform(self, request: wire.Request, identity: Ref) -> Reply:
         """``request`` done by ``identity`` (authenticated already)."""
@@ -265,19 +287,22 @@ class NativeAdmin:
         asked = replace(request, op_flags=request.op_flags | wire.RRDG)
         return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(nonce)
 
-    async def login_answer(self, request: wire.Request, login: Login) -> Reply:
+    async def login_answer(
+        self, request: wire.Request, login: Login, source: str | None = None
+    ) -> Reply:
         """The opCode 200 answering a login: on success the connection's session id stands for
         the identity; the reply carries opCode 2001 (the SDK decodes no other)."""
         entry, login.pending = login.pending, None
         assert entry is not None
-        original, who = await self._answered(entry, request)
+        original, who = await self._answered(entry, request, source)
         if isinstance(who, HandleError):
             return _refusal(original, who)
         login.session_id, login.identity = request.envelope.session_id, who
         return original, wire.RC_SUCCESS, b""
 
-    async def verify_challenge(self, request: wire.Request) -> Reply:
-        """opCode 201: is this secret-key answer valid for an identity that lives here?"""
+    async def verify_challenge(self, request: wire.Request, source: str | None = None) -> Reply:
+        """opCode 201: is this secret-key answer valid for an identity that lives here?  (An
+        oracle for guessing: throttled as answers are.)"""
         reader = wire.Reader(request.body, 0, len(request.body))
         handle = reader.blob(wire.MAX_HANDLE_BYTES).decode("utf-8", "replace")
         index = reader.i32()
@@ -294,10 +319,14 @@ class NativeAdmin:
         signed = reader.blob(65536)
         record = await self._record(handle)
         version = wire.response_version(request)
-        for value in _keys(record, index, HS_SECKEY):
-            if await self._secret_matches(value, signed, nonce, digest, version):
-                return request, wire.RC_SUCCESS, b"\x01"
-        return request, wire.RC_SUCCESS, b"\x00"
+        try:
+            async with self._failures(handle, source):
+                for value in _keys(record, index, HS_SECKEY):
+                    if await self._secret_matches(value, signed, nonce, digest, version):
+                        return request, wire.RC_SUCCESS, b"\x01"
+                raise AuthenticationFailed("no match")
+        except AuthenticationFailed:
+            return request, wire.RC_SUCCESS, b"\x00"
 
     # --- authentication ------------------------------------------------------------------
 

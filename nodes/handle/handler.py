@@ -167,9 +167,12 @@ class NativeHandler:
             repeats[data[:8] + data[12:36] + data[40:]] = (entry, response, now)
         return response
 
-    async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
+    async def respond(
+        self, request: wire.Request, login: Login | None = None, source: str | None = None
+    ) -> bytes:
         """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
-        login state (None on UDP and HTTP, where opCode 2001 is not served)."""
+        login state (None on UDP and HTTP, where opCode 2001 is not served), ``source`` the
+        client's address (what failed authentications are counted against)."""
         try:
             if request.op_code == wire.OC_RESOLUTION:
                 return await self._resolution(request)
@@ -186,13 +189,12 @@ class NativeHandler:
                 return self._reply(self._admin.challenge(request, session_id))
             if request.op_code == wire.OC_RESPONSE_TO_CHALLENGE:
                 if login is not None and login.answers(request):
-                    return self._reply(await self._admin.login_answer(request, login))
+                    return self._reply(await self._admin.login_answer(request, login, source))
                 session = self._sessions.check(request)
-                if session is None:
-                    return self._reply(await self._admin.answer(request))
-                sessions = self._sessions
-                verified = partial(sessions.authenticate, session)
-                return self._reply(await self._admin.answer(request, verified))
+                verified = (
+                    None if session is None else partial(self._sessions.authenticate, session)
+                )
+                return self._reply(await self._admin.answer(request, source, verified))
             if request.op_code == wire.OC_LIST_HOMED_NAS:
                 return self._reply((request, wire.RC_SUCCESS, await self._admin.homed()))
             if request.op_code == wire.OC_SESSION_SETUP:
@@ -204,7 +206,7 @@ class NativeHandler:
             if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:
                 return self._reply(self._admin.login_challenge(request, login))
             if request.op_code == wire.OC_VERIFY_CHALLENGE:
-                return self._reply(await self._admin.verify_challenge(request))
+                return self._reply(await self._admin.verify_challenge(request, source))
             raise OperationNotSupported(f"opCode {request.op_code} is not supported here")
         except HandleError as error:
             return self.error(request, error.code, error.message)
@@ -212,12 +214,12 @@ class NativeHandler:
             log.exception("native request for %r failed", request.handle[:100])
             return self.error(request, wire.RC_ERROR, "internal error")
 
-    async def answer(self, data: bytes) -> bytes | None:
-        """The response to one whole message (TCP, HTTP), or None to drop it."""
+    async def answer(self, data: bytes, source: str | None = None) -> bytes | None:
+        """The response to one whole message (TCP, HTTP) from ``source``, or None to drop it."""
         request = self.decode_whole(data)
         if not isinstance(request, wire.Request):
             return request
-        return self.cached(request, data) or await self.respond(request)
+        return self.cached(request, data) or await self.respond(request, source=source)
 
     def error(self, request: wire.Request, code: int, message: str) -> bytes:
         code = wire.wire_code(code, wire.response_version(request))

@@ -224,3 +224,64 @@ def test_unusable_setups_are_refused_in_protocol_terms(node: Node) -> None:
     ghost = Session(12345, bytes(32))
     message = ghost.sign(request(wire.OC_DELETE_HANDLE, f"{PREFIX}/NOPE"))
     assert node.tcp(message).code == wire.RC_SESSION_TIMEOUT
+
+
+# --- throttled failures --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tight(
+    tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str]
+) -> Iterator[Node]:
+    """A node with small failure limits and one worker (without Redis each worker counts on
+    its own: one worker makes the counts exact)."""
+    workdir = tmp_path_factory.mktemp("native-throttle")
+    secret = f"adm-{uuid.uuid4().hex}"
+    (port,) = free_ports(1)
+    process = start_node(
+        workdir / "node",
+        database_url=pg_factory(),
+        prefix=PREFIX,
+        secret=secret,
+        extra_env={
+            "IDIS_HANDLE": f"{HOST}:{port}",
+            "IDIS_THROTTLE__IDENTITY": "3/minute",
+            "IDIS_THROTTLE__SOURCE": "6/minute",
+        },
+        startup_timeout=60.0,
+    )
+    try:
+        yield Node(process, port, secret, rsa.generate_private_key(65537, 1024).public_key())
+    finally:
+        process.stop()
+
+
+def test_failed_native_authentications_are_throttled_like_rest(tight: Node) -> None:
+    def attempt(secret: str, who: str = ADMIN.handle) -> hc.Reply:
+        handle = f"{PREFIX}/T-{uuid.uuid4().hex[:8]}"
+        message = request(wire.OC_CREATE_HANDLE, handle, (url(1, "https://t.example"),))
+        identity = type(ADMIN)(who, ADMIN.index)
+        return administer(
+            tight.tcp, message, secret_answer(secret, admin.MAC_HMAC_SHA256, identity)
+        )
+
+    # Per identity: three failures, then refused with code 3 (server too busy), even with the
+    # right secret, before any key is checked.
+    for _ in range(3):
+        assert attempt("wrong").code == wire.RC_AUTHENTICATION_FAILED
+    refused = attempt("wrong")
+    assert refused.code == wire.RC_SERVER_TOO_BUSY and "too many" in refused.message()
+    assert attempt(tight.secret).code == wire.RC_SERVER_TOO_BUSY
+    # REST counts against the same identity: refused there too (429).
+    auth = httpx.BasicAuth("300%3A" + ADMIN.handle, tight.secret)
+    put = httpx.put(
+        f"{tight.node.base_url}/api/handles/{PREFIX}/T-REST",
+        json=[{"index": 1, "type": "URL", "data": "https://x.example"}],
+        auth=auth,
+        timeout=TIMEOUT,
+    )
+    assert put.status_code == 429
+    # Per source: three more failures under other identities spend this address's six.
+    for i in range(3):
+        assert attempt("wrong", f"{PREFIX}/GUESS-{i}").code == wire.RC_AUTHENTICATION_FAILED
+    assert attempt("wrong", f"{PREFIX}/GUESS-NEW").code == wire.RC_SERVER_TOO_BUSY
