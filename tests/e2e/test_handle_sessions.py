@@ -13,13 +13,23 @@ import struct
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dh, padding, rsa
-from nodeproc import NodeProcess, start_node
-from test_handle_admin import ADMIN, PREFIX, VECTORS, administer, request, secret_answer, url
+from nodeproc import start_node
+from test_handle_admin import (
+    ADMIN,
+    PREFIX,
+    VECTORS,
+    Node,
+    administer,
+    request,
+    secret_answer,
+    url,
+)
 
 from loadtests import handle_client as hc
 from nodes.processes import free_ports, node_env, run_cli
@@ -33,17 +43,6 @@ CAPTURE = VECTORS / "wire_captures" / "client_session_setup_request_tcp.bin"
 SETUP_FLAGS = wire.CERT | wire.RECU | wire.CACR | wire.PUBL | wire.RRDG  # as the capture
 
 
-@dataclass
-class Node:
-    node: NodeProcess
-    port: int
-    secret: str
-    site_key: rsa.RSAPublicKey
-
-    def tcp(self, message: bytes) -> hc.Reply:
-        return hc.tcp(HOST, self.port, message, TIMEOUT)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str]) -> Iterator[Node]:
     workdir = tmp_path_factory.mktemp("native-sessions")
@@ -55,19 +54,29 @@ def node(tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str]
     )
     private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     assert isinstance(private, rsa.RSAPrivateKey)
+    # Two workers: the session's next connection may reach the other one.
+    env = {"IDIS_HANDLE_KEY_FILE": str(key_file)}
+    yield from _serve(workdir, pg_factory(), 2, env, private)
+
+
+def _serve(
+    workdir: Path, database_url: str, workers: int, env: dict[str, str], key: rsa.RSAPrivateKey
+) -> Iterator[Node]:
+    """A node homing :data:`PREFIX` with its native door on a free port, until closed;
+    ``key`` is its site's key (the Node's ``key``)."""
     secret = f"adm-{uuid.uuid4().hex}"
     (port,) = free_ports(1)
     process = start_node(
         workdir / "node",
-        database_url=pg_factory(),
+        database_url=database_url,
         prefix=PREFIX,
         secret=secret,
-        workers=2,  # the session's next connection may reach the other worker
-        extra_env={"IDIS_HANDLE": f"{HOST}:{port}", "IDIS_HANDLE_KEY_FILE": str(key_file)},
+        workers=workers,
+        extra_env={"IDIS_HANDLE": f"{HOST}:{port}", **env},
         startup_timeout=60.0,
     )
     try:
-        yield Node(process, port, secret, private.public_key())
+        yield Node(process, port, secret, key)
     finally:
         process.stop()
 
@@ -92,7 +101,7 @@ def _check_signed(node: Node, reply: hc.Reply, sent: bytes) -> hs.DHPublicKey:
     assert reply.response.digest == bytes([3]) + hashlib.sha256(sent[20:-4]).digest()
     hash_name, signature, data = wire.signature_parts(reply.response)
     assert hash_name == "SHA-256"
-    node.site_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    node.key.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     reader = wire.Reader(reply.response.body, 0, len(reply.response.body))
     mode = struct.unpack(">H", reader.raw(2))[0]
     assert mode == hs.KEY_EXCHANGE_DH
@@ -236,24 +245,9 @@ def tight(
     """A node with small failure limits and one worker (without Redis each worker counts on
     its own: one worker makes the counts exact)."""
     workdir = tmp_path_factory.mktemp("native-throttle")
-    secret = f"adm-{uuid.uuid4().hex}"
-    (port,) = free_ports(1)
-    process = start_node(
-        workdir / "node",
-        database_url=pg_factory(),
-        prefix=PREFIX,
-        secret=secret,
-        extra_env={
-            "IDIS_HANDLE": f"{HOST}:{port}",
-            "IDIS_THROTTLE__IDENTITY": "3/minute",
-            "IDIS_THROTTLE__SOURCE": "6/minute",
-        },
-        startup_timeout=60.0,
-    )
-    try:
-        yield Node(process, port, secret, rsa.generate_private_key(65537, 1024).public_key())
-    finally:
-        process.stop()
+    limits = {"IDIS_THROTTLE__IDENTITY": "3/minute", "IDIS_THROTTLE__SOURCE": "6/minute"}
+    unused = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    yield from _serve(workdir, pg_factory(), 1, limits, unused)
 
 
 def test_failed_native_authentications_are_throttled_like_rest(tight: Node) -> None:
