@@ -36,7 +36,6 @@ from resolver.errors import (
     InvalidHandle,
     OperationNotSupported,
     ProtocolError,
-    SessionFailed,
     UpstreamUnavailable,
 )
 from resolver.identifiers import Handle, prefix_handle
@@ -85,7 +84,7 @@ class NativeHandler:
     ) -> None:
         self._node = node
         self._admin = NativeAdmin(node)
-        self._sessions = Sessions(node.settings.data_dir / "sessions")
+        self._sessions = Sessions(node.settings.data_dir / "sessions", throttle=node.throttle)
         self._sign = sign
         self._site_tail = wire.unsigned_tail(encode_site(site))
         self._site_length = len(self._site_tail) - 4
@@ -198,9 +197,8 @@ class NativeHandler:
             if request.op_code == wire.OC_LIST_HOMED_NAS:
                 return self._reply((request, wire.RC_SUCCESS, await self._admin.homed()))
             if request.op_code == wire.OC_SESSION_SETUP:
-                if self._sign is None:
-                    raise SessionFailed("this site has no key to sign a session setup with")
-                return self._reply(await self._sessions.setup(request))
+                signs = self._sign is not None
+                return self._reply(await self._sessions.setup(request, source, signs=signs))
             if request.op_code == wire.OC_SESSION_TERMINATE:
                 return self._reply(self._sessions.terminate(request))
             if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import dh
 
+from nodes.throttle import Throttle
 from resolver.codecs import handle_session as hs
 from resolver.codecs import handle_wire as wire
 from resolver.errors import (
@@ -120,9 +121,13 @@ class Sessions:
     """The node's sessions, one file each in ``directory`` (shared by its workers)."""
 
     def __init__(
-        self, directory: Path, clock: Callable[[], float] = time.time, limit: int = MAX_SESSIONS
+        self,
+        directory: Path,
+        clock: Callable[[], float] = time.time,
+        limit: int = MAX_SESSIONS,
+        throttle: Throttle | None = None,
     ) -> None:
-        self._dir, self._clock, self._limit = directory, clock, limit
+        self._dir, self._clock, self._limit, self._throttle = directory, clock, limit, throttle
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._opened = 0
 
@@ -152,8 +157,16 @@ class Sessions:
 
     # --- the protocol --------------------------------------------------------------------
 
-    async def setup(self, request: wire.Request) -> Reply:
-        """opCode 400: a new session; the reply carries its id in the envelope."""
+    async def setup(
+        self, request: wire.Request, source: str | None = None, *, signs: bool = True
+    ) -> Reply:
+        """opCode 400 from ``source``: a new session; the reply carries its id in the
+        envelope.  Setups are counted per source (``session-source`` limits), before any work.
+        ``signs`` False (the site has no key to sign the answer with) refuses them (501)."""
+        if self._throttle is not None and source:
+            await self._throttle.acquire([("session-source", source)], "session setups")
+        if not signs:
+            raise SessionFailed("this site has no key to sign a session setup with")
         self._opened += 1
         if self._opened % CHECK_EVERY == 1:
             left, _ = sweep_files(self._dir, self._clock())

@@ -245,7 +245,11 @@ def tight(
     """A node with small failure limits and one worker (without Redis each worker counts on
     its own: one worker makes the counts exact)."""
     workdir = tmp_path_factory.mktemp("native-throttle")
-    limits = {"IDIS_THROTTLE__IDENTITY": "3/minute", "IDIS_THROTTLE__SOURCE": "6/minute"}
+    limits = {
+        "IDIS_THROTTLE__IDENTITY": "3/minute",
+        "IDIS_THROTTLE__SOURCE": "6/minute",
+        "IDIS_THROTTLE__SESSION_SOURCE": "2/minute",
+    }
     unused = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     yield from _serve(workdir, pg_factory(), 1, limits, unused)
 
@@ -279,3 +283,9 @@ def test_failed_native_authentications_are_throttled_like_rest(tight: Node) -> N
     for i in range(3):
         assert attempt("wrong", f"{PREFIX}/GUESS-{i}").code == wire.RC_AUTHENTICATION_FAILED
     assert attempt("wrong", f"{PREFIX}/GUESS-NEW").code == wire.RC_SERVER_TOO_BUSY
+
+
+def test_session_setups_are_limited_per_source(tight: Node) -> None:
+    # This node has no site key: setups are refused (501), but counted first.
+    codes = [tight.tcp(_capture()).code for _ in range(3)]
+    assert codes == [wire.RC_SESSION_FAILED, wire.RC_SESSION_FAILED, wire.RC_SERVER_TOO_BUSY]
