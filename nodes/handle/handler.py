@@ -8,8 +8,9 @@ of the envelope and header with this request's fields (request id, session, vers
 expiration) patched in.  ``AUTH`` (authoritative) bypasses these bytes and every cache below.
 
 Who may see what: resolution is anonymous here, so answers hold public values only, whether or
-not ``PUBL`` is set.  Administration (opCodes 100 to 105, answered after a challenge, 200 and
-201) is :mod:`nodes.handle.admin`'s; sessions (400, 401) :mod:`nodes.handle.sessions`'.
+not ``PUBL`` is set.  Administration (opCodes 100 to 105, home and unhome 300 and 301,
+answered after a challenge, 200 and 201; list homed 302) is :mod:`nodes.handle.admin`'s;
+sessions (400, 401) :mod:`nodes.handle.sessions`'.
 
 Response codes come from the core's error tree (every :class:`resolver.errors.HandleError`
 carries its Handle code), sent through :func:`resolver.codecs.handle_wire.wire_code`, the one
