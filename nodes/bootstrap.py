@@ -154,6 +154,7 @@ def build_throttle(settings: Settings) -> Throttle:
             "source": parse_limits(limits.source),
             "apply-source": parse_limits(limits.apply_source),
             "apply-prefix": parse_limits(limits.apply_prefix),
+            "session-source": parse_limits(limits.session_source),
         },
         redis_url=settings.redis_url,
         namespace=f"idis:{settings.name}",

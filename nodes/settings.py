@@ -176,6 +176,9 @@ class ThrottleSettings(BaseModel):
     apply_prefix: str = Field(
         "100/hour;1000/day", description="enterprise applications per parent prefix"
     )
+    session_source: str = Field(
+        "60/minute;600/hour", description="native session setups (opCode 400) per client address"
+    )
     pending_applications: int = Field(
         1000, ge=1, description="pending enterprise applications at most, per parent prefix"
     )

@@ -37,7 +37,7 @@ from resolver.errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
-from resolver.homes import Homes
+from resolver.homes import HOMES_KEY, Homes
 from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.ports import RecordStore
 from resolver.templates import UniqueValueTaken
@@ -515,3 +515,20 @@ class Registrar:
 
     async def homed_prefixes(self) -> list[str]:
         return await self._store.homed_prefixes()
+
+    async def set_homed(self, prefix: str, identity: Ref | None, *, homed: bool) -> bool:
+        """Home (or unhome) ``prefix`` here; True if that changed anything (both are
+        idempotent).  The rule: ``0.NA/prefix`` is stored here and ``identity`` holds
+        MODIFY_ADMIN on it, i.e. administers the prefix itself (as ``idis prefix init`` makes
+        its administrator), not merely holds a prefix delegated from here."""
+        who = _require(identity)
+        na = Handle.parse(prefix_handle(prefix))
+        if await self._fetch(na.key) is None:
+            raise HandleNotFound(f"{na.text} is not stored here", handle=na.text)
+        if not await self._rights_over(who, na.text) & Right.MODIFY_ADMIN:
+            raise InsufficientPermissions(f"{who} lacks MODIFY_ADMIN on {na.text}", handle=na.text)
+        store = self._store
+        changed = await (store.home_prefix(prefix) if homed else store.unhome_prefix(prefix))
+        if changed:
+            await self._invalidator.written([HOMES_KEY])
+        return changed

@@ -125,6 +125,32 @@ class AuthenticationFailed(HandleError):
     code = 403
 
 
+class InvalidCredential(HandleError):
+    code = 404
+
+
+class SessionTimeout(HandleError):
+    """No such session here (never set up, expired or ended): the client sets up another."""
+
+    code = 500
+
+
+class SessionFailed(HandleError):
+    code = 501
+
+
+class InvalidSessionKey(HandleError):
+    """A request in a session whose MAC does not verify with the session's key."""
+
+    code = 502
+
+
+class SessionMessageRejected(HandleError):
+    """A session counter seen before: a replayed message."""
+
+    code = 505
+
+
 class UpstreamUnavailable(ServerBusy):
     """No server of any site that could answer was reachable (a recursive node's failure)."""
 

@@ -20,6 +20,11 @@ and answered as above, the reply carrying opCode 2001); its later administration
 that connection carry only the session id and are done as the logged-in identity
 (:class:`Login`).  2001 on UDP or HTTP answers 5.
 
+Home and unhome (300, 301: the handle ``0.NA/<prefix>``) are administration like the others:
+challenged, then :meth:`registry.service.Registrar.set_homed` (its rule: the prefix's own
+administrator, MODIFY_ADMIN on ``0.NA/<prefix>`` stored here).  List homed prefixes (302) is
+answered without authentication, as REST's ``/api/prefixes``.
+
 opCode 201 (verify challenge) answers another server asking whether a secret-key answer
 matches an identity whose handle lives here (one byte: 1 valid, 0 not).
 """
@@ -32,7 +37,8 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
+from nodes.handle.sessions import sweep_files
+from registry.authentication import failure_subjects
 from registry.secrets import needs_resealing, open_secret
 from resolver.codecs import handle_admin as admin
 from resolver.codecs import handle_wire as wire
@@ -55,7 +63,7 @@ from resolver.errors import (
     ServerBusy,
     ValuesNotFound,
 )
-from resolver.identifiers import Handle
+from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.values import HS_PUBKEY, HS_SECKEY, HandleValue, Record, Ref
 
 log = logging.getLogger(__name__)
@@ -69,7 +77,10 @@ MAX_PENDING_BYTES = 64 * 1024 * 1024
 CHECK_EVERY = 64
 LIST_PAGE = 10_000
 MAX_LISTED = 1_000_000
-ADMIN_OPS = frozenset(range(wire.OC_CREATE_HANDLE, wire.OC_LIST_HANDLES + 1))
+ADMIN_OPS = frozenset(range(wire.OC_CREATE_HANDLE, wire.OC_LIST_HANDLES + 1)) | {
+    wire.OC_HOME_NA,
+    wire.OC_UNHOME_NA,
+}
 
 Reply = tuple[wire.Request, int, bytes]
 """The request a response answers (its fields go into the header), the code and the body."""
@@ -113,14 +124,15 @@ class Challenges:
         directory.mkdir(parents=True, exist_ok=True)
         self._opened = 0
 
-    def open(self, request: wire.Request) -> tuple[int, Pending]:
-        """A new challenge to ``request``; :class:`ServerBusy` if too many are pending."""
+    def open(self, request: wire.Request, session_id: int = 0) -> tuple[int, Pending]:
+        """A new challenge to ``request``, under ``session_id`` (a native session's) or a new
+        id; :class:`ServerBusy` if too many are pending."""
         self._opened += 1
         if self._opened % CHECK_EVERY == 1:
             count, size = self.sweep()
             if count >= self._limit or size >= MAX_PENDING_BYTES:
                 raise ServerBusy("too many pending challenges; retry later")
-        session_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
+        session_id = session_id or int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
         digest = wire.request_digest(request)[1:]
         entry = Pending(request, os.urandom(admin.NONCE_SIZE), digest)
         message = request.signed_part + b"\x00\x00\x00\x00"
@@ -157,19 +169,7 @@ class Challenges:
 
     def sweep(self) -> tuple[int, int]:
         """Remove expired challenges; how many are left and their bytes."""
-        now = self._clock()
-        left = size = 0
-        for path in self._dir.iterdir():
-            try:
-                stat = path.stat()
-                if stat.st_mtime + self._ttl + 5 < now:
-                    path.unlink()
-                else:
-                    left += 1
-                    size += stat.st_size
-            except OSError:
-                continue
-        return left, size
+        return sweep_files(self._dir, self._clock() - self._ttl - 5)
 
 
 @dataclass(slots=True)
@@ -212,36 +212,62 @@ class NativeAdmin:
         self._node = node
         self.challenges = challenges or Challenges(node.settings.data_dir / "challenges")
 
-    def challenge(self, request: wire.Request) -> Reply:
-        """A challenge to ``request`` (checked first: a malformed one is refused, not kept)."""
+    def challenge(self, request: wire.Request, session_id: int = 0) -> Reply:
+        """A challenge to ``request`` (checked first: a malformed one is refused, not kept),
+        under ``session_id`` when the request is in a native session."""
         admin.decode_admin(request, 0)
-        session_id, entry = self.challenges.open(request)
+        session_id, entry = self.challenges.open(request, session_id)
         envelope = replace(request.envelope, session_id=session_id)
         asked = replace(request, envelope=envelope, op_flags=request.op_flags | wire.RRDG)
         return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(entry.nonce)
 
-    async def answer(self, request: wire.Request) -> Reply:
-        """The response to an opCode 200: the original request's, performed if verified."""
+    async def answer(
+        self,
+        request: wire.Request,
+        source: str | None = None,
+        verified: Callable[[Ref], None] | None = None,
+    ) -> Reply:
+        """The response to an opCode 200 from ``source``: the original request's, performed if
+        verified (``verified`` is told who proved themselves, first)."""
         entry = self.challenges.take(request.envelope.session_id)
         if entry is None:
             message = b"no pending challenge for this session (expired or answered)"
             return request, wire.RC_AUTHEN_TIMEOUT, wire.error_body(message)
-        original, who = await self._answered(entry, request)
+        original, who = await self._answered(entry, request, source)
         if isinstance(who, HandleError):
             return _refusal(original, who)
+        if verified is not None:
+            verified(who)
         return await self.perform(original, who)
 
     async def _answered(
-        self, entry: Pending, request: wire.Request
+        self, entry: Pending, request: wire.Request, source: str | None
     ) -> tuple[wire.Request, Ref | HandleError]:
         """The challenged request as its response names it (with the answer's request id),
-        and who ``request`` (an opCode 200) proved to be, or why it proved nothing."""
+        and who ``request`` (an opCode 200) proved to be, or why it proved nothing.  Failures
+        are throttled as REST's are: per identity and per source, refused (code 3) before any
+        key is checked."""
         original = _answering(entry.request, request)
         try:
             answer = admin.decode_challenge_answer(request)
-            return original, await self._verify(answer, entry, wire.response_version(request))
+            version = wire.response_version(request)
+            async with self._failures(answer.identity.handle, source):
+                return original, await self._verify(answer, entry, version)
         except HandleError as error:
             return original, error
+
+    @asynccontextmanager
+    async def _failures(self, handle: str, source: str | None) -> AsyncIterator[None]:
+        """Refuses (:class:`resolver.errors.Throttled`) while ``handle`` or ``source`` has
+        failed too often; counts an :class:`AuthenticationFailed` raised inside."""
+        throttle = self._node.throttle
+        subjects = failure_subjects(fold(handle), source)
+        await throttle.check(subjects, "failed authentications")
+        try:
+            yield
+        except AuthenticationFailed:
+            await throttle.hit(subjects)
+            raise
 
     async def perform(self, request: wire.Request, identity: Ref) -> Reply:
         """``request`` done by ``identity`` (authenticated already)."""
@@ -261,19 +287,22 @@ class NativeAdmin:
         asked = replace(request, op_flags=request.op_flags | wire.RRDG)
         return asked, wire.RC_AUTHENTICATION_NEEDED, wire.string(nonce)
 
-    async def login_answer(self, request: wire.Request, login: Login) -> Reply:
+    async def login_answer(
+        self, request: wire.Request, login: Login, source: str | None = None
+    ) -> Reply:
         """The opCode 200 answering a login: on success the connection's session id stands for
         the identity; the reply carries opCode 2001 (the SDK decodes no other)."""
         entry, login.pending = login.pending, None
         assert entry is not None
-        original, who = await self._answered(entry, request)
+        original, who = await self._answered(entry, request, source)
         if isinstance(who, HandleError):
             return _refusal(original, who)
         login.session_id, login.identity = request.envelope.session_id, who
         return original, wire.RC_SUCCESS, b""
 
-    async def verify_challenge(self, request: wire.Request) -> Reply:
-        """opCode 201: is this secret-key answer valid for an identity that lives here?"""
+    async def verify_challenge(self, request: wire.Request, source: str | None = None) -> Reply:
+        """opCode 201: is this secret-key answer valid for an identity that lives here?  (An
+        oracle for guessing: throttled as answers are.)"""
         reader = wire.Reader(request.body, 0, len(request.body))
         handle = reader.blob(wire.MAX_HANDLE_BYTES).decode("utf-8", "replace")
         index = reader.i32()
@@ -290,10 +319,14 @@ class NativeAdmin:
         signed = reader.blob(65536)
         record = await self._record(handle)
         version = wire.response_version(request)
-        for value in _keys(record, index, HS_SECKEY):
-            if await self._secret_matches(value, signed, nonce, digest, version):
-                return request, wire.RC_SUCCESS, b"\x01"
-        return request, wire.RC_SUCCESS, b"\x00"
+        try:
+            async with self._failures(handle, source):
+                for value in _keys(record, index, HS_SECKEY):
+                    if await self._secret_matches(value, signed, nonce, digest, version):
+                        return request, wire.RC_SUCCESS, b"\x01"
+                raise AuthenticationFailed("no match")
+        except AuthenticationFailed:
+            return request, wire.RC_SUCCESS, b"\x00"
 
     # --- authentication ------------------------------------------------------------------
 
@@ -391,13 +424,16 @@ class NativeAdmin:
             await registrar.delete(Handle.parse(text), identity, list(body.indexes))
         elif op == wire.OC_LIST_HANDLES:
             return wire.RC_SUCCESS, await self._list(text, identity)
+        elif op in (wire.OC_HOME_NA, wire.OC_UNHOME_NA):
+            homed = op == wire.OC_HOME_NA
+            await registrar.set_homed(_named_prefix(text), identity, homed=homed)
         else:
             raise OperationNotSupported(f"opCode {op} is not supported here")
         return wire.RC_SUCCESS, b""
 
     async def _list(self, text: str, identity: Ref) -> bytes:
         """Every handle under the prefix named by ``0.NA/<prefix>`` (or the bare prefix)."""
-        prefix = text[5:] if text.upper().startswith("0.NA/") else text
+        prefix = _named_prefix(text)
         handles: list[str] = []
         page = 0
         while len(handles) < MAX_LISTED:
@@ -406,7 +442,21 @@ class NativeAdmin:
             if len(found) < LIST_PAGE:
                 break
             page += 1
-        return struct.pack(">i", len(handles)) + b"".join(wire.string(h.encode()) for h in handles)
+        return handle_list(handles)
+
+    async def homed(self) -> bytes:
+        """opCode 302's body: the prefixes homed here, as ``0.NA/<prefix>`` (public, as on
+        REST's ``/api/prefixes``: no authentication asked)."""
+        return handle_list([prefix_handle(p) for p in await self._node.registrar.homed_prefixes()])
+
+
+def _named_prefix(text: str) -> str:
+    """The prefix a request names by ``0.NA/<prefix>`` (or bare, as Handle.Net accepts)."""
+    return text[5:] if text.upper().startswith("0.NA/") else text
+
+
+def handle_list(handles: list[str]) -> bytes:
+    return struct.pack(">i", len(handles)) + b"".join(wire.string(h.encode()) for h in handles)
 
 
 def _keys(record: Record | None, index: int, type_: str) -> list[HandleValue]:

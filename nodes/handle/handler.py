@@ -8,8 +8,9 @@ of the envelope and header with this request's fields (request id, session, vers
 expiration) patched in.  ``AUTH`` (authoritative) bypasses these bytes and every cache below.
 
 Who may see what: resolution is anonymous here, so answers hold public values only, whether or
-not ``PUBL`` is set.  Administration (opCodes 100 to 105, answered after a challenge, 200 and
-201) is :mod:`nodes.handle.admin`'s.
+not ``PUBL`` is set.  Administration (opCodes 100 to 105, home and unhome 300 and 301,
+answered after a challenge, 200 and 201; list homed 302) is :mod:`nodes.handle.admin`'s;
+sessions (400, 401) :mod:`nodes.handle.sessions`'.
 
 Response codes come from the core's error tree (every :class:`resolver.errors.HandleError`
 carries its Handle code), sent through :func:`resolver.codecs.handle_wire.wire_code`, the one
@@ -22,9 +23,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nodes.handle.admin import ADMIN_OPS, Login, NativeAdmin, Reply
+from nodes.handle.sessions import Sessions
 from nodes.metrics import code_class, layer_of
 from resolver import render
 from resolver.answers import Answer, Outcome
@@ -83,6 +86,7 @@ class NativeHandler:
     ) -> None:
         self._node = node
         self._admin = NativeAdmin(node)
+        self._sessions = Sessions(node.settings.data_dir / "sessions", throttle=node.throttle)
         self._sign = sign
         self._site_tail = wire.unsigned_tail(encode_site(site))
         self._site_length = len(self._site_tail) - 4
@@ -186,9 +190,12 @@ class NativeHandler:
         quotas = self._node.quotas
         return quotas is None or quotas.admit(key)
 
-    async def respond(self, request: wire.Request, login: Login | None = None) -> bytes:
+    async def respond(
+        self, request: wire.Request, login: Login | None = None, source: str | None = None
+    ) -> bytes:
         """The response to ``request``; never raises.  ``login`` is the TCP connection's IDIS
-        login state (None on UDP and HTTP, where opCode 2001 is not served)."""
+        login state (None on UDP and HTTP, where opCode 2001 is not served), ``source`` the
+        client's address (what failed authentications are counted against)."""
         self.layer = "none"
         try:
             if request.op_code == wire.OC_RESOLUTION:
@@ -198,17 +205,32 @@ class NativeHandler:
                 return self._frame(request, 1, self._site_tail, self._site_length)
             if request.op_code in ADMIN_OPS:
                 identity = login.covers(request) if login is not None else None
+                session = self._sessions.check(request) if identity is None else None
+                if session is not None and session.authenticated:
+                    identity = session.identity
                 if identity is not None:
                     return self._reply(await self._admin.perform(request, identity))
-                return self._reply(self._admin.challenge(request))
+                session_id = 0 if session is None else session.session_id
+                return self._reply(self._admin.challenge(request, session_id))
             if request.op_code == wire.OC_RESPONSE_TO_CHALLENGE:
                 if login is not None and login.answers(request):
-                    return self._reply(await self._admin.login_answer(request, login))
-                return self._reply(await self._admin.answer(request))
+                    return self._reply(await self._admin.login_answer(request, login, source))
+                session = self._sessions.check(request)
+                verified = (
+                    None if session is None else partial(self._sessions.authenticate, session)
+                )
+                return self._reply(await self._admin.answer(request, source, verified))
+            if request.op_code == wire.OC_LIST_HOMED_NAS:
+                return self._reply((request, wire.RC_SUCCESS, await self._admin.homed()))
+            if request.op_code == wire.OC_SESSION_SETUP:
+                signs = self._sign is not None
+                return self._reply(await self._sessions.setup(request, source, signs=signs))
+            if request.op_code == wire.OC_SESSION_TERMINATE:
+                return self._reply(self._sessions.terminate(request))
             if request.op_code == wire.OC_LOGIN_ID_SYSTEM and login is not None:
                 return self._reply(self._admin.login_challenge(request, login))
             if request.op_code == wire.OC_VERIFY_CHALLENGE:
-                return self._reply(await self._admin.verify_challenge(request))
+                return self._reply(await self._admin.verify_challenge(request, source))
             raise OperationNotSupported(f"opCode {request.op_code} is not supported here")
         except HandleError as error:
             return self.error(request, error.code, error.message)
@@ -216,8 +238,8 @@ class NativeHandler:
             log.exception("native request for %r failed", request.handle[:100])
             return self.error(request, wire.RC_ERROR, "internal error")
 
-    async def answer(self, data: bytes) -> bytes | None:
-        """The response to one whole message (TCP, HTTP), or None to drop it."""
+    async def answer(self, data: bytes, source: str | None = None) -> bytes | None:
+        """The response to one whole message (TCP, HTTP) from ``source``, or None to drop it."""
         self.layer = "none"
         request = self.decode_whole(data)
         if not isinstance(request, wire.Request):
@@ -226,7 +248,7 @@ class NativeHandler:
         if hit is not None:
             self.layer = "memory"
             return hit
-        return await self.respond(request)
+        return await self.respond(request, source=source)
 
     def error(self, request: wire.Request, code: int, message: str) -> bytes:
         code = wire.wire_code(code, wire.response_version(request))

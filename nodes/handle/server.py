@@ -105,7 +105,7 @@ class UdpDoor(asyncio.DatagramProtocol):
 
     async def _slow(self, request: wire.Request, addr: Any) -> None:
         handler = self._handler
-        response = await handler.respond(request)
+        response = await handler.respond(request, source=str(addr[0]))
         self._send(response, addr)
         if handler.counting:
             handler.count("native_udp", response, handler.layer)
@@ -135,9 +135,12 @@ class TcpDoor(asyncio.Protocol):
         self._task: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._login = Login()
+        self._source: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self._source = str(peer[0]) if peer else None
         if not self._doors.admit(self):
             transport.close()
             return
@@ -228,7 +231,7 @@ class TcpDoor(asyncio.Protocol):
             return
 
     async def _slow(self, request: wire.Request) -> None:
-        response = await self._handler.respond(request, self._login)
+        response = await self._handler.respond(request, self._login, self._source)
         if self._handler.counting:
             self._handler.count("native_tcp", response, self._handler.layer)
         self._busy = False
@@ -301,7 +304,8 @@ class NativeDoors:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["method"] == "POST" and is_native(scope):
-            await self._http(receive, send)
+            client = scope.get("client")
+            await self._http(receive, send, str(client[0]) if client else None)
             return
         if kind == "lifespan":
             await self._app(scope, self._lifespan(receive), send)
@@ -319,7 +323,7 @@ class NativeDoors:
 
         return wrapped
 
-    async def _http(self, receive: Receive, send: Send) -> None:
+    async def _http(self, receive: Receive, send: Send, source: str | None) -> None:
         body = bytearray()
         while True:
             message = await receive()
@@ -330,7 +334,7 @@ class NativeDoors:
             if not message.get("more_body"):
                 break
         handler = self.handler
-        response = await handler.answer(bytes(body))
+        response = await handler.answer(bytes(body), source)
         if response is None:
             await _send(send, 400, b"not a Handle message", b"text/plain")
             return

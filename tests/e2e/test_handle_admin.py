@@ -167,7 +167,8 @@ def administer(
     assert challenge.code == wire.RC_AUTHENTICATION_NEEDED, challenge.message()
     assert challenge.response.op_code == struct.unpack_from(">i", message, wire.ENVELOPE_SIZE)[0]
     # The digest is of the request's header and body as sent (SHA-256 from 2.7).
-    signed_part = message[wire.ENVELOPE_SIZE : -4]
+    envelope = wire.decode_envelope(message)
+    signed_part = wire.decode_request(envelope, message[wire.ENVELOPE_SIZE :]).signed_part
     assert (
         challenge.response.digest
         == bytes([wire.HASH_SHA256]) + hashlib.sha256(signed_part).digest()
@@ -476,3 +477,41 @@ def test_the_idis_sdk_logs_in_once_per_connection(node: Node) -> None:
         assert (refused.code, refused.response.op_code) == (403, wire.OC_LOGIN_ID_SYSTEM)
         sock.sendall(create)
         assert hc.read_tcp(sock).code == wire.RC_AUTHENTICATION_NEEDED
+
+
+def _homed(node: Node) -> list[str]:
+    reply = node.tcp(wire.encode_request(wire.OC_LIST_HOMED_NAS, b"/", request_id=next(_ids)))
+    assert reply.code == wire.RC_SUCCESS, reply.message()
+    reader = wire.Reader(reply.response.body, 0, len(reply.response.body))
+    return [reader.blob().decode() for _ in range(reader.count())]
+
+
+def test_home_unhome_and_list_homed_prefixes(node: Node) -> None:
+    na = f"0.NA/{PREFIX}"
+    assert _homed(node) == [na]  # 302, anonymous as REST's /api/prefixes
+    # Only the prefix's own administrator may unhome it (an identity without rights: 401).
+    refused = administer(node.tcp, request(wire.OC_UNHOME_NA, na), rsa_answer(node.key))
+    assert refused.code == wire.RC_INSUFFICIENT_PERMISSIONS, refused.message()
+    missing = administer(
+        node.tcp,
+        request(wire.OC_HOME_NA, "0.NA/99.NOT.HERE"),
+        secret_answer(node.secret, admin.MAC_HMAC_SHA256),
+    )
+    assert missing.code == wire.RC_HANDLE_NOT_FOUND, missing.message()
+    answer = secret_answer(node.secret, admin.MAC_HMAC_SHA256)
+    try:
+        reply = administer(node.http, request(wire.OC_UNHOME_NA, na), answer)
+        assert reply.code == wire.RC_SUCCESS, reply.message()
+        assert _homed(node) == []
+        prefixes = httpx.get(f"{node.node.base_url}/api/prefixes", timeout=TIMEOUT).json()
+        assert prefixes["prefixes"] == []
+        # Unhoming again changes nothing and is no error (idempotent, as REST writes are).
+        assert administer(node.tcp, request(wire.OC_UNHOME_NA, na), answer).code == 1
+    finally:
+        for _ in range(2):  # home it back, twice: the second is a no-op
+            reply = administer(node.tcp, request(wire.OC_HOME_NA, PREFIX), answer)
+            assert reply.code == wire.RC_SUCCESS, reply.message()
+    assert _homed(node) == [na]
+    assert httpx.get(f"{node.node.base_url}/api/prefixes", timeout=TIMEOUT).json()["prefixes"] == [
+        PREFIX
+    ]

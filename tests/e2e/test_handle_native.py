@@ -425,7 +425,10 @@ def test_bad_messages_are_refused_in_protocol_terms(fed: Federation) -> None:
     create = _vector("create_handle_request.bin")
     assert native.tcp(create).code == wire.RC_AUTHENTICATION_NEEDED
     home = wire.encode_request(wire.OC_HOME_NA, b"0.NA/88.100.9", request_id=43)
-    assert native.tcp(home).code == wire.RC_OPERATION_NOT_SUPPORTED
+    assert native.tcp(home).code == wire.RC_AUTHENTICATION_NEEDED
+    # Server-cipher key exchange (402) is not served (sessions are Diffie-Hellman).
+    exchange = wire.encode_request(wire.OC_SESSION_EXCHANGEKEY, b"", body=b"", request_id=44)
+    assert native.tcp(exchange).code == wire.RC_OPERATION_NOT_SUPPORTED
     # Not a handle: 102; a prefix homed nowhere: 301.
     assert native.udp(hc.resolution("88.100.1/\x01")).code == wire.RC_INVALID_HANDLE
     assert native.udp(hc.resolution("99.1/X")).code == wire.RC_SERVER_NOT_RESP
