@@ -34,6 +34,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from nodes.processes import pid_alive
+
 FLUSH_INTERVAL = 1.0
 
 DOOR = "idis.door"
@@ -197,19 +199,9 @@ class Metrics:
         for path in sorted(self.directory.glob("worker-*.json")):
             with contextlib.suppress(OSError, ValueError):
                 data = orjson.loads(path.read_bytes())
-                data["alive"] = _alive(int(data["pid"]))
+                data["alive"] = pid_alive(int(data["pid"]))
                 found.append(data)
         return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def totals(snapshots: list[dict[str, Any]]) -> dict[str, dict[Labels, float]]:

@@ -61,6 +61,20 @@ class CliFailed(RuntimeError):
     """An ``idis`` command exited with an error or timed out; the message carries its output."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers signal 0; its state in /proc says it is gone.
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback TCP ports nobody listens on at the time of the call.
 

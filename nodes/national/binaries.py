@@ -120,16 +120,3 @@ def tail(path: Path, lines: int = 15) -> str:
         text = path.read_text(encoding="utf-8", errors="replace").splitlines()
         return "\n".join(text[-lines:])
     return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers signal 0; its state in /proc says it is gone.
-    with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True

@@ -40,7 +40,6 @@ from nodes.national import patroni
 from nodes.national.binaries import (
     SUPERUSER,
     ClusterFailed,
-    alive,
     find_binaries,
     hand_over,
     signal_process,
@@ -48,7 +47,7 @@ from nodes.national.binaries import (
     tail,
 )
 from nodes.national.link import DelayLink
-from nodes.processes import HOST, free_ports
+from nodes.processes import HOST, free_ports, pid_alive
 
 _POLL = 0.2
 
@@ -93,7 +92,7 @@ class Member:
         if self.process is not None and self.process.poll() is None:
             pids.append(self.process.pid)
         postmaster = self.postmaster_pid()
-        if postmaster is not None and alive(postmaster):
+        if postmaster is not None and pid_alive(postmaster):
             pids.append(postmaster)
         return pids
 
