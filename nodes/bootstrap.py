@@ -18,6 +18,7 @@ from typing import Any
 
 from nodes.federation import TopLevelClient
 from nodes.generation_board import GenerationBoard
+from nodes.handle.site import load_public_key, native_port
 from nodes.metrics import Metrics, totals
 from nodes.peer_client import HttpPeerClient
 from nodes.redis_cache import RedisCache
@@ -321,4 +322,6 @@ def build_enterprise_prefixes(node: Node) -> EnterprisePrefixes:
         top_level,
         settings.site_url,
         max_pending=settings.throttle.pending_applications,
+        native_port=native_port(settings),
+        public_key=load_public_key(settings),
     )

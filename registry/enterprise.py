@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from registry.authorization import DEFAULT_ADMIN_RIGHTS, Fetch, Right, rights
@@ -238,8 +238,14 @@ class EnterprisePrefixes:
         site_url: str,
         clock: Callable[[], float] = time.time,
         max_pending: int | None = None,
+        native_port: int | None = None,
+        public_key: dict[str, Any] | None = None,
     ) -> None:
         self._applications = applications
+        # This node's native interfaces and key, named in the HS_SITE of the prefixes it hosts
+        # so that native clients find it (a self-hosted enterprise's own are not known here).
+        self._native_port = native_port
+        self._public_key = public_key
         self._max_pending = max_pending
         self._store = store
         self._invalidator = invalidator
@@ -383,7 +389,13 @@ class EnterprisePrefixes:
             self._top_level.check()
             hosted = application.hosting == "hosted"
             url = self._site_url if hosted else str(application.site_url)
-            [site] = site_values(url, f"idis node for {prefix}", now=int(self._clock()))
+            [site] = site_values(
+                url,
+                f"idis node for {prefix}",
+                now=int(self._clock()),
+                native_port=self._native_port if hosted else None,
+                public_key=self._public_key if hosted else None,
+            )
             await self._write_prefix_record(prefix, site)
             holder = await self._holder(application)
             await self._top_level.put(prefix_handle(prefix), top_level_values(holder, site), holder)

@@ -441,6 +441,33 @@ async def test_hosted_approval_generates_a_secret_shown_once(secondary: Secondar
     assert (await secondary.service.approve(applied.id, secondary.operator)).secret is None
 
 
+async def test_hosted_approval_names_this_nodes_native_interfaces_and_key(
+    secondary: Secondary,
+) -> None:
+    """A native client finding the prefix at the top level must find this node's TCP and UDP
+    interfaces and its key in the HS_SITE (what ``idis federation join`` writes too)."""
+    key = {"kty": "RSA", "n": "AQAB", "e": "AQAB"}
+    service = EnterprisePrefixes(
+        secondary.applications,
+        secondary.store,
+        secondary.invalidator,
+        secondary.store.get,
+        TopLevelClient([secondary.top_level.node.base_url], secondary.top_level.holder_secret_file),
+        SITE,
+        native_port=2641,
+        public_key=key,
+    )
+    prefix = new_prefix()
+    applied = await service.apply(prefix, "ACME", secret="enterprise-secret")
+    await service.approve(applied.id, secondary.operator)
+
+    [top_site] = [v for v in secondary.top_level.record(prefix)["values"] if v["type"] == "HS_SITE"]
+    [server] = top_site["data"]["value"]["servers"]
+    protocols = {(i["protocol"], i["port"]) for i in server["interfaces"]}
+    assert {("TCP", 2641), ("UDP", 2641)} <= protocols
+    assert server["publicKey"]["value"] == key
+
+
 async def test_self_hosted_approval_points_at_the_enterprise(secondary: Secondary) -> None:
     prefix = new_prefix()
     applied = await secondary.service.apply(
