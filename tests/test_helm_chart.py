@@ -29,6 +29,7 @@ EVERYTHING = {
         "databasePassword": "database-password-1",
         "replicationPassword": "replication-password-1",
         "superuserPassword": "superuser-password-1",
+        "sealingKey": "c2VhbGluZy1rZXktb2YtMzItYnl0ZXMtZXhhY3RseSE=",
     },
     "prefixes": ["88.100"],
     "dns": {"enabled": True},
@@ -210,6 +211,7 @@ def test_idis_pods_never_see_the_postgresql_superuser_or_replication_passwords()
         assert {item["key"] for item in volume["secret"]["items"]} == {
             "admin-secret",
             "holder-secret",
+            "sealing-key",
         }
 
 
@@ -232,3 +234,19 @@ def test_the_example_site_across_cities_renders_valid_manifests() -> None:
     member_env = {e["name"]: e.get("value") for e in member["containers"][0]["env"]}
     assert member_env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == "pg.nanjing.idis.example:5432"
     assert not [m for m in manifests if m["kind"] == "Secret"]  # the operator's own
+
+
+def test_every_pod_seals_secrets_with_the_releases_key() -> None:
+    """Secrets are sealed with a key outside the database: every pod (and the migration Job that
+    sets the first secrets) must read the same one from the Secret, never make its own in a
+    scratch volume that dies with the pod."""
+    manifests = _render("secondary", EVERYTHING)
+    secret = _one(manifests, "Secret", "secondary-credentials")
+    assert secret["data"]["sealing-key"] == EVERYTHING["secrets"]["sealingKey"]
+    pods = [_one(manifests, "Deployment", "secondary"), _one(manifests, "Job", "secondary-migrate")]
+    for pod in pods:
+        spec = pod["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        assert _env(container)["IDIS_SECRET_KEY_FILE"] == "/secrets/sealing-key"
+        [volume] = [v for v in spec["volumes"] if v["name"] == "secrets"]
+        assert {"key": "sealing-key", "path": "sealing-key"} in volume["secret"]["items"]

@@ -67,6 +67,10 @@ own members first.
 - name: IDIS_REDIS_URL
   value: "redis://{{ .Release.Name }}-redis:6379/0"
 {{- end }}
+# Secrets are sealed with this key (registry/secrets.py): every pod of the release, and every
+# site of one registry, must hold the same one, and it must outlive the pods.
+- name: IDIS_SECRET_KEY_FILE
+  value: /secrets/sealing-key
 - name: IDIS_FEDERATION__SECRET
   valueFrom:
     secretKeyRef: {name: {{ include "idis.secretName" . }}, key: federation-secret, optional: true}
