@@ -289,12 +289,20 @@ def test_malformed_queries_get_formerr_or_nothing(node: NodeProcess) -> None:
 
 
 def udp_retrying(node: NodeProcess, name: str, rdtype: str) -> dns.message.Message:
+    """One query over UDP as a resolver asks it: a datagram that does not answer this question
+    is dropped (a late answer to the junk just sent may reach a socket that reused its port),
+    and the question is asked again when the answer is lost."""
+    query = dns.message.make_query(name, rdtype)
     for _ in range(2):
         try:
-            return udp(node, name, rdtype)
+            return dns.query.udp(
+                query, "127.0.0.1", port=dns_port(node), timeout=TIMEOUT, ignore_errors=True
+            )
         except dns.exception.Timeout:
             continue
-    return udp(node, name, rdtype)
+    return dns.query.udp(
+        query, "127.0.0.1", port=dns_port(node), timeout=TIMEOUT, ignore_errors=True
+    )
 
 
 def raw_udp_nowait(node: NodeProcess, data: bytes) -> None:
