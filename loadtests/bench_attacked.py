@@ -20,7 +20,7 @@ from loadtests.logins import FailedLogins
 from loadtests.stats import median
 
 if TYPE_CHECKING:
-    from loadtests.suite import Suite, Target
+    from loadtests.harness import Suite, Target
 
 HOSTILE_IDLE = 1000
 HOSTILE_SLOW = 1
@@ -42,7 +42,7 @@ def run(
 ) -> None:
     """Measure ``key``: cached resolution with ``attach`` against the same without it; on
     ``subject`` (another node) rather than the suite's node for the attached runs, if given."""
-    from loadtests.suite import say
+    from loadtests.harness import say
 
     s = suite.s
     node = suite.node or suite.start_node()
@@ -103,7 +103,7 @@ def compared(
     """Add figure ``key``: the median rate of ``runs[measured]`` beside ``runs[baseline]``
     (``kinds`` is ``(measured, baseline, what the baseline is)``), their median ratio per
     round, and ``detail`` beside the latency and CPU per answer."""
-    from loadtests.suite import cpu_per_request
+    from loadtests.harness import cpu_per_request
 
     measured_kind, baseline_kind, baseline_label = kinds
     measured = [float(r["rate"]) for r in runs[measured_kind]]

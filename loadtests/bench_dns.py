@@ -225,7 +225,7 @@ def dns_node(suite: Any) -> ServeProcess:
 
 
 def run(suite: Any) -> None:
-    """Measure the DNS figures into ``suite`` (a :class:`loadtests.suite.Suite`)."""
+    """Measure the DNS figures into ``suite`` (a :class:`loadtests.harness.Suite`)."""
     s, plan = suite.s, suite.plan
     node = dns_node(suite)
     port = int(node.env["IDIS_DNS"].rpartition(":")[2])

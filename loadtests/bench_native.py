@@ -93,7 +93,7 @@ class Echo:
 
 
 def run(suite: Any) -> None:
-    """The ``native`` step of :class:`loadtests.suite.Suite`."""
+    """The ``native`` step of :class:`loadtests.harness.Suite`."""
     s = suite.s
     plan = suite.plan
     node = bench_http.bench_node(

@@ -16,14 +16,14 @@ from loadtests import bench_http
 from loadtests.bench_attacked import compared
 
 if TYPE_CHECKING:
-    from loadtests.suite import Suite, Target
+    from loadtests.harness import Suite, Target
 
 OBSERVED = {"IDIS_METRICS": "true", "IDIS_LOG_FORMAT": "json", "IDIS_LOG_LEVEL": "info"}
 BARE = {"IDIS_METRICS": "false", "IDIS_LOG_FORMAT": "text", "IDIS_LOG_LEVEL": "info"}
 
 
 def run(suite: Suite, target: Target) -> None:
-    from loadtests.suite import say
+    from loadtests.harness import say
 
     s = suite.s
     nodes = {}

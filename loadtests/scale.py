@@ -31,19 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import bench_http
+from loadtests.generators import python_run
+from loadtests.harness import LOCAL_HOSTS, say
 from loadtests.mix import SequenceMix
+from loadtests.report import machine
+from loadtests.scratch_db import buffer_reads, home_prefixes, per_lookup, sql, storage_of
 from loadtests.shapes import Population, api_path, write_jsonl
-from loadtests.suite import (
-    LOCAL_HOSTS,
-    buffer_reads,
-    home_prefixes,
-    machine,
-    per_lookup,
-    python_run,
-    say,
-    sql,
-    storage_of,
-)
 from nodes.processes import ServeProcess
 
 CHUNK = 1_000_000

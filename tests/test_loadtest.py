@@ -28,11 +28,12 @@ import pytest
 
 from loadtests import drive
 from loadtests.client import Connection, ProtocolViolation, _dechunk
+from loadtests.harness import Figure, judge
 from loadtests.mix import FixedMix, ResolveMix, SequenceMix, Zipf
 from loadtests.plan import Inputs, Measured, inputs_from_reports, make_plan
+from loadtests.report import table_rows
 from loadtests.shapes import UNKNOWN_BASE, Population, code
 from loadtests.stats import Recorder, median, pct_key, percentile, rate, summarise_latencies
-from loadtests.suite import Figure, judge, table_rows
 from nodes.processes import run_cli
 from resolver.codecs.json_api import parse_values
 from resolver.identifiers import Handle, fold
