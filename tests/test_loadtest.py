@@ -236,6 +236,56 @@ def test_suite_judges_ratios_against_targets() -> None:
     assert row[-1] == "0.50"
 
 
+def test_suite_runs_the_selected_steps_in_order_and_notes_what_it_skips(tmp_path: Path) -> None:
+    # Steps that bring their own (seeded=False): no scratch database is made.
+    from loadtests.harness import Settings, Step, Suite
+
+    ran: list[str] = []
+
+    def measured(suite: Suite) -> None:
+        ran.append("measured")
+        suite.add("measured", "a figure", 2.0, "req/s", baseline=1.0, target=(">=", 1.5, "t"))
+
+    def broken(suite: Suite) -> None:
+        ran.append("broken")
+        raise RuntimeError("boom")
+
+    def reader(suite: Suite) -> None:
+        ran.append("reader")
+
+    steps = (
+        Step("broken", broken, seeded=False),
+        Step("measured", measured, seeded=False),
+        Step("reader", reader, seeded=False, needs="writer", why="it reads what writer wrote"),
+        Step("writer", reader, seeded=False),
+    )
+    settings = Settings(only=("measured", "reader", "broken"), generator="python")
+    report = Suite(settings, tmp_path, steps).run()
+    assert ran == ["broken", "measured"]
+    assert [f["key"] for f in report["figures"]] == ["broken", "measured"]
+    failed, row = report["figures"]
+    assert failed["passed"] is False and failed["error"] == "RuntimeError: boom"
+    assert row["ratio"] == 2.0 and row["passed"] is True
+    assert report["passed"] is False
+    assert report["notes"] == ["reader: run with writer (it reads what writer wrote)"]
+    assert set(report["timings"]) == {"broken", "measured"}
+    assert report["settings"]["only"] == ("measured", "reader", "broken")
+
+
+def test_suite_steps_are_the_names_idis_bench_takes() -> None:
+    from loadtests.suite import STEPS, SUITE
+
+    assert set(STEPS) == {
+        *("http", "native", "dns", "hostile", "logins", "quotas", "observe", "register"),
+        *("templates", "mix", "storage", "scale10x", "crosshost", "import", "recursive"),
+        "failover",
+    }
+    assert len(STEPS) == len(set(STEPS))
+    # The steps on the suite's database come first: it is dropped before the others run.
+    seeded = [step.seeded for step in SUITE]
+    assert seeded == sorted(seeded, reverse=True)
+
+
 # --- the plan -------------------------------------------------------------------------------
 
 
