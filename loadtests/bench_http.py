@@ -516,7 +516,8 @@ class Bench:
         out: dict[str, Any] = {}
 
         # 1: the bare framework route.
-        bare = self.wrk("bare /healthz", node.url + "/healthz", CONSTANT_BODY, groups=group)
+        healthz = fetch(node.port, "/healthz")[1]  # names the node and its role
+        bare = self.wrk("bare /healthz", node.url + "/healthz", healthz, groups=group)
         out["bare"] = bare.as_dict()
 
         # 2: one cached identifier (the store must not be read).
@@ -594,7 +595,7 @@ class Bench:
         path = "/api/handles/" + handle_text(plan.cached_id)
         measure, warm = plan.measure[n], plan.warm[n]
         runs: list[tuple[str, str, bytes, dict[str, Any]]] = [
-            ("bare", node.url + "/healthz", CONSTANT_BODY, {}),
+            ("bare", node.url + "/healthz", fetch(node.port, "/healthz")[1], {}),
             ("cached", node.url + path, fetch(node.port, path)[1], {}),
             (
                 "uncached",

@@ -138,10 +138,12 @@ def http(suite: Suite) -> None:
             label, base, path, expected, duration=s.duration, warmup=s.warmup, groups=groups
         )
 
+    healthz = bench_http.fetch(node.port, "/healthz")[1]
     for n in range(s.rounds):
         say(f"  round {n + 1}/{s.rounds} ({suite.load.kind})")
         out: dict[str, Any] = {}
-        out["bare"] = fixed("bare /healthz", node.url, "/healthz", CONSTANT_BODY, node)
+        # The node's /healthz names the node and its role: expect its own bytes.
+        out["bare"] = fixed("bare /healthz", node.url, "/healthz", healthz, node)
         status, body, _ = bench_http.fetch(node.port, path)
         if status != 200:
             raise RuntimeError(f"{path} answered {status}: {body[:200]!r}")
