@@ -16,6 +16,7 @@ from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
 from nodes.national.cli import add_national_commands
 from nodes.settings import Settings, SettingsError, load_settings, read_secret_file
+from nodes.stats.cli import add_stats_commands, recount
 from nodes.token_cli import add_token_commands
 from resolver.errors import HandleError
 
@@ -182,7 +183,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _migrate_if_asked(settings)
-    return run_import(settings, Path(args.file), fmt=args.format)
+    code = run_import(settings, Path(args.file), fmt=args.format)
+    if code != 2 and settings.stats.enabled:
+        # Imported handles are not counted as they are written: count the totals once more.
+        asyncio.run(recount(settings.database_url))
+    return code
 
 
 def cmd_site_keygen(args: argparse.Namespace) -> int:
@@ -379,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
     add_national_commands(commands)
     # API tokens (nodes/token_cli.py).
     add_token_commands(commands)
+    # National statistics (nodes/stats/cli.py).
+    add_stats_commands(commands)
 
     # Load testing and the benchmark suite (nodes/loadtest_cli.py, the loadtests package).
     add_loadtest_commands(commands)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from registry.usage import MAX_PREFIXES, Usage
 from resolver.errors import QuotaExceeded
 from resolver.identifiers import Handle
 from resolver.values import Ref
@@ -90,8 +91,12 @@ class Quotas:
         standing: Counters,
         *,
         clock: Callable[[], float] = time.time,
+        usage: Usage | None = None,
     ) -> None:
+        """``usage``, if given, also counts every admitted resolution per prefix for the
+        national statistics (registry/usage.py), in this one place every door calls."""
         self.limits = limits
+        self._resolutions = None if usage is None else usage.resolutions
         self._daily = daily
         self._standing = standing
         self._clock = clock
@@ -124,6 +129,13 @@ class Quotas:
             pending[who] = mine + 1
         if per_prefix:
             pending[prefix] = counted + 1
+        resolutions = self._resolutions
+        if resolutions is not None:  # Usage.resolved, inlined: one dict addition
+            homed = key.partition("/")[0]
+            if homed in resolutions:
+                resolutions[homed] += 1
+            elif len(resolutions) < MAX_PREFIXES:
+                resolutions[homed] = 1
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flushing())
         return True
