@@ -71,9 +71,20 @@ async def _prefix_init(settings: Settings, prefix: str, secret: str) -> PrefixAd
 
     node = build_node(settings)
     try:
-        return await init_prefix(node.store, node.invalidator, prefix, secret)
+        admin = await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
+    if admin.created:
+        await _baseline(settings, prefix)
+    return admin
+
+
+async def _baseline(settings: Settings, prefix: str) -> None:
+    """Count the identifiers of a prefix just homed (its administrator, written without the
+    registrar): the national statistics' baseline, before the node serves it.  (A prefix
+    homed otherwise is counted at its first report.)"""
+    if settings.stats.enabled:
+        await recount(settings.database_url, [prefix])
 
 
 def _secret(secret_file: str | None) -> tuple[str, bool]:
@@ -146,9 +157,11 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
     node = build_node(settings)
     try:
         # Joining again after a restart or a move is fine: the local records stay.
-        await init_prefix(node.store, node.invalidator, prefix, secret)
+        admin = await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
+    if admin.created:
+        await _baseline(settings, prefix)
     identity = f"300:{prefix_handle(prefix)}"
     from nodes.handle.site import load_public_key, native_port
 
