@@ -106,6 +106,9 @@ class Quotas:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.refused: Counter[int] = Counter()
+        if not limits.any:
+            # Nothing to limit, only usage to count: the hot path skips every limit check.
+            self.admit = self._count_only  # type: ignore[method-assign]
 
     # --- daily resolutions (the hot path) -------------------------------------------------
 
@@ -129,15 +132,20 @@ class Quotas:
             pending[who] = mine + 1
         if per_prefix:
             pending[prefix] = counted + 1
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flushing())
+        return self._count_only(key)
+
+    def _count_only(self, key: str, identity: Ref | None = None) -> bool:
+        """Count a resolution of ``key`` for the national statistics (registry/usage.py), if
+        asked: one dict addition.  :meth:`admit` itself when no limit is set."""
         resolutions = self._resolutions
-        if resolutions is not None:  # Usage.resolved, inlined: one dict addition
+        if resolutions is not None:
             homed = key.partition("/")[0]
             if homed in resolutions:
                 resolutions[homed] += 1
             elif len(resolutions) < MAX_PREFIXES:
                 resolutions[homed] = 1
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flushing())
         return True
 
     def _refuse(self) -> bool:

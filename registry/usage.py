@@ -69,7 +69,8 @@ class Delta:
 class Usage:
     """One process's counts since its last :meth:`drain`.
 
-    :attr:`resolutions` is a plain dict the quotas add to on the hot path (prefix → count);
+    :attr:`resolutions` is a plain dict the quotas add to on the hot path (prefix → count, at
+    most :data:`MAX_PREFIXES` of them: :meth:`registry.quotas.Quotas.admit`);
     :meth:`registered` and :meth:`deleted` are called by the registrar after a write.
     """
 
@@ -81,15 +82,6 @@ class Usage:
         self.resolutions: dict[str, int] = {}
         self._created: dict[str, int] = {}
         self._deleted: dict[str, int] = {}
-
-    def resolved(self, key: str) -> None:
-        """Count a resolution of the folded ``key`` (what :meth:`Quotas.admit` does inline)."""
-        counts = self.resolutions
-        prefix = prefix_of(key)
-        if prefix in counts:
-            counts[prefix] += 1
-        elif len(counts) < MAX_PREFIXES:
-            counts[prefix] = 1
 
     def registered(self, key: str, n: int = 1) -> None:
         prefix = prefix_of(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from nodes.stats.national import TARGET_IDENTIFIERS, parse_report, summarise
@@ -26,11 +26,25 @@ class Clock:
         return self.now
 
 
+class NoCounters:
+    async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
+        raise AssertionError("no limit is set: nothing is shared")
+
+    async def close(self) -> None:
+        return None
+
+
+def counting(usage: Usage) -> Callable[[str], bool]:
+    """Where resolutions are counted: the quotas' admit, here without limits."""
+    return Quotas(QuotaLimits(), NoCounters(), NoCounters(), usage=usage).admit
+
+
 def test_counts_per_prefix_and_drains_to_zero() -> None:
     usage = Usage(Clock(MIDNIGHT - 3600))
+    resolve = counting(usage)
     for key in ("88.100/A", "88.100/B", "88.100.1/C"):
-        usage.resolved(key)
-    usage.resolved("88.100/A")
+        resolve(key)
+    resolve("88.100/A")
     usage.registered("88.100/A")
     usage.registered("88.100/B")
     usage.deleted("88.100/B")
@@ -43,8 +57,9 @@ def test_counts_per_prefix_and_drains_to_zero() -> None:
 
 def test_counts_of_prefixes_not_homed_are_dropped() -> None:
     usage = Usage(Clock(MIDNIGHT))
-    usage.resolved("88.100/A")
-    usage.resolved("99.999/MADE-UP")
+    resolve = counting(usage)
+    resolve("88.100/A")
+    resolve("99.999/MADE-UP")
     assert usage.drain({"88.100"}.__contains__) == [Delta("88.100", "2026-12-07", resolved=1)]
 
 
@@ -53,11 +68,12 @@ def test_day_rollover_counts_the_interval_on_the_day_it_began() -> None:
     land on the old day and those after on the new one."""
     clock = Clock(MIDNIGHT - 1)
     usage = Usage(clock)
-    usage.resolved("88.100/A")
+    resolve = counting(usage)
+    resolve("88.100/A")
     clock.now = MIDNIGHT + 0.01  # the flush at midnight
     assert usage.drain() == [Delta("88.100", "2026-12-06", resolved=1)]
-    usage.resolved("88.100/A")
-    usage.resolved("88.100/A")
+    resolve("88.100/A")
+    resolve("88.100/A")
     assert usage.drain() == [Delta("88.100", "2026-12-07", resolved=2)]
     assert utc_day(MIDNIGHT - 1) == "2026-12-06" and utc_day(MIDNIGHT) == "2026-12-07"
     assert seconds_to_midnight(MIDNIGHT - 5) == 5 and seconds_to_midnight(MIDNIGHT) == 86400
@@ -65,9 +81,10 @@ def test_day_rollover_counts_the_interval_on_the_day_it_began() -> None:
 
 def test_distinct_prefixes_between_flushes_are_bounded() -> None:
     usage = Usage(Clock(MIDNIGHT))
+    resolve = counting(usage)
     for n in range(MAX_PREFIXES + 50):
-        usage.resolved(f"88.{n}/X")
-    usage.resolved("88.0/X")  # one already counted goes on counting
+        resolve(f"88.{n}/X")
+    resolve("88.0/X")  # one already counted goes on counting
     drained = usage.drain()
     assert len(drained) == MAX_PREFIXES
     assert drained[0] == Delta("88.0", "2026-12-07", resolved=2)
@@ -75,20 +92,13 @@ def test_distinct_prefixes_between_flushes_are_bounded() -> None:
 
 def test_a_failed_flush_is_restored() -> None:
     usage = Usage(Clock(MIDNIGHT))
-    usage.resolved("88.100/A")
+    resolve = counting(usage)
+    resolve("88.100/A")
     usage.registered("88.100/A", 3)
     deltas = usage.drain()
     usage.restore(deltas)
-    usage.resolved("88.100/B")
+    resolve("88.100/B")
     assert usage.drain() == [Delta("88.100", "2026-12-07", registered=3, resolved=2)]
-
-
-class NoCounters:
-    async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
-        raise AssertionError("no limit is set: nothing is shared")
-
-    async def close(self) -> None:
-        return None
 
 
 def test_quotas_count_every_admitted_resolution_and_not_refused_ones() -> None:
