@@ -101,3 +101,21 @@ def test_reports_replace_what_was_reported(url: str) -> None:
     rows, carried = asyncio.run(run())
     assert rows == [DayFigures("88.100", "2026-12-06", 6, 0, 12, 106)]
     assert carried == [DayFigures("88.100", "2026-12-01", 1, 0, 1, 100)]
+
+
+def test_a_flush_of_many_prefixes_fits_the_bind_parameter_limits(url: str) -> None:
+    """A worker may flush up to MAX_PREFIXES prefixes at once (5 parameters each)."""
+    from registry.usage import MAX_PREFIXES
+
+    async def run() -> int:
+        usage = SqlUsage(url)
+        try:
+            deltas = [Delta(f"88.{n}", "2026-12-07", resolved=1) for n in range(MAX_PREFIXES)]
+            await usage.add(deltas)
+            await usage.add(deltas)
+            figures = await usage.figures([f"88.{n}" for n in range(0, MAX_PREFIXES, 7)], DAYS)
+            return sum(f.resolved for f in figures)
+        finally:
+            await usage.close()
+
+    assert asyncio.run(run()) == 2 * len(range(0, MAX_PREFIXES, 7))

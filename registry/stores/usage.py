@@ -16,6 +16,14 @@ from registry.tables import handles, national_stats, usage_baseline, usage_daily
 from registry.usage import Delta
 from resolver.identifiers import fold
 
+CHUNK = 500
+"""Rows per statement: 8 parameters a row stays far below the bind-parameter limits of both
+SQLite (32766) and PostgreSQL (32767)."""
+
+
+def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [rows[n : n + CHUNK] for n in range(0, len(rows), CHUNK)]
+
 
 @dataclass(frozen=True, slots=True)
 class DayFigures:
@@ -62,8 +70,9 @@ class SqlUsage(_Tables):
     """A node's usage counts: added to by its workers' flushes, read by its reporter."""
 
     async def add(self, deltas: Sequence[Delta]) -> None:
-        """Add ``deltas`` to the day's counts: one statement for them all (in key order, so
-        that two workers' flushes never wait on each other in a cycle)."""
+        """Add ``deltas`` to the day's counts in one transaction, one statement per
+        :data:`CHUNK` of them (in key order, so that two workers' flushes never wait on each
+        other in a cycle)."""
         if not deltas:
             return
         rows = [
@@ -76,16 +85,17 @@ class SqlUsage(_Tables):
             }
             for d in sorted(deltas, key=lambda d: (d.prefix, d.day))
         ]
-        insert = self._insert(usage_daily).values(rows)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[usage_daily.c.prefix, usage_daily.c.day],
-            set_={
-                name: usage_daily.c[name] + insert.excluded[name]
-                for name in ("registered", "deleted", "resolved")
-            },
-        )
         async with self._engine.begin() as conn:
-            await conn.execute(upsert)
+            for chunk in _chunks(rows):
+                insert = self._insert(usage_daily).values(chunk)
+                upsert = insert.on_conflict_do_update(
+                    index_elements=[usage_daily.c.prefix, usage_daily.c.day],
+                    set_={
+                        name: usage_daily.c[name] + insert.excluded[name]
+                        for name in ("registered", "deleted", "resolved")
+                    },
+                )
+                await conn.execute(upsert)
 
     async def unbased(self, prefixes: Sequence[str]) -> list[str]:
         """Those of ``prefixes`` (folded) whose handles were never counted."""
@@ -189,23 +199,15 @@ class SqlNational(_Tables):
             }
             for f in sorted(figures, key=lambda f: (f.prefix, f.day))
         ]
-        insert = self._insert(national_stats).values(rows)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[national_stats.c.prefix, national_stats.c.day],
-            set_={
-                name: insert.excluded[name]
-                for name in (
-                    "node",
-                    "registered",
-                    "deleted",
-                    "resolved",
-                    "identifiers",
-                    "reported_at",
-                )
-            },
-        )
+        replaced = ("node", "registered", "deleted", "resolved", "identifiers", "reported_at")
         async with self._engine.begin() as conn:
-            await conn.execute(upsert)
+            for chunk in _chunks(rows):
+                insert = self._insert(national_stats).values(chunk)
+                upsert = insert.on_conflict_do_update(
+                    index_elements=[national_stats.c.prefix, national_stats.c.day],
+                    set_={name: insert.excluded[name] for name in replaced},
+                )
+                await conn.execute(upsert)
 
     async def since(self, first: str) -> tuple[list[Reported], list[Reported]]:
         """The rows of days from ``first`` on, and each prefix's latest row before ``first``
