@@ -55,6 +55,8 @@ TARGET_RESOLUTIONS_PER_DAY = 150_000_000
 MAX_BODY = 4 * 1024 * 1024
 MAX_PREFIXES = 1000
 MAX_DAYS = 366
+MAX_ROWS = 50_000
+"""Prefix-days in one report (a reporter sends IDIS_STATS__REPORT_DAYS days per prefix)."""
 DEFAULT_DAYS = 30
 MAX_COUNT = 2**63 - 1
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -103,6 +105,8 @@ def parse_report(body: Any, now: float) -> tuple[str, list[DayFigures]]:
             raise InvalidValue(f"{prefix!r} is not a prefix")
         if len(entry["days"]) > MAX_DAYS:
             raise InvalidValue(f"a report covers at most {MAX_DAYS} days per prefix")
+        if len(figures) + len(entry["days"]) > MAX_ROWS:
+            raise InvalidValue(f"a report covers at most {MAX_ROWS} prefix-days")
         for day in entry["days"]:
             if not isinstance(day, dict):
                 raise InvalidValue("each day is an object")
