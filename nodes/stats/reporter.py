@@ -105,8 +105,9 @@ async def post_report(
 
 
 async def report_once(node: Any, usage: SqlUsage) -> list[str]:
-    """Report every homed prefix of ``node`` once; the top-level URLs that took them.  Raises
-    :class:`ReportFailed` (or the database's error) if any root's report failed."""
+    """Report every homed prefix of ``node`` once, one report per root prefix (the holder of
+    each signs its own); the top-level URLs that took them.  Raises :class:`ReportFailed` (or
+    the database's error) if any root's report failed, after trying them all."""
     settings = node.settings
     if not settings.federation.top_level:
         raise ReportFailed("IDIS_FEDERATION__TOP_LEVEL is not set: no top level to report to")
@@ -117,14 +118,19 @@ async def report_once(node: Any, usage: SqlUsage) -> list[str]:
     homed = sorted(await node.homes.keys())
     stats = settings.stats
     reports = await build_reports(usage, homed, settings.name, stats.report_days, time.time())
-    taken = []
-    for root, body in reports.items():
+    taken, failed = [], []
+    for root, body in reports.items():  # one root refused does not hold the others back
         identity = str(holder_identity(root))
-        taken.append(
-            await post_report(
-                settings.federation.top_level, identity, secret, body, stats.report_timeout
+        try:
+            taken.append(
+                await post_report(
+                    settings.federation.top_level, identity, secret, body, stats.report_timeout
+                )
             )
-        )
+        except ReportFailed as error:
+            failed.append(f"{root}: {error}")
+    if failed:
+        raise ReportFailed("; ".join(failed))
     return taken
 
 
