@@ -37,6 +37,7 @@ from registry.stores.counters import SqlCounters
 from registry.stores.sql import SqlStore
 from registry.stores.tokens import SqlTokens
 from registry.tokens import Tokens
+from registry.usage import Usage
 from resolver import chain
 from resolver.answers import Outcome, TtlPolicy
 from resolver.cache import MemoryCache
@@ -75,6 +76,8 @@ class Node:
     """Daily resolution, registration and prefix quotas (registry/quotas.py); None: none set."""
     metrics: Metrics
     """The counters ``/metrics`` and ``/api/stats`` show, summed over the workers."""
+    usage: Usage | None = None
+    """This process's counts for the national statistics (registry/usage.py); None: off."""
 
     def stats(self) -> dict[str, Any]:
         """``/api/stats``: the node's counters summed over its workers, from the same snapshots
@@ -163,9 +166,10 @@ def build_throttle(settings: Settings) -> Throttle:
     )
 
 
-def build_quotas(settings: Settings) -> Quotas | None:
-    """The node's quotas, or None when every limit is off: resolutions counted in Redis when
-    the node has one, registrations always in the database (durable)."""
+def build_quotas(settings: Settings, usage: Usage | None = None) -> Quotas | None:
+    """The node's quotas, or None when every limit is off and there is no ``usage`` to count
+    resolutions for: resolutions counted in Redis when the node has one, registrations always
+    in the database (durable)."""
     quota = settings.quota
     limits = QuotaLimits(
         resolutions_per_prefix=quota.resolutions_per_prefix,
@@ -176,7 +180,7 @@ def build_quotas(settings: Settings) -> Quotas | None:
         prefixes_per_identity=quota.prefixes_per_identity,
         flush_seconds=quota.flush_seconds,
     )
-    if not limits.any:
+    if not limits.any and usage is None:
         return None
     standing = SqlCounters(settings.database_url)
     daily: Counters = standing
@@ -186,7 +190,7 @@ def build_quotas(settings: Settings) -> Quotas | None:
         # out after Redis applied it is counted again, refusing early.
         timeout = max(1.0, settings.cache.redis_timeout)
         daily = RedisCounters(settings.redis_url, prefix=prefix, timeout=timeout)
-    return Quotas(limits, daily, standing)
+    return Quotas(limits, daily, standing, usage=usage)
 
 
 def build_node(settings: Settings) -> Node:
@@ -230,14 +234,18 @@ def build_node(settings: Settings) -> Node:
     invalidator = Invalidator(generations, shared)
 
     throttle = build_throttle(settings)
-    quotas = build_quotas(settings)
+    # A recursive node homes nothing: it has no usage of its own to count.
+    usage = Usage() if settings.stats.enabled and not recursive else None
+    quotas = build_quotas(settings, usage)
 
     async def fetch(key: str) -> Record | None:
         answer = await resolve(key, False)
         return answer.record if answer.outcome is Outcome.FOUND else None
 
     # A site's own member may lag: what a write changes is read where it is written.
-    registrar = Registrar(store.writer_view(), homes, invalidator, fetch, quotas=quotas)
+    registrar = Registrar(
+        store.writer_view(), homes, invalidator, fetch, quotas=quotas, usage=usage
+    )
     tokens = Tokens(SqlTokens(settings.database_url), fetch)
     authenticator = Authenticator(
         fetch, reseal=registrar.reseal, throttle=throttle, bearer=tokens.authenticate
@@ -265,6 +273,7 @@ def build_node(settings: Settings) -> Node:
         tokens=tokens,
         quotas=quotas,
         metrics=metrics,
+        usage=usage,
     )
 
 

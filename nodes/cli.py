@@ -16,6 +16,7 @@ from nodes.enterprise_cli import add_enterprise_commands
 from nodes.loadtest_cli import add_loadtest_commands
 from nodes.national.cli import add_national_commands
 from nodes.settings import Settings, SettingsError, load_settings, read_secret_file
+from nodes.stats.cli import add_stats_commands, recount
 from nodes.token_cli import add_token_commands
 from resolver.errors import HandleError
 
@@ -70,9 +71,20 @@ async def _prefix_init(settings: Settings, prefix: str, secret: str) -> PrefixAd
 
     node = build_node(settings)
     try:
-        return await init_prefix(node.store, node.invalidator, prefix, secret)
+        admin = await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
+    if admin.created:
+        await _baseline(settings, prefix)
+    return admin
+
+
+async def _baseline(settings: Settings, prefix: str) -> None:
+    """Count the identifiers of a prefix just homed (its administrator, written without the
+    registrar): the national statistics' baseline, before the node serves it.  (A prefix
+    homed otherwise is counted at its first report.)"""
+    if settings.stats.enabled:
+        await recount(settings.database_url, [prefix])
 
 
 def _secret(secret_file: str | None) -> tuple[str, bool]:
@@ -145,9 +157,11 @@ async def _join(settings: Settings, prefix: str, secret: str) -> str:
     node = build_node(settings)
     try:
         # Joining again after a restart or a move is fine: the local records stay.
-        await init_prefix(node.store, node.invalidator, prefix, secret)
+        admin = await init_prefix(node.store, node.invalidator, prefix, secret)
     finally:
         await node.close()
+    if admin.created:
+        await _baseline(settings, prefix)
     identity = f"300:{prefix_handle(prefix)}"
     from nodes.handle.site import load_public_key, native_port
 
@@ -182,7 +196,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _migrate_if_asked(settings)
-    return run_import(settings, Path(args.file), fmt=args.format)
+    code = run_import(settings, Path(args.file), fmt=args.format)
+    if code != 2 and settings.stats.enabled:
+        # Imported handles are not counted as they are written: count the totals once more.
+        asyncio.run(recount(settings.database_url))
+    return code
 
 
 def cmd_site_keygen(args: argparse.Namespace) -> int:
@@ -379,6 +397,8 @@ def parser() -> argparse.ArgumentParser:
     add_national_commands(commands)
     # API tokens (nodes/token_cli.py).
     add_token_commands(commands)
+    # National statistics (nodes/stats/cli.py).
+    add_stats_commands(commands)
 
     # Load testing and the benchmark suite (nodes/loadtest_cli.py, the loadtests package).
     add_loadtest_commands(commands)

@@ -65,6 +65,8 @@ from nodes.processes import (
     free_ports,
     wait_ready,
 )
+from nodes.stats.demo_step import DEMO_ENV as STATS_ENV
+from nodes.stats.demo_step import national_statistics
 
 TOP_LEVEL_CITIES = ("Beijing", "Shanghai", "Guangzhou", "Wuhan", "Chongqing")
 NATIONAL_PREFIX = "88"
@@ -113,6 +115,7 @@ def _plan(demo: Demo) -> None:
                 # Approving an enterprise prefix writes it at the top level as 0.NA/PREFIX's
                 # holder.
                 "IDIS_FEDERATION__HOLDER_SECRET_FILE": demo.secret_paths[f"0.NA/{prefix}"],
+                **STATS_ENV,  # and reports its national statistics as that holder
             },
         )
     cluster.add("enterprise-88.100.7", "enterprise", next(ports), "88.100.7 (self-hosted)", {})
@@ -545,6 +548,7 @@ def _how_to_query(demo: Demo) -> None:
         "# the secondary's 302 referral to the enterprise node\n"
         f"  curl -u federation:{demo.federation_secret} {recursive}/api/stats   "
         "# walks, upstream requests, throttling\n"
+        f"  curl {top}/api/national/stats   # national statistics per industry node\n"
         "Press Ctrl-C to stop every node."
     )
 
@@ -575,6 +579,7 @@ def _run_steps(demo: Demo, once: bool) -> None:
     demo.console.print(_node_table(demo))
     _register(demo)
     _resolve_all(demo)
+    national_statistics(demo)
     _failover(demo)
     if not once:
         _serve_until_interrupted(demo)

@@ -238,6 +238,28 @@ class Gs1Settings(BaseModel):
         return value.rstrip("/") if value else None
 
 
+class StatsSettings(BaseModel):
+    """National statistics (registry/usage.py, nodes/stats/): counting per prefix and UTC day,
+    reporting upward to the top level, and the top level's figures."""
+
+    enabled: bool = Field(
+        True, description="count registrations and resolutions per homed prefix and day"
+    )
+    flush_interval: float = Field(
+        5.0, gt=0, description="seconds between a worker's flushes of its counts to the database"
+    )
+    report_interval: float = Field(
+        60.0,
+        gt=0,
+        description="seconds between reports to the top level (IDIS_FEDERATION__"
+        "TOP_LEVEL, signed in with IDIS_FEDERATION__HOLDER_SECRET_FILE)",
+    )
+    report_days: int = Field(
+        7, ge=1, le=366, description="UTC days each report covers (late counts are corrected)"
+    )
+    report_timeout: float = Field(10.0, gt=0, description="seconds before a report attempt fails")
+
+
 class NationalSettings(BaseModel):
     """The national tier's registry as Patroni runs it (``idis national ...``)."""
 
@@ -323,6 +345,7 @@ class Settings(BaseSettings):
     change_log: ChangeLogSettings = ChangeLogSettings()
     mirror: MirrorSettings = MirrorSettings()
     national: NationalSettings = NationalSettings()
+    stats: StatsSettings = StatsSettings()
 
     @field_validator("http")
     @classmethod

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from registry.usage import MAX_PREFIXES, Usage
 from resolver.errors import QuotaExceeded
 from resolver.identifiers import Handle
 from resolver.values import Ref
@@ -90,8 +91,12 @@ class Quotas:
         standing: Counters,
         *,
         clock: Callable[[], float] = time.time,
+        usage: Usage | None = None,
     ) -> None:
+        """``usage``, if given, also counts every admitted resolution per prefix for the
+        national statistics (registry/usage.py), in this one place every door calls."""
         self.limits = limits
+        self._resolutions = None if usage is None else usage.resolutions
         self._daily = daily
         self._standing = standing
         self._clock = clock
@@ -101,6 +106,9 @@ class Quotas:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.refused: Counter[int] = Counter()
+        if not limits.any:
+            # Nothing to limit, only usage to count: the hot path skips every limit check.
+            self.admit = self._count_only  # type: ignore[method-assign]
 
     # --- daily resolutions (the hot path) -------------------------------------------------
 
@@ -126,6 +134,18 @@ class Quotas:
             pending[prefix] = counted + 1
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flushing())
+        return self._count_only(key)
+
+    def _count_only(self, key: str, identity: Ref | None = None) -> bool:
+        """Count a resolution of ``key`` for the national statistics (registry/usage.py), if
+        asked: one dict addition.  :meth:`admit` itself when no limit is set."""
+        resolutions = self._resolutions
+        if resolutions is not None:
+            homed = key.partition("/")[0]
+            if homed in resolutions:
+                resolutions[homed] += 1
+            elif len(resolutions) < MAX_PREFIXES:
+                resolutions[homed] = 1
         return True
 
     def _refuse(self) -> bool:

@@ -23,6 +23,7 @@ from registry.invalidation import Invalidator
 from registry.quotas import Quotas
 from registry.secrets import is_stored, needs_resealing, seal_secret, verify_secret, weakness
 from registry.templates import TemplateCheck
+from registry.usage import Usage
 from resolver.errors import (
     AuthenticationNeeded,
     HandleAlreadyExists,
@@ -126,11 +127,13 @@ class Registrar:
         fetch: Fetch,
         clock: Callable[[], float] = time.time,
         quotas: Quotas | None = None,
+        usage: Usage | None = None,
     ) -> None:
         """``fetch`` reads records for authorization (through the node's caches).
 
         ``quotas``, if given, counts creations against the registration and prefix quotas
-        (registry/quotas.py).
+        (registry/quotas.py); ``usage``, if given, counts handles created and deleted for the
+        national statistics (registry/usage.py).
         """
         self._store = store
         self._homes = homes
@@ -139,6 +142,7 @@ class Registrar:
         self._clock = clock
         self._templates = TemplateCheck(fetch)
         self._quotas = quotas
+        self._usage = usage
 
     # --- authorization -------------------------------------------------------------------
 
@@ -275,6 +279,8 @@ class Registrar:
                 new = await self._record(handle, await self._settle(values, None, handle), None)
                 if await self._create(who, handle, new):
                     await self._invalidator.written([handle.key])
+                    if self._usage is not None:
+                        self._usage.registered(handle.key)
                     return WriteResult(handle.text, created=True, changed=True)
                 continue
             if indexes is None:
@@ -341,6 +347,8 @@ class Registrar:
                 done = await self._store.put(handle.key, new, record.version)
             if done:
                 await self._invalidator.written([handle.key])
+                if indexes is None and self._usage is not None:
+                    self._usage.deleted(handle.key)
                 if indexes is None and self._quotas is not None:
                     await self._quotas.release(who, [handle], deleted=True)
                 return
@@ -419,6 +427,8 @@ class Registrar:
             for (n, key, _, expected), ok in zip(writes, done, strict=True):
                 if ok:
                     status = "created" if expected is None else "updated"
+                    if expected is None and self._usage is not None:
+                        self._usage.registered(key)
                     results[n] = ItemResult(pending.pop(n).text, 1, status)
                     written.append(key)
                 elif expected is None and (handle := pending[n].handle) is not None:

@@ -151,3 +151,42 @@ quota_counters = sa.Table(
 )
 """Counts quotas are measured against: per subject (``registrations:prefix:P``...), per
 period (a UTC day for daily counts, ``""`` for standing counts)."""
+
+# --- national statistics (see registry/usage.py, nodes/stats/) -------------------------------
+
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("prefix", KeyText, primary_key=True),
+    sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("registered", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("resolved", sa.BigInteger, nullable=False, server_default="0"),
+)
+"""What this node's workers counted per homed prefix (folded) and UTC day (``YYYY-MM-DD``),
+added to by each worker's flush."""
+
+usage_baseline = sa.Table(
+    "usage_baseline",
+    metadata,
+    sa.Column("prefix", KeyText, primary_key=True),
+    sa.Column("adjustment", sa.BigInteger, nullable=False),
+    sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Per prefix, what its identifier total is beyond the sum of ``registered - deleted`` in
+``usage_daily``: set by counting the prefix's handles once (``idis stats recount``)."""
+
+national_stats = sa.Table(
+    "national_stats",
+    metadata,
+    sa.Column("prefix", KeyText, primary_key=True),
+    sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("registered", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("resolved", sa.BigInteger, nullable=False),
+    sa.Column("identifiers", sa.BigInteger, nullable=False),
+    sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""At the top level: the absolute figures reported per prefix and UTC day by the node that
+serves it (the last report wins, so a repeated report never counts twice)."""

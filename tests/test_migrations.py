@@ -123,3 +123,13 @@ def test_the_change_log_continues_the_old_journals_numbering(empty_url: str) -> 
 
     horizon, first, head = asyncio.run(after())
     assert horizon == 9 and first > 9 and head == first
+
+
+def test_national_statistics_tables_come_and_go_with_0007(empty_url: str) -> None:
+    stats = {"usage_daily", "usage_baseline", "national_stats"}
+    migrate.upgrade(empty_url)
+    assert stats <= table_names(empty_url)
+    migrate.downgrade(empty_url, "0006")
+    assert not stats & table_names(empty_url)
+    migrate.upgrade(empty_url, "0007")
+    assert stats <= table_names(empty_url)

@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
+from nodes.bootstrap import NATIONAL_ROLES
 from nodes.changefeed import following
 from nodes.dns.server import serving_dns
 from nodes.http.access import require_operator
@@ -47,10 +48,13 @@ from nodes.http.tokens_api import tokens_router
 from nodes.metrics import NodeCollector, registry
 from nodes.mirror import mirroring
 from nodes.snms.api import snms_router
+from nodes.stats.national import national_router
+from nodes.stats.reporter import reporting
 from registry.authentication import sealed_secret
 from registry.service import BatchItem
 from registry.stores.feed import SqlFeed
 from registry.stores.outage import Outage, unavailable
+from registry.stores.usage import SqlNational
 from resolver import render
 from resolver.codecs.json_api import parse_values
 from resolver.errors import (
@@ -94,12 +98,22 @@ def create_api(node: Any) -> FastAPI:
     """The FastAPI application of one node (``node`` is a :class:`nodes.bootstrap.Node`)."""
 
     feed = SqlFeed(node.store)
+    national = None
+    if node.settings.role in NATIONAL_ROLES:
+        national = SqlNational(node.settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The change-log follower, the mirror and the DNS front end stop before the node closes.
-        async with following(node, app), mirroring(node, feed, app), serving_dns(node):
+        async with (
+            following(node, app),
+            mirroring(node, feed, app),
+            serving_dns(node),
+            reporting(node),
+        ):
             yield
+        if national is not None:
+            await national.close()
         await node.close()
 
     app = FastAPI(title="idis", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -308,6 +322,8 @@ def create_api(node: Any) -> FastAPI:
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
     app.include_router(tokens_router(node))
+    if national is not None:
+        app.include_router(national_router(node, national))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 
