@@ -1,7 +1,9 @@
-"""Quota counters in the node's database: the ``quota_counters`` table (registry/quotas.py)."""
+"""Quota counters in the node's database: the ``quota_counters`` table (registry/quotas.py);
+and their in-memory twin, for a registry without a database (tests, the in-memory store)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,3 +36,18 @@ class SqlCounters:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+class MemoryCounters:
+    """:class:`registry.quotas.Counters` in this process only."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[Key] = Counter()
+
+    async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
+        for key, n in deltas.items():
+            self.counts[key] += n
+        return {key: self.counts[key] for key in deltas}
+
+    async def close(self) -> None:
+        return None
