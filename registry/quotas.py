@@ -104,23 +104,24 @@ class Quotas:
 
     # --- daily resolutions (the hot path) -------------------------------------------------
 
-    def admit(self, key: str, identity: Ref | None = None) -> bool:
+    def admit(self, key: str, identity: Ref | None = None, *, note: bool = True) -> bool:
         """Count one resolution of the folded ``key`` (by ``identity``, if authenticated);
         False, counting nothing, if its prefix's or the identity's day is spent.  On the hot
-        path: a few dict operations, no round trip."""
+        path: a few dict operations, no round trip.  ``note=False`` leaves a refusal out of
+        the refusal counts, for a door that asks again before it answers (DNS over UDP)."""
         pending, totals = self._pending, self._totals
         per_prefix = self.limits.resolutions_per_prefix
         if per_prefix:
             prefix = "resolutions:prefix:" + key.partition("/")[0]
             counted = pending.get(prefix, 0)
             if totals.get(prefix, 0) + counted >= per_prefix:
-                return self._refuse()
+                return self._refuse() if note else False
         per_identity = self.limits.resolutions_per_identity
         if identity is not None and per_identity:
             who = f"resolutions:identity:{identity}"
             mine = pending.get(who, 0)
             if totals.get(who, 0) + mine >= per_identity:
-                return self._refuse()
+                return self._refuse() if note else False
             pending[who] = mine + 1
         if per_prefix:
             pending[prefix] = counted + 1
