@@ -273,3 +273,57 @@ def test_the_day_is_counted_across_hosts(
         on_other += 1
         time.sleep(0.05)
     assert on_other < RESOLUTIONS // 2, on_other
+
+
+# --- per identity ---------------------------------------------------------------------------
+
+PER_IDENTITY = 5
+
+
+@pytest.fixture(scope="module")
+def counted_node(node_factory: StartNode, pg_factory: Any) -> NodeProcess:
+    """One worker counting per identity only, in the database (no Redis)."""
+    return node_factory(
+        database_url=pg_factory(),
+        prefix="88.202",
+        extra_env={
+            "IDIS_QUOTA__RESOLUTIONS_PER_IDENTITY": str(PER_IDENTITY),
+            "IDIS_QUOTA__REGISTRATIONS_PER_IDENTITY": str(PER_IDENTITY),
+            "IDIS_QUOTA__FLUSH_SECONDS": "0.2",
+        },
+    )
+
+
+def test_an_identity_spends_its_own_quotas(counted_node: NodeProcess) -> None:
+    node = counted_node
+    answer = fresh(
+        node, "POST", "/identity/token", json={"username": node.identity, "password": node.secret}
+    ).json()
+    bearer = {"Authorization": f"Bearer {answer['data']['token']}"}
+    # Registrations: what the identity created, on any door; deleting gives nothing back.
+    for n in range(PER_IDENTITY - 1):
+        assert put(node, f"88.202/i{n}").status_code == 201
+    assert snms_create(node, bearer, "88.202/i-snms").json()["status"] == 1
+    assert fresh(node, "DELETE", "/api/handles/88.202/i0", auth=node.auth).status_code == 200
+    refused = put(node, "88.202/i-over")
+    assert refused.status_code == 429 and refused.json()["responseCode"] == 604
+    assert node.identity in refused.json()["message"]
+    by_snms = snms_create(node, bearer, "88.202/i-over").json()
+    assert (by_snms["status"], by_snms["code"]) == (-2, 604)
+    # Resolutions: the identity's authenticated reads (one worker: exactly its quota);
+    # anonymous reads are no one's and go on.
+    served = 0
+    for _ in range(4 * PER_IDENTITY):  # bounded
+        response = fresh(node, "GET", "/api/handles/88.202/i1", auth=node.auth)
+        if response.status_code == 429:
+            assert response.json()["responseCode"] == 603
+            assert node.identity in response.json()["message"]
+            break
+        assert response.status_code == 200
+        served += 1
+    assert served == PER_IDENTITY
+    detail = fresh(
+        node, "GET", "/identityv2/data/detail", params={"handle": "88.202/i1"}, headers=bearer
+    )
+    assert detail.status_code == 429 and detail.json()["code"] == 603
+    assert fresh(node, "GET", "/api/handles/88.202/i1").status_code == 200
