@@ -11,6 +11,7 @@ needs.)"""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from conftest import StartNode
 from nodeproc import NodeProcess
 from test_handle_admin import administer, secret_answer, url
 from test_handle_admin import request as native_request
+from test_templates import import_file
 
 from loadtests import handle_client as hc
 from nodes.processes import free_ports
@@ -153,6 +155,29 @@ def test_prefixes_stop_at_the_quota(node: NodeProcess, bearer: dict[str, str]) -
     assert second.status_code == 429 and second.json()["responseCode"] == 605
     by_snms = snms_create(node, bearer, f"0.NA/{PREFIX}.3")
     assert by_snms.status_code == 429 and by_snms.json()["code"] == 605
+
+
+def test_an_import_counts_what_it_loads(node: NodeProcess, tmp_path: Any) -> None:
+    """``idis import`` is not refused (the operator's bulk load), but its handles count: the
+    prefix holds more than its quota now, and deleting one of them gives back nothing that
+    makes room."""
+    source = tmp_path / "over.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "handle": f"{PREFIX}/imp{n}",
+                "values": [{"index": 1, "type": "URL", "data": "https://i"}],
+            }
+        )
+        for n in range(2)
+    ]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = import_file(node, source)
+    assert "loaded 2" in done.stdout, (done.stdout, done.stderr)
+    assert f"prefix {PREFIX} now holds" in done.stderr and "(604)" in done.stderr, done.stderr
+    assert fresh(node, "DELETE", f"/api/handles/{PREFIX}/imp0", auth=node.auth).status_code == 200
+    refused = put(node, f"{PREFIX}/after-import")
+    assert refused.status_code == 429 and refused.json()["responseCode"] == 604
 
 
 def dns_query(node: NodeProcess, handle: str, *, tcp: bool = False) -> dns.message.Message:
