@@ -13,8 +13,10 @@ Registrations and prefixes are counted as they are written (the write is a datab
 trip already), always in the database, where counts are durable: reserved before the write,
 released if the write does not happen.  Per prefix the count is what lives under it now
 (deleting frees quota); per identity it is what the identity has created (work done, as the
-national system's account quotas count).  Handles that arrive by ``idis import`` or
-replication are not counted.
+national system's account quotas count).  Handles that arrive by replication are not
+counted; ``idis import`` is not refused, but recounts the per-prefix registration counts from
+what lives under each prefix afterwards (registry/stores/counters.py), so that deleting imported
+handles does not give back quota that was never taken.
 """
 
 from __future__ import annotations
