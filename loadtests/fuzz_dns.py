@@ -77,7 +77,12 @@ async def memory_node(data_dir: Path) -> Any:
     resolve = chain.build(layers, chain.StoreLookup(store, homes, TtlPolicy()))
     settings = Settings(data_dir=data_dir, dns="127.0.0.1:53", dns_zone=ZONE)
     return SimpleNamespace(
-        settings=settings, generations=generations, resolve=resolve, homes=homes, store=store
+        settings=settings,
+        generations=generations,
+        resolve=resolve,
+        homes=homes,
+        store=store,
+        quotas=None,
     )
 
 

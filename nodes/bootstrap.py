@@ -333,4 +333,5 @@ def build_enterprise_prefixes(node: Node) -> EnterprisePrefixes:
         max_pending=settings.throttle.pending_applications,
         native_port=native_port(settings),
         public_key=load_public_key(settings),
+        quotas=node.quotas,
     )

@@ -45,6 +45,7 @@ from registry.prefixes import (
     prefix_record,
     site_values,
 )
+from registry.quotas import Quotas
 from registry.secrets import generate_secret, seal_secret, weakness
 from registry.service import MAX_ATTEMPTS
 from resolver.errors import (
@@ -54,6 +55,7 @@ from resolver.errors import (
     InvalidHandle,
     InvalidValue,
     PrefixNotHomed,
+    QuotaExceeded,
     ServerBusy,
     Throttled,
 )
@@ -240,8 +242,12 @@ class EnterprisePrefixes:
         max_pending: int | None = None,
         native_port: int | None = None,
         public_key: dict[str, Any] | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._applications = applications
+        self._quotas = quotas
+        """Prefix quotas (605): an approval creating ``0.NA/PREFIX`` counts as the creation of
+        a prefix by the approver, under the parent, as a write of it through REST does."""
         # This node's native interfaces and key, named in the HS_SITE of the prefixes it hosts
         # so that native clients find it (a self-hosted enterprise's own are not known here).
         self._native_port = native_port
@@ -396,7 +402,7 @@ class EnterprisePrefixes:
                 native_port=self._native_port if hosted else None,
                 public_key=self._public_key if hosted else None,
             )
-            await self._write_prefix_record(prefix, site)
+            await self._write_prefix_record(prefix, site, identity)
             holder = await self._holder(application)
             await self._top_level.put(prefix_handle(prefix), top_level_values(holder, site), holder)
             if hosted and await self._store.home_prefix(prefix):
@@ -474,24 +480,40 @@ class EnterprisePrefixes:
             return False
         return all(i in theirs and theirs[i].same_content(v) for i, v in mine.items())
 
-    async def _write_prefix_record(self, prefix: str, site: HandleValue) -> None:
-        """Create ``0.NA/PREFIX`` here with ``site``, or bring an earlier attempt's up to date."""
+    async def _write_prefix_record(self, prefix: str, site: HandleValue, who: Ref) -> None:
+        """Create ``0.NA/PREFIX`` here with ``site``, or bring an earlier attempt's up to date.
+
+        A creation is counted against the prefix quotas of ``who`` and of the parent first
+        (605 refuses it, writing nothing), and given back if it does not happen."""
         desired = prefix_record(prefix, int(self._clock()), [site])
         key = fold(desired.handle)
-        for _ in range(MAX_ATTEMPTS):
-            record = await self._store.get(key)
-            if record is None:
-                done = await self._store.put(key, desired, None)
-            elif not self._ours(record, prefix):
-                raise HandleAlreadyExists(f"{record.handle} exists already", handle=prefix)
-            elif record.same_content(desired.values):
-                return
-            else:
-                done = await self._store.put(key, desired, record.version)
-            if done:
-                await self._invalidator.written([key])
-                return
-        raise ServerBusy("too many concurrent writes", handle=desired.handle)
+        created: list[Handle] = []
+        reserved: list[Handle] = []
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                record = await self._store.get(key)
+                if record is None:
+                    if self._quotas is not None and not reserved:
+                        reserved.append(Handle.parse(desired.handle))
+                        await self._quotas.reserve(who, reserved)
+                    done = await self._store.put(key, desired, None)
+                    created = reserved if done else []
+                elif not self._ours(record, prefix):
+                    raise HandleAlreadyExists(f"{record.handle} exists already", handle=prefix)
+                elif record.same_content(desired.values):
+                    return
+                else:
+                    done = await self._store.put(key, desired, record.version)
+                if done:
+                    await self._invalidator.written([key])
+                    return
+            raise ServerBusy("too many concurrent writes", handle=desired.handle)
+        except QuotaExceeded:
+            reserved.clear()  # reserve() counted nothing
+            raise
+        finally:
+            if self._quotas is not None and reserved and not created:
+                await self._quotas.release(who, reserved, deleted=False)
 
     async def _create_admin(self, application: Application) -> str | None:
         """Create ``PREFIX/ADMIN`` unless it exists; the secret if this call generated it."""
@@ -528,3 +550,5 @@ class EnterprisePrefixes:
             await self._invalidator.written([HOMES_KEY])
         if await self._store.delete(key, record.version):
             await self._invalidator.written([key])
+            if self._quotas is not None:  # the parent's count of prefixes goes down again
+                await self._quotas.release(None, [Handle.parse(record.handle)], deleted=True)

@@ -1564,7 +1564,39 @@ def run_import(
         print(report.summary())
     if report.loaded > report.unchanged and not _invalidate(settings):
         code = 2
+    if report.loaded > report.unchanged and settings.quota.registrations_per_prefix:
+        _recount(settings)
     return code or (1 if report.rejected else 0)
+
+
+def _recount(settings: Settings) -> None:
+    """Bring the registration quota's counts (604) up to what lives under each prefix now.
+
+    An import is the operator's bulk load, not an integrator's door: it is not refused, but
+    its handles count, so that quota stays the number of handles a prefix holds; a prefix now
+    past its quota is said so (creations there are refused until some are deleted)."""
+    from registry.stores.counters import SqlCounters
+
+    async def recount() -> dict[str, int]:
+        counters = SqlCounters(settings.database_url)
+        try:
+            return await counters.recount_registrations()
+        finally:
+            await counters.close()
+
+    limit = settings.quota.registrations_per_prefix
+    try:
+        counts = asyncio.run(recount())
+    except Exception as error:  # the database went away after the load
+        print(f"idis import: cannot recount the registration quota ({error})", file=sys.stderr)
+        return
+    for prefix, count in sorted(counts.items()):
+        if count > limit:
+            print(
+                f"idis import: prefix {prefix} now holds {count} handles, past its registration"
+                f" quota of {limit}: creations under it are refused (604) until some are deleted",
+                file=sys.stderr,
+            )
 
 
 def _invalidate(settings: Settings) -> bool:

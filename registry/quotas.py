@@ -13,8 +13,10 @@ Registrations and prefixes are counted as they are written (the write is a datab
 trip already), always in the database, where counts are durable: reserved before the write,
 released if the write does not happen.  Per prefix the count is what lives under it now
 (deleting frees quota); per identity it is what the identity has created (work done, as the
-national system's account quotas count).  Handles that arrive by ``idis import`` or
-replication are not counted.
+national system's account quotas count).  Handles that arrive by replication are not
+counted; ``idis import`` is not refused, but recounts the per-prefix registration counts from
+what lives under each prefix afterwards (registry/stores/counters.py), so that deleting imported
+handles does not give back quota that was never taken.
 """
 
 from __future__ import annotations
@@ -112,23 +114,24 @@ class Quotas:
 
     # --- daily resolutions (the hot path) -------------------------------------------------
 
-    def admit(self, key: str, identity: Ref | None = None) -> bool:
+    def admit(self, key: str, identity: Ref | None = None, *, note: bool = True) -> bool:
         """Count one resolution of the folded ``key`` (by ``identity``, if authenticated);
         False, counting nothing, if its prefix's or the identity's day is spent.  On the hot
-        path: a few dict operations, no round trip."""
+        path: a few dict operations, no round trip.  ``note=False`` leaves a refusal out of
+        the refusal counts, for a door that asks again before it answers (DNS over UDP)."""
         pending, totals = self._pending, self._totals
         per_prefix = self.limits.resolutions_per_prefix
         if per_prefix:
             prefix = "resolutions:prefix:" + key.partition("/")[0]
             counted = pending.get(prefix, 0)
             if totals.get(prefix, 0) + counted >= per_prefix:
-                return self._refuse()
+                return self._refuse() if note else False
         per_identity = self.limits.resolutions_per_identity
         if identity is not None and per_identity:
             who = f"resolutions:identity:{identity}"
             mine = pending.get(who, 0)
             if totals.get(who, 0) + mine >= per_identity:
-                return self._refuse()
+                return self._refuse() if note else False
             pending[who] = mine + 1
         if per_prefix:
             pending[prefix] = counted + 1

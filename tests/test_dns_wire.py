@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dns.message
+import dns.rcode
 
 from nodes.dns.wire import MAX_UDP, TCP_LIMIT, WireCache, shape
+from registry.quotas import QuotaLimits, Quotas
+from registry.stores.counters import MemoryCounters
 from resolver.memory import LocalGenerations
 
 
@@ -64,3 +67,30 @@ def test_kept_answers_end_with_a_write_or_their_expiry() -> None:
     cache.put(shaped, answer, 1010.0, "88.100.1/ABC", generations.current("88.100.1/ABC"))
     now[0] = 1010.0
     assert cache.answer(again, False) is None
+
+
+async def test_kept_answers_count_against_the_daily_quota_and_are_refused_past_it() -> None:
+    """Every answer served from the wire cache counts one resolution of its identifier; past
+    the prefix's daily quota the query gets REFUSED with its own ID and question, and the
+    generation check the C part makes of an exact hit says "stale" (so it never answers)."""
+    counters = MemoryCounters()
+    quotas = Quotas(QuotaLimits(resolutions_per_prefix=2, flush_seconds=3600), counters, counters)
+    generations = LocalGenerations()
+    cache = WireCache(generations, quotas=quotas)
+    query = wire("abc.idis.example.", use_edns=0)
+    shaped = shape(query, False)
+    assert shaped is not None
+    answer = b"\x00\x00\x81\x80" + query[4:]
+    key = "88.100.1/ABC"
+    cache.put(shaped, answer, 2e9, key, generations.current(key))
+    assert cache.answer(query, False) == query[:2] + answer[2:]  # 1: the keyed level
+    assert cache.current(key) == generations.current(key)  # 2: the C part's exact hit
+    assert cache.current(key) == -1  # spent: the C part leaves it to Python
+    assert quotas.stats() == {}  # ... which is where the refusal is noted, once
+    refused = dns.message.from_wire(cache.answer(query, False) or b"")
+    assert refused.rcode() == dns.rcode.REFUSED and refused.id == dns.message.from_wire(query).id
+    assert refused.question == dns.message.from_wire(query).question and refused.edns == 0
+    assert not refused.answer
+    assert quotas.stats() == {"603": 1}
+    assert cache.current("\x00dns") == generations.current("\x00dns")  # the apex: no record
+    await quotas.close()

@@ -34,8 +34,10 @@ from registry.enterprise import (
 )
 from registry.invalidation import Invalidator
 from registry.prefixes import init_prefix, site_values
+from registry.quotas import QuotaLimits, Quotas
 from registry.secrets import verify_secret
 from registry.stores.applications import MemoryApplications, SqlApplications
+from registry.stores.counters import MemoryCounters, SqlCounters
 from registry.stores.sql import SqlStore, make_engine
 from resolver.errors import (
     HandleAlreadyExists,
@@ -46,6 +48,7 @@ from resolver.errors import (
     InvalidValue,
     PeerRefused,
     PrefixNotHomed,
+    QuotaExceeded,
     ServerError,
     UpstreamUnavailable,
 )
@@ -647,3 +650,41 @@ async def test_listing(secondary: Secondary) -> None:
     for status, limit in (("open", 10), (None, 0), (None, 10_001)):
         with pytest.raises(InvalidValue):
             await secondary.service.list(secondary.operator, status, limit)
+
+
+async def test_approvals_count_against_the_prefix_quota(
+    secondary: Secondary, store_url: str | None
+) -> None:
+    """Approving creates ``0.NA/PREFIX``: a prefix creation by the approver under the parent,
+    refused with 605 past the quota (counted in the database, or in memory without one)."""
+    counters = SqlCounters(store_url) if store_url else MemoryCounters()
+    quotas = Quotas(QuotaLimits(prefixes_per_prefix=1), counters, counters)
+    service = EnterprisePrefixes(
+        secondary.applications,
+        secondary.store,
+        secondary.invalidator,
+        secondary.store.get,
+        TopLevelClient([secondary.top_level.node.base_url], secondary.top_level.holder_secret_file),
+        SITE,
+        quotas=quotas,
+    )
+    first, second = new_prefix(), new_prefix()
+    applied = [await service.apply(prefix, "ACME") for prefix in (first, second)]
+    await service.approve(applied[0].id, secondary.operator)
+    with pytest.raises(QuotaExceeded) as refused:
+        await service.approve(applied[1].id, secondary.operator)
+    assert refused.value.code == QuotaExceeded.PREFIXES
+    # Nothing of the refused approval was written, here or at the top level; it stays pending.
+    assert await secondary.record(f"0.NA/{second}") is None
+    assert not await secondary.homed(second)
+    assert secondary.top_level.record(second)["responseCode"] == 100
+    assert (await service.get(applied[1].id)).status == "pending"
+    # The refusal counted nothing: the parent holds one prefix, and a second still does not go.
+    await service.reject(applied[1].id, secondary.operator)
+    again = await service.apply(second, "ACME")
+    with pytest.raises(QuotaExceeded):
+        await service.approve(again.id, secondary.operator)
+    assert await counters.add({("prefixes:prefix:88.100", ""): 0}) == {
+        ("prefixes:prefix:88.100", ""): 1
+    }
+    await quotas.close()

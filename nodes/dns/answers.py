@@ -17,6 +17,8 @@ or a prefix record with HS_SITE        one per server of the site (``ns<serverId
 for a prefix not homed here)           with A/AAAA glue for an IP address, else the host)
 an identifier not homed here           REFUSED (not authoritative for it)
 store or upstream unavailable          SERVFAIL, not cached
+the prefix's daily resolution quota    REFUSED, not cached (DNS has no code for a quota;
+spent (603, registry/quotas.py)        REFUSED is a policy refusal)
 outside the zone, class not IN,        REFUSED
 zone transfer
 malformed (dnspython cannot parse,     FORMERR with the query's ID; a message too short for
@@ -49,7 +51,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from nodes.dns.wire import MAX_UDP, TCP_LIMIT, QueryShape, shape
+from nodes.dns.wire import MAX_UDP, OPT, STATIC_KEY, TCP_LIMIT, QueryShape, refusal, shape
 from resolver.answers import Answer, Outcome
 from resolver.codecs import dns_records
 from resolver.codecs.dns_names import NotAnIdentifier, place_of, prefix_labels
@@ -60,15 +62,11 @@ from resolver.values import HS_SITE, Record
 
 log = logging.getLogger(__name__)
 
-STATIC_KEY = "\x00dns"
-"""The generation key of answers that depend on no record (the apex, names in no form)."""
 STATIC_TTL = 3600
 _IN = dns.rdataclass.IN
 _DATA_TYPES = (dns.rdatatype.NAPTR, dns.rdatatype.URI, dns.rdatatype.TXT)
 _TRANSFERS = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 _WIRE_TYPES = frozenset(int(t) for t in (*_DATA_TYPES, dns.rdatatype.ANY))
-_OPT = b"\x00\x00\x29" + MAX_UDP.to_bytes(2, "big") + bytes(6)
-"""The OPT record of an answer to an EDNS query: version 0, no flags, no options."""
 
 
 def _labels(data: bytes, end: int) -> list[str] | None:
@@ -133,18 +131,24 @@ class Answerer:
         self._ns = _rrset(self._zone, STATIC_TTL, dns.rdatatype.NS, [ns.to_text()])
         self._ns_name = ns
         self._glue = [rrset for rrset in [_address_rrset(ns, listen_host)] if rrset is not None]
+        quotas = node.quotas
+        limited = quotas is not None and quotas.limits.resolutions_per_prefix
+        self.quotas = quotas if limited else None
+        """The node's quotas when they limit what DNS can count: resolutions per prefix."""
 
     async def reply(self, data: bytes, tcp: bool) -> Reply:
         """The answer to the query ``data`` (never raises for any input)."""
         shaped = shape(data, tcp)
+        counted = None
         if shaped is not None:
             try:
                 found = await self._found(data, shaped)
             except Exception:
                 log.exception("answering a DNS query failed")
                 return header_error(data, dns.rcode.SERVFAIL)
-            if found is not None:
+            if isinstance(found, Reply):
                 return found
+            counted = found
         if len(data) >= 12 and data[2] & 0x78:  # not a QUERY: not parsed any further
             return header_error(data, dns.rcode.NOTIMP)
         try:
@@ -154,12 +158,13 @@ class Answerer:
         if query.flags & dns.flags.QR:
             return DROP
         try:
-            return await self._reply(query, tcp)
+            return await self._reply(query, tcp, counted)
         except Exception:
             log.exception("answering a DNS query failed")
             return header_error(data, dns.rcode.SERVFAIL)
 
-    async def _reply(self, query: dns.message.Message, tcp: bool) -> Reply:
+    async def _reply(self, query: dns.message.Message, tcp: bool, counted: str | None) -> Reply:
+        """The general path; ``counted``: the key the quotas counted already (by _found)."""
         response = dns.message.make_response(
             query, recursion_available=self._recursive, our_payload=MAX_UDP
         )
@@ -187,6 +192,8 @@ class Answerer:
             return self._negative(response, dns.rcode.NOERROR, tcp, query, None)
         if key is None:
             key = prefix_handle(place.prefix)  # who answers below a prefix: its record says
+        if key != counted and self.quotas is not None and not self.quotas.admit(key):
+            return self._render(response, dns.rcode.REFUSED, tcp, query)  # 603: not kept
         generations = self._node.generations
         generation = generations.current(key)  # noted before the read: see Generations
         try:
@@ -215,10 +222,12 @@ class Answerer:
             response.flags |= dns.flags.AA
         return self._render(response, dns.rcode.NOERROR, tcp, query, noted=noted)
 
-    async def _found(self, data: bytes, query: QueryShape) -> Reply | None:
+    async def _found(self, data: bytes, query: QueryShape) -> Reply | str | None:
         """The answer to a plain query for data of an identifier that is found, rendered by
-        hand (a fifth of dnspython's cost; the common uncached query), or None for the
-        general path: any other question, name or outcome, or an answer that must be cut."""
+        hand (a fifth of dnspython's cost; the common uncached query), or REFUSED past the
+        daily resolution quota; else None for the general path (any other question, name or
+        outcome, or an answer that must be cut), or the identifier's key when it was counted
+        against the quotas already."""
         end = query.question_end
         rdtype = int.from_bytes(data[end - 4 : end - 2], "big")
         if data[end - 2 : end] != b"\x00\x01" or rdtype not in _WIRE_TYPES:
@@ -234,13 +243,15 @@ class Answerer:
         key = place.key
         if key is None or key.startswith(PREFIX_HANDLE_PREFIX + "/"):
             return None
+        if self.quotas is not None and not self.quotas.admit(key):
+            return Reply(refusal(data, query, recursive=self._recursive))
         generation = self._node.generations.current(key)
         try:
             answer: Answer = await self._node.resolve(key, False)
         except HandleError:
-            return None  # the general path answers SERVFAIL
+            return key  # the general path answers SERVFAIL
         if answer.outcome is not Outcome.FOUND or answer.record is None:
-            return None
+            return key
         ttl = max(0, min(self._max_ttl, int(answer.expires - time.time()))).to_bytes(4, "big")
         records = []
         for wanted in _DATA_TYPES if rdtype == dns.rdatatype.ANY else (rdtype,):
@@ -248,7 +259,7 @@ class Answerer:
             for rdata in dns_records.wire_rdatas(answer.record.values, wanted):
                 records.append(head + len(rdata).to_bytes(2, "big") + rdata)
         if not records:
-            return None
+            return key
         edns = data[10:12] == b"\x00\x01"
         flags = 0x8000 | (data[2] & 0x01) << 8  # QR, RD as asked
         flags |= 0x0080 if self._recursive else 0x0400  # RA or AA
@@ -256,9 +267,9 @@ class Answerer:
         counts += b"\x00\x01" if edns else b"\x00\x00"
         wire = b"".join((data[:2], flags.to_bytes(2, "big"), counts, data[12:end], *records))
         if edns:
-            wire += _OPT
+            wire += OPT
         if len(wire) > query.limit:
-            return None  # the general path truncates
+            return key  # the general path truncates
         return Reply(wire, answer.expires, key, generation)
 
     def _apex(

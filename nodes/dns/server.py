@@ -36,7 +36,12 @@ class DnsFront:
 
     def __init__(self, node: Any, zone: str, host: str) -> None:
         self.answerer = Answerer(node, zone, host)
-        self.cache = WireCache(node.generations, max_entries=node.settings.cache.max_entries)
+        self.cache = WireCache(
+            node.generations,
+            max_entries=node.settings.cache.max_entries,
+            quotas=self.answerer.quotas,
+            recursive=node.settings.role == "recursive",
+        )
         self.tcp_clients = 0
         self.pending: set[asyncio.Task[None]] = set()
         """Slow-path tasks of UDP queries (held here: the loop keeps only weak references)."""

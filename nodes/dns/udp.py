@@ -86,7 +86,7 @@ class _Batches:
         self._sock = sock
         self._fd = sock.fileno()
         self._exact = front.cache.exact_udp
-        self._current = front.cache.generations.current
+        self._current = front.cache.current  # counts quotas too, when the node has them
         self._answering = _Answering(front, self._send)
 
     def _send(self, wire: bytes, addr: Any) -> None:

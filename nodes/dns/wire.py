@@ -16,6 +16,11 @@ answer names compressed to point at it, keep the case each client sent (0x20 ran
 An entry is served while it has not expired and the write generation of the identifier key
 it answered is still the one noted before the answer was read (``resolver.ports.Generations``):
 a write anywhere on the node makes the next query miss, as for REST.
+
+With a daily resolution quota (registry/quotas.py), each answer served is counted against the
+prefix of the identifier it answers, as on every door, and a query past the limit is answered
+REFUSED: DNS has no code for "quota spent", and REFUSED is what a server says when policy
+stops it answering (RFC 1035 section 4.1.1), without naming the data as absent or broken.
 """
 
 from __future__ import annotations
@@ -24,11 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from registry.quotas import Quotas
 from resolver.ports import Generations
 
 MAX_UDP = 1232
 """The largest UDP answer sent, whatever a client advertises (DNS flag day 2020)."""
 TCP_LIMIT = 65535
+STATIC_KEY = "\x00dns"
+"""The generation key of answers that depend on no record (the apex, names in no form)."""
+OPT = b"\x00\x00\x29" + MAX_UDP.to_bytes(2, "big") + bytes(6)
+"""The OPT record of an answer to an EDNS query: version 0, no flags, no options."""
+REFUSED = 5
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"
 _OPT_TYPE = b"\x00\x29"
 
@@ -80,6 +91,18 @@ def shape(data: bytes, tcp: bool) -> QueryShape | None:
     return QueryShape(key, end, limit)
 
 
+def refusal(data: bytes, query: QueryShape, *, recursive: bool) -> bytes:
+    """REFUSED to the plain query ``data``, as a daily resolution quota (603) is answered in
+    DNS: its ID, RD as asked, its question, and an OPT record if it sent one."""
+    flags = 0x8000 | (data[2] & 0x01) << 8 | REFUSED  # QR, RD as asked
+    if recursive:
+        flags |= 0x0080
+    edns = data[10:12] == b"\x00\x01"
+    counts = _ONE_QUESTION + (b"\x00\x01" if edns else b"\x00\x00")
+    question = data[12 : query.question_end]
+    return data[:2] + flags.to_bytes(2, "big") + counts + question + (OPT if edns else b"")
+
+
 def _opt(data: bytes, at: int, size: int) -> tuple[int, bool] | None:
     """The payload size and DO bit of an OPT record at ``at`` that ends the message exactly."""
     if size < at + 11 or data[at] != 0 or data[at + 1 : at + 3] != _OPT_TYPE:
@@ -117,7 +140,13 @@ class WireCache:
         generations: Generations,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
+        *,
+        quotas: Quotas | None = None,
+        recursive: bool = False,
     ) -> None:
+        """``quotas``: the node's, when they limit daily resolutions per prefix (DNS queries
+        carry no identity): every answer served here is counted, and one past the limit is
+        REFUSED (:func:`refusal`) instead."""
         self._entries: dict[bytes, Entry] = {}
         self._exact: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         """By transport (UDP, TCP): query bytes after the ID -> answer bytes after the ID."""
@@ -127,6 +156,29 @@ class WireCache:
         self._generations = generations
         self._max = max_entries
         self._clock = clock
+        self._quotas = quotas
+        self._recursive = recursive
+        self.current: Callable[[str], int] = (
+            generations.current if quotas is None else self._counted_current
+        )
+        """The generation check the C part makes of an exact hit: with quotas it counts the
+        resolution too, and answers a generation no entry holds (a miss, answered in Python
+        with the refusal) when the day is spent."""
+
+    def _counted_current(self, key: str) -> int:
+        assert self._quotas is not None
+        if key != STATIC_KEY and not self._quotas.admit(key, note=False):
+            return -1
+        return self._generations.current(key)
+
+    def _admitted(self, data: bytes, tcp: bool, key: str, answer: bytes) -> bytes | None:
+        """``answer`` if the quotas admit a resolution of ``key``, else the refusal."""
+        quotas = self._quotas
+        assert quotas is not None
+        if key == STATIC_KEY or quotas.admit(key):
+            return answer
+        query = shape(data, tcp)
+        return None if query is None else refusal(data, query, recursive=self._recursive)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -138,7 +190,9 @@ class WireCache:
         entry = exact.get(tail)
         if entry is not None:
             if entry[1] > self._clock() and self._generations.current(entry[2]) == entry[3]:
-                return data[:2] + entry[0]
+                if self._quotas is None:  # the common case: no call more per answer
+                    return data[:2] + entry[0]
+                return self._admitted(data, tcp, entry[2], data[:2] + entry[0])
             del exact[tail]
         query = shape(data, tcp)
         if query is None:
@@ -153,7 +207,9 @@ class WireCache:
         end = query.question_end
         answer = data[:2] + wire[2:12] + data[12:end] + wire[end:]
         _bounded_put(exact, tail, (answer[2:], expires, generation_key, generation), self._max)
-        return answer
+        if self._quotas is None:
+            return answer
+        return self._admitted(data, tcp, generation_key, answer)
 
     def put(
         self, query: QueryShape, wire: bytes, expires: float, key: str, generation: int

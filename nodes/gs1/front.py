@@ -96,8 +96,13 @@ def _header(headers: Headers, name: bytes) -> bytes:
     return b""
 
 
-def _error(status: int, message: str) -> Response:
-    body = orjson.dumps({"status": status, "message": message})
+def _error(status: int, message: str, code: int | None = None) -> Response:
+    """An error answer; ``code`` is the Handle or IDIS code behind it, if any (603: the
+    prefix's daily resolution quota is spent, answered 429 as on every HTTP door)."""
+    fields: dict[str, Any] = {"status": status, "message": message}
+    if code is not None:
+        fields["code"] = code
+    body = orjson.dumps(fields)
     return Response(status, [(b"content-type", JSON), *CORS], body)
 
 
@@ -135,12 +140,13 @@ class Gs1Front:
             if entry is not None:
                 keys, expires, start, body = entry
                 if expires > time.time() and self._unchanged(keys):
-                    if self._admit(keys):
-                        scope[DOOR] = "gs1"
-                        await send(start)
-                        await send(_EMPTY_BODY if head else body)
-                        return
-                    # Refused by a quota: answered below, as 429.
+                    scope[DOOR] = "gs1"
+                    if not self._admit(keys):
+                        refused = self._node.quotas.refusal(keys[0][0])
+                        start, body = _messages(_error(429, refused.message, refused.code))
+                    await send(start)
+                    await send(_EMPTY_BODY if head else body)
+                    return
                 else:
                     del self._cache[key]
         path = raw.decode("latin-1").split("?", 1)[0]
@@ -155,8 +161,8 @@ class Gs1Front:
             scope[DOOR] = "rest"
             await self._app(scope, receive, send)
             return
-        except HandleError as error:  # the registry unreachable: 503, as on every door
-            response = _error(http_status(error.code, resolving=True), error.message)
+        except HandleError as error:  # a quota spent (429), the registry unreachable (503)
+            response = _error(http_status(error.code, resolving=True), error.message, error.code)
         except Exception:
             log.exception("GS1 resolution of %r failed", path)
             response = _error(500, "internal error")

@@ -150,8 +150,8 @@ class NativeHandler:
             or entry.generation != self._node.generations.current(entry.key)
         ):
             return None
-        if not self._counted(entry.key):
-            return None  # decoded and refused by cached()
+        if not self._counted(entry.key, note=False):
+            return None  # decoded, refused and noted by cached()
         self.hits += 1
         return response[:8] + data[8:12] + response[12:]
 
@@ -185,10 +185,10 @@ class NativeHandler:
             repeats[data[:8] + data[12:36] + data[40:]] = (entry, response, now)
         return response
 
-    def _counted(self, key: str) -> bool:
+    def _counted(self, key: str, *, note: bool = True) -> bool:
         """Count a resolution of ``key`` against the quotas: False if they refuse it."""
         quotas = self._node.quotas
-        return quotas is None or quotas.admit(key)
+        return quotas is None or quotas.admit(key, note=note)
 
     async def respond(
         self, request: wire.Request, login: Login | None = None, source: str | None = None

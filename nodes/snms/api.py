@@ -22,7 +22,6 @@ Writes go through the node's Registrar: the rights, validation and quotas of eve
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
@@ -40,15 +39,16 @@ from nodes.http.openapi import operation, param, ref
 from nodes.http.params import Query, client_address
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.snms.codec import (
-    INTERNAL,
+    NOT_LOGGED_IN_MESSAGE,
     OK,
     answer,
-    answer_error,
     error_answer,
     parse_item,
     render_detail,
+    snms_route,
     status_of,
 )
+from nodes.snms.templates_api import template_routes
 from registry.authentication import failure_subjects, parse_identity
 from registry.authorization import ALL_RIGHTS, Right, rights
 from registry.service import MAX_BATCH, BatchItem, ItemResult
@@ -131,24 +131,10 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
     registrar = node.registrar
     limit = node.settings.max_body_bytes
 
-    def snms(route: Callable[[Request], Awaitable[Response]]) -> Any:
-        """Answers every error of ``route`` in SNMS terms, never with a framework page."""
-
-        @functools.wraps(route)
-        async def answered(request: Request) -> Response:
-            try:
-                return await route(request)
-            except HandleError as error:
-                return answer_error(error)
-            except Exception:
-                log.exception("SNMS %s %s failed", request.method, request.url.path)
-                return answer(INTERNAL, "internal error", http=500)
-
-        return answered
+    snms = snms_route
 
     async def identify(request: Request) -> Ref:
-        missing = "not logged in: POST /identity/token, then send Bearer"
-        return await require_identity(node, request, missing)
+        return await require_identity(node, request, NOT_LOGGED_IN_MESSAGE)
 
     async def login_body(request: Request) -> tuple[str, str]:
         body = await read_json(request, min(LOGIN_BODY, limit))
@@ -297,4 +283,5 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
                 results.append(ItemResult(text, error.code, "error", error.message))
         return _batch_answer(results, {"absent"})
 
+    template_routes(router, node)
     return router

@@ -3,18 +3,24 @@
 A value is ``{index, type, auth, data: {format, value}}``: ``auth`` is the value's permission
 bits as Handle writes them (``"1110"``: admin read, admin write, public read, public write),
 the only per-value access the registry knows.  An identifier's template is its index 1001
-value (type ``TEMPLATE``); ``templateVersion`` renders that value's text, and on a write
-without an index 1001 value, becomes one.
+value (type ``TEMPLATE``) naming the template's handle; ``templateVersion`` is the template's
+version (its name, :mod:`nodes.snms.template_codec`): on a write without an index 1001 value it
+becomes one naming ``<prefix>/TEMPLATE.<templateVersion>``, so the registry checks the record
+against that template (and refuses it if there is none).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
+from fastapi import Request
 from fastapi.responses import Response
 
+from nodes.snms.template_codec import named_template, version_named
 from resolver.codecs.json_api import parse_values, render_data, value_permissions_text
 from resolver.errors import (
     AuthenticationFailed,
@@ -31,7 +37,10 @@ from resolver.errors import (
 from resolver.identifiers import Handle
 from resolver.values import HandleValue
 
+log = logging.getLogger(__name__)
+
 OK, NOT_LOGGED_IN, FAILED, NO_PERMISSION, INTERNAL = 1, -1, -2, -3, -4
+NOT_LOGGED_IN_MESSAGE = "not logged in: POST /identity/token, then send Bearer"
 TEMPLATE_INDEX = 1001
 TEMPLATE_TYPE = "TEMPLATE"
 
@@ -80,6 +89,22 @@ def answer_error(error: HandleError) -> Response:
     return error_answer(error.code, error.message, retry_after=retry_after)
 
 
+def snms_route(route: Callable[[Request], Awaitable[Response]]) -> Any:
+    """Answers every error of ``route`` in SNMS terms, never with a framework page."""
+
+    @functools.wraps(route)
+    async def answered(request: Request) -> Response:
+        try:
+            return await route(request)
+        except HandleError as error:
+            return answer_error(error)
+        except Exception:
+            log.exception("SNMS %s %s failed", request.method, request.url.path)
+            return answer(INTERNAL, "internal error", http=500)
+
+    return answered
+
+
 def render_value(value: HandleValue) -> dict[str, Any]:
     return {
         "index": value.index,
@@ -94,7 +119,11 @@ def render_detail(handle: str, values: Sequence[HandleValue]) -> dict[str, Any]:
     return {
         "prefix": handle.partition("/")[0],
         "handle": handle,
-        "templateVersion": str(template.data.value) if template is not None else None,
+        "templateVersion": (
+            version_named(handle.partition("/")[0], str(template.data.value))
+            if template is not None
+            else None
+        ),
         "value": [render_value(v) for v in values],
     }
 
@@ -122,7 +151,7 @@ def parse_item(raw: object, now: int) -> tuple[Handle, tuple[HandleValue, ...]]:
     if template not in (None, "") and not any(
         isinstance(v, dict) and v.get("index") == TEMPLATE_INDEX for v in core
     ):
-        data = {"format": "string", "value": str(template)}
+        data = {"format": "string", "value": named_template(handle.prefix, str(template))}
         core.append({"index": TEMPLATE_INDEX, "type": TEMPLATE_TYPE, "data": data})
     try:
         return handle, parse_values(core, now)

@@ -118,6 +118,14 @@ def test_detail_is_the_record_rest_serves(node: NodeProcess, bearer: dict[str, s
 
 def test_create_update_delete_one(node: NodeProcess, bearer: dict[str, str]) -> None:
     handle = f"{PREFIX}/one-1"
+    # templateVersion names a template of the record's prefix, which must exist.
+    template = {
+        "prefix": PREFIX,
+        "version": "t-v1",
+        "items": [{"name": "型号", "idType": "model", "idIndex": 2000, "metadata": {}}],
+    }
+    made = fresh(node, "POST", "/snms/api/v5/template", json=template, headers=bearer).json()
+    assert made["status"] == 1, made
     item = {"handle": handle, "templateVersion": "t-v1", "value": [url_value(1, "https://a")]}
     first = fresh(node, "POST", "/identityv2/data", json=item, headers=bearer).json()
     assert first["status"] == 1 and first["data"]["state"] == "created", first
@@ -129,12 +137,14 @@ def test_create_update_delete_one(node: NodeProcess, bearer: dict[str, str]) -> 
     with node.client() as client:
         rest = {v["index"]: v for v in client.get(f"/api/handles/{handle}").json()["values"]}
     assert rest[1]["data"]["value"] == "https://a"
-    assert rest[1001]["type"] == "TEMPLATE" and rest[1001]["data"]["value"] == "t-v1"
+    assert rest[1001]["type"] == "TEMPLATE"
+    assert rest[1001]["data"]["value"] == f"{PREFIX}/TEMPLATE.t-v1"
     updated = fresh(node, "PUT", "/identityv2/data", json=other, headers=bearer).json()
     assert updated["status"] == 1 and updated["data"]["state"] == "updated", updated
     with node.client() as client:
         rest = {v["index"]: v for v in client.get(f"/api/handles/{handle}").json()["values"]}
-    assert rest[1]["data"]["value"] == "https://b" and rest[1001]["data"]["value"] == "t-v1"
+    assert rest[1]["data"]["value"] == "https://b"
+    assert rest[1001]["data"]["value"] == f"{PREFIX}/TEMPLATE.t-v1"
     absent = {**other, "handle": f"{PREFIX}/one-absent"}
     refused = fresh(node, "PUT", "/identityv2/data", json=absent, headers=bearer).json()
     assert refused["status"] == -2 and refused["code"] == 100
