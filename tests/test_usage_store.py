@@ -119,3 +119,23 @@ def test_a_flush_of_many_prefixes_fits_the_bind_parameter_limits(url: str) -> No
             await usage.close()
 
     assert asyncio.run(run()) == 2 * len(range(0, MAX_PREFIXES, 7))
+
+
+def test_concurrent_recounts_of_one_prefix_all_succeed(url: str) -> None:
+    """A join's recount and the first report's recount meet on the baseline row: on
+    PostgreSQL the loser's REPEATABLE READ transaction fails to serialize and is retried."""
+
+    async def run() -> tuple[list[int], list[DayFigures]]:
+        store, usage = SqlStore(url), SqlUsage(url, pool_size=8)
+        try:
+            for n in range(3):
+                assert await store.put(f"88.100/R{n}", _record(f"88.100/r{n}"), None)
+            counts = await asyncio.gather(*(usage.recount("88.100") for _ in range(6)))
+            return list(counts), await usage.figures(["88.100"], DAYS)
+        finally:
+            await usage.close()
+            await store.close()
+
+    counts, figures = asyncio.run(run())
+    assert counts == [3] * 6
+    assert [f.identifiers for f in figures] == [3, 3, 3]

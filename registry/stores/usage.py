@@ -3,6 +3,8 @@ top level's ``national_stats`` (registry/usage.py, nodes/stats/)."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +21,15 @@ from resolver.identifiers import fold
 CHUNK = 500
 """Rows per statement: 8 parameters a row stays far below the bind-parameter limits of both
 SQLite (32766) and PostgreSQL (32767)."""
+
+
+SERIALIZATION_RETRIES = 10
+"""Attempts of a REPEATABLE READ transaction that meets concurrent updates (SQLSTATE 40001)."""
+
+
+def _serialization_failure(exc: sa.exc.DBAPIError) -> bool:
+    """Whether PostgreSQL refused ``exc``'s transaction as a serialization failure (40001)."""
+    return getattr(exc.orig, "sqlstate", None) == "40001"
 
 
 def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -116,6 +127,20 @@ class SqlUsage(_Tables):
         summed = sa.select(
             sa.func.coalesce(sa.func.sum(usage_daily.c.registered - usage_daily.c.deleted), 0)
         ).where(usage_daily.c.prefix == key)
+        # Two recounts of one prefix at once (a join and the first report) conflict on the
+        # baseline row under REPEATABLE READ; the loser retries on a fresh snapshot, as
+        # PostgreSQL asks of serialization failures.
+        for attempt in range(SERIALIZATION_RETRIES):
+            try:
+                return await self._recount_once(key, count, summed)
+            except sa.exc.DBAPIError as exc:
+                if not _serialization_failure(exc) or attempt == SERIALIZATION_RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # de-synchronise
+        raise AssertionError("unreachable")
+
+    async def _recount_once(self, key: str, count: Any, summed: Any) -> int:
+        """One attempt of :meth:`recount` in one snapshot."""
         async with self._engine.connect() as conn:
             if self._postgres:
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
