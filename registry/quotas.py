@@ -139,7 +139,7 @@ class Quotas:
             self._task = asyncio.get_running_loop().create_task(self._flushing())
         return self._count_only(key)
 
-    def _count_only(self, key: str, identity: Ref | None = None) -> bool:
+    def _count_only(self, key: str, identity: Ref | None = None, *, note: bool = True) -> bool:
         """Count a resolution of ``key`` for the national statistics (registry/usage.py), if
         asked: one dict addition.  :meth:`admit` itself when no limit is set."""
         resolutions = self._resolutions
