@@ -10,6 +10,7 @@ What ``/readyz`` finds is also what the metrics report of the member (:func:`obs
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from nodes.http.bodies import json_response
 from registry.stores.sql import SqlStore
 from resolver.errors import HandleError
 
+log = logging.getLogger(__name__)
 
 async def observe_member(node: Any) -> dict[str, Any]:
     """Ask the database member ``node`` reads from whether it leads and how far it lags, and
@@ -34,6 +36,10 @@ async def observe_member(node: Any) -> dict[str, Any]:
         except HandleError as error:
             node.metrics.member.observe(None)
             return {"reachable": False, "error": error.message}
+        except Exception as error:  # a probe or a scrape says so rather than failing
+            log.warning("database member state unreadable: %r", error)
+            node.metrics.member.observe(None)
+            return {"reachable": False, "error": f"{type(error).__name__}: {error}"}
         database["member"] = "leader" if state.leader else "standby"
         database["lag"] = round(state.lag, 3)
     node.metrics.member.observe(database["member"] == "leader", database["lag"])
