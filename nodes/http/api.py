@@ -335,6 +335,8 @@ def create_api(node: Any) -> FastAPI:
         """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
         query = Query(request.scope["query_string"])
         handle = Handle.parse(path_text(request.scope, 1))
+        if node.quotas is not None:  # a resolution like any other door's (once per request)
+            node.quotas.resolved(handle.key)
         answer = answer_or_raise(await resolve(node, handle, query), handle.text)
         for _ in range(MAX_ALIAS_HOPS + 1):
             target = alias_target(answer.record.values)

@@ -137,3 +137,14 @@ def test_resolutions_stop_at_the_daily_quota_on_every_door(
     native = hc.http(node.base_url, f"{PREFIX}/ADMIN", hc.resolution(f"{PREFIX}/ADMIN"))
     assert native.code == 603, native.message()
     assert fresh(node, "GET", f"/api/handles/{PREFIX}/ADMIN").status_code == 429
+    proxied = fresh(node, "GET", f"/{PREFIX}/ADMIN?noredirect")  # the web proxy
+    assert proxied.status_code == 429 and proxied.json()["responseCode"] == 603
+    # Every refusal is in the metrics, whichever door (the first REST one, and four more).
+    time.sleep(1.5)  # both workers' snapshots written (nodes.metrics.FLUSH_INTERVAL)
+    metrics = fresh(node, "GET", "/metrics").text
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('idis_quota_refusals_total{code="603"}')
+    ]
+    assert counted and counted[0] >= 5, counted
