@@ -24,6 +24,7 @@ from resolver.errors import HandleError
 
 log = logging.getLogger(__name__)
 
+
 async def observe_member(node: Any) -> dict[str, Any]:
     """Ask the database member ``node`` reads from whether it leads and how far it lags, and
     record the answer in the node's metrics (``idis_database_leader``...); the ``database``
