@@ -5,6 +5,8 @@ metrics on and JSON logs (at level info), beside a node with the instrumentation
 Metrics cannot be turned off without that setting, so the baseline is a node configured so,
 on the same database and the same CPUs; the two take turns going first in each round, so that
 a drift of the shared machine's speed favours neither, and the figure is the median ratio.
+The difference sought is a few percent, less than one short run's noise on a shared machine:
+so at least :data:`MIN_ROUNDS` rounds, each run after a warm-up, even in a quick suite.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 
 OBSERVED = {"IDIS_METRICS": "true", "IDIS_LOG_FORMAT": "json", "IDIS_LOG_LEVEL": "info"}
 BARE = {"IDIS_METRICS": "false", "IDIS_LOG_FORMAT": "text", "IDIS_LOG_LEVEL": "info"}
+MIN_ROUNDS = 5
+MIN_WARMUP = 0.5
 
 
 def run(suite: Suite, target: Target) -> None:
@@ -45,8 +49,9 @@ def run(suite: Suite, target: Target) -> None:
             raise RuntimeError(f"{kind}: {path} answered {status}: {body[:200]!r}")
         bodies[kind] = body
     runs: dict[str, list[dict[str, Any]]] = {"observed": [], "bare": []}
-    for n in range(s.rounds):
-        say(f"  round {n + 1}/{s.rounds} ({suite.load.kind})")
+    rounds = max(s.rounds, MIN_ROUNDS)
+    for n in range(rounds):
+        say(f"  round {n + 1}/{rounds} ({suite.load.kind})")
         for kind in ("observed", "bare") if n % 2 == 0 else ("bare", "observed"):
             node = nodes[kind]
             group: dict[str, Sequence[int]] = {"server": [node.pid]}
@@ -58,7 +63,7 @@ def run(suite: Suite, target: Target) -> None:
                     bodies[kind],
                     groups=group,
                     duration=s.duration,
-                    warmup=s.warmup,
+                    warmup=max(s.warmup, MIN_WARMUP),
                 )
             )
             say(f"    {kind}: {runs[kind][-1]['rate']:,.0f}/s")

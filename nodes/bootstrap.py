@@ -111,6 +111,7 @@ class Node:
             "quota_refused": {
                 code: int(n) for (code,), n in sums.get("idis_quota_refusals", {}).items()
             },
+            **_later_stats(sums),
         }
 
     async def close(self) -> None:
@@ -125,6 +126,32 @@ class Node:
             await self.peers.close()
         if isinstance(self.generations, GenerationBoard):
             self.generations.close()
+
+
+def _later_stats(sums: dict[str, dict[tuple[str, ...], float]]) -> dict[str, Any]:
+    """The ``/api/stats`` fields of lags, the database member, imports and batches: each the
+    ``/metrics`` sample of the same name (absent when it is)."""
+
+    def by_label(name: str) -> dict[str, int]:
+        return {labels[0]: int(n) for labels, n in sums.get(name, {}).items()}
+
+    found: dict[str, Any] = {
+        "batch_items": by_label("idis_batch_items"),
+        "import_records": by_label("idis_import_records"),
+    }
+    for name in (
+        "idis_change_feed_lag_seconds",
+        "idis_mirror_lag_seconds",
+        "idis_replication_lag_seconds",
+        "idis_database_reachable",
+        "idis_database_leader",
+        "idis_leader_changes",
+        "idis_import_running",
+    ):
+        value = sums.get(name, {}).get(())
+        if value is not None:
+            found[name.removeprefix("idis_")] = round(value, 3)
+    return found
 
 
 NATIONAL_ROLES = ("top-level", "dr")

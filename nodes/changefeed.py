@@ -72,6 +72,10 @@ class ChangeFollower:
         self.resets = 0
         """Times every cached answer was dropped (on start, and after missing changes)."""
         self.pruned = 0
+        self.current_at = time.time()
+        """When the last poll that read the log to its end started (wall clock, comparable
+        across processes): every change logged before it has been handled.  Before the first,
+        when this follower was made."""
 
     @property
     def cursor(self) -> int | None:
@@ -122,11 +126,13 @@ class ChangeFollower:
 
     async def poll_once(self) -> bool:
         """One poll: invalidate what changed since the cursor.  True if more may be waiting."""
+        started = time.time()
         if self._cursor is None:
             # Whatever this host cached before now (in memory, or in Redis under its board's
             # generations) may predate writes it never heard of.
             self._cursor = await self._changes.change_head()
             self._reset()
+            self.current_at = started
             return False
         cursor = self._cursor
         changes = await self._changes.changes_after(cursor, self._limit)
@@ -148,7 +154,10 @@ class ChangeFollower:
         if changes:
             cursor = max(cursor, changes[-1].seq)
         self._cursor = cursor
-        return len(changes) == self._limit
+        more = len(changes) == self._limit
+        if not more:
+            self.current_at = started
+        return more
 
     def _reset(self) -> None:
         self._invalidator.everything()
@@ -202,4 +211,6 @@ def following(node: Any, app: Any = None) -> contextlib.AbstractAsyncContextMana
         prune_every=settings.prune_interval,
         origin=node.store.origin,
     )
+    # The lag as an age (nodes/metrics.py): read when a snapshot is taken, nothing per poll.
+    node.metrics.gauge(lambda: [("idis_change_feed_lag_seconds", (), follower.current_at)])
     return running(follower, app, "follower")

@@ -192,11 +192,16 @@ def cmd_prefix_list(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from registry.importer import run_import
+    from nodes.http.server import metrics_directory
+    from nodes.metrics import importing
+    from registry.importer import ImportReport, run_import
 
     settings = _settings(args)
     _migrate_if_asked(settings)
-    code = run_import(settings, Path(args.file), fmt=args.format)
+    report = ImportReport()
+    # The node serving this data directory shows the import's progress in its /metrics.
+    with importing(metrics_directory(settings), report):
+        code = run_import(settings, Path(args.file), fmt=args.format, report=report)
     if code != 2 and settings.stats.enabled:
         # Imported handles are not counted as they are written: count the totals once more.
         asyncio.run(recount(settings.database_url))

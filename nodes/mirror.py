@@ -103,6 +103,17 @@ class Mirror:
         self.errors = 0
         self.connected = False
         self.last_error: str | None = None
+        self.current_at = time.time()
+        """When the last request that read the source's log to its end was sent (wall clock):
+        every change the source logged before it is applied here."""
+        self.current = False
+        """True from such an answer until a request fails or finds a full page: the next long
+        poll, waiting, would return at once with anything new."""
+
+    def lag_moment(self) -> float:
+        """The mirror's lag as an age (nodes/metrics.py): 0 while :attr:`current`, else
+        :attr:`current_at`."""
+        return 0.0 if self.current else self.current_at
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -116,6 +127,7 @@ class Mirror:
             "errors": self.errors,
             "connected": self.connected,
             "last_error": self.last_error,
+            "lag_seconds": 0.0 if self.current else round(time.time() - self.current_at, 3),
         }
 
     def start(self) -> asyncio.Task[None]:
@@ -159,6 +171,7 @@ class Mirror:
             await self.resync(client)
             return 0
         params = {"after": cursor, "limit": self._limit, "wait": self._wait}
+        asked = time.time()
         body = await self._get(client, LOG_PATH, params)
         if body.get("responseCode") == BEHIND:
             log.warning("mirror of %s: %s", self.source, body.get("message"))
@@ -171,6 +184,7 @@ class Mirror:
         except (KeyError, TypeError, ValueError) as error:
             raise FeedError(f"malformed answer: {error}") from None
         if not entries:
+            self._read_to_end(asked)
             return 0
         seqs = [cursor] + [e.seq for e in entries]
         if any(a >= b for a, b in pairwise(seqs)) or last != entries[-1].seq:
@@ -183,10 +197,18 @@ class Mirror:
         await self._applied(changed)
         self.cursor = last
         self.applied += len(entries)
+        if len(entries) < self._limit:
+            self._read_to_end(asked)
+        else:
+            self.current = False
         return len(entries)
+
+    def _read_to_end(self, asked: float) -> None:
+        self.current_at, self.current = asked, True
 
     async def resync(self, client: httpx.AsyncClient) -> None:
         """Copy the source's snapshot, then continue its log from the head it had before."""
+        self.current = False
         after, head = "", None
         while True:
             body = await self._get(client, SNAPSHOT_PATH, {"after": after, "limit": self._limit})
@@ -246,7 +268,7 @@ class Mirror:
                 return
             except Exception as error:  # any failure: back off and try again
                 self.errors += 1
-                self.connected = False
+                self.connected = self.current = False
                 self.last_error = f"{type(error).__name__}: {error}"
                 if down_since is None:
                     down_since = time.monotonic()
@@ -328,6 +350,10 @@ async def mirroring(node: Any, feed: SqlFeed, app: Any = None) -> AsyncIterator[
         settings.mirror.secret,
         on_applied=node.invalidator.written,
         lock_path=settings.data_dir / "mirror.lock",
+    )
+    # Only the worker that pulls reports the lag.
+    node.metrics.gauge(
+        lambda: [("idis_mirror_lag_seconds", (), mirror.lag_moment())] if mirror.active else []
     )
     async with running(mirror, app, "mirror"):
         yield mirror

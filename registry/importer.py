@@ -1416,6 +1416,7 @@ async def import_records(
     chunk_rows: int = CHUNK_ROWS,
     on_reject: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    report: ImportReport | None = None,
 ) -> ImportReport:
     """Load the records of ``source`` into the (migrated) database at ``url``.
 
@@ -1424,6 +1425,7 @@ async def import_records(
     lines are JSONL.  ``now`` stamps the values that carry no timestamp.  ``on_reject(line,
     reason)`` is called for each bad record when it is found, ``on_progress(bytes_read,
     records_read)`` every :data:`PROGRESS_LINES` lines (bytes only count for files).
+    ``report``, if given, is the report to fill, read as it goes by whoever shows progress.
 
     Bad records are counted and skipped; the report says how many records were loaded.
     Raises :class:`ImportFailed` when the import cannot start or go on; chunks committed by
@@ -1431,7 +1433,7 @@ async def import_records(
     that is the caller's business (:func:`run_import` does it).
     """
     started = time.perf_counter()
-    report = ImportReport()
+    report = ImportReport() if report is None else report
     kind = _format(source, fmt)
     with ExitStack() as stack:
         stack.enter_context(_cyclic_gc_paused())
@@ -1492,7 +1494,12 @@ async def log_everything(url: str) -> None:
 
 
 def run_import(
-    settings: Settings, path: str | os.PathLike[str], fmt: str | None = None, *, quiet: bool = False
+    settings: Settings,
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    quiet: bool = False,
+    report: ImportReport | None = None,
 ) -> int:
     """``idis import FILE``; the exit code: 0 all loaded, 1 some records rejected, 2 fatal.
 
@@ -1500,7 +1507,8 @@ def run_import(
     bar shows on a terminal unless ``quiet``.  A bulk load bypasses the write path's
     invalidation, so afterwards every worker of this host drops its cached answers, and the
     change log gets :data:`registry.changelog.ALL_KEY`: every other host does the same, and a
-    mirror following the change feed re-synchronises.
+    mirror following the change feed re-synchronises.  ``report`` is filled as the import goes
+    (``idis import`` shows it in the node's metrics).
     """
     from rich.console import Console
     from rich.progress import (
@@ -1552,6 +1560,7 @@ def run_import(
                     fmt=fmt,
                     on_reject=rejected,
                     on_progress=progressed if show else None,
+                    report=report,
                 )
             )
     except ImportFailed as error:

@@ -27,7 +27,7 @@ from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
 from nodes.http.enterprise_api import enterprise_router
 from nodes.http.errors import error_status
-from nodes.http.health import health_router
+from nodes.http.health import health_router, observe_member
 from nodes.http.openapi import (
     FLAG,
     HANDLE,
@@ -45,7 +45,7 @@ from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
 from nodes.http.tokens_api import tokens_router
-from nodes.metrics import NodeCollector, registry
+from nodes.metrics import NodeCollector, count_batch, registry
 from nodes.mirror import mirroring
 from nodes.snms.api import snms_router
 from nodes.stats.national import national_router
@@ -265,8 +265,8 @@ def create_api(node: Any) -> FastAPI:
         items = _batch_items(await read_json(request, limit), int(time.time()))
         results = await registrar.batch(items, identity, overwrite=query.flag("overwrite", True))
         out = []
+        count_batch(node.metrics, (r.code for r in results))
         for r in results:
-            node.metrics.add("idis_batch_items", ("ok" if r.code == 1 else "failed",))
             item: dict[str, Any] = {"handle": r.handle, "responseCode": r.code, "status": r.status}
             if r.message:
                 item["message"] = r.message
@@ -288,6 +288,7 @@ def create_api(node: Any) -> FastAPI:
         (caches, coalesced walks, upstream requests, throttling); for operators only
         (nodes/http/access.py)."""
         await operator(request)
+        await observe_member(node)  # as /metrics does: the two show the same
         return json_response({"responseCode": 1, **node.stats()})
 
     app.include_router(
@@ -312,6 +313,7 @@ def create_api(node: Any) -> FastAPI:
     )
     async def metrics() -> Response:
         """Prometheus text format (nodes/metrics.py); served before the web proxy's route."""
+        await observe_member(node)
         return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", openapi_extra=operation("This node", ok=(200, ref("Object")), auth=False))
@@ -349,6 +351,8 @@ def create_api(node: Any) -> FastAPI:
         """The web proxy: 302 to the handle's location, or its values with ``noredirect``."""
         query = Query(request.scope["query_string"])
         handle = Handle.parse(path_text(request.scope, 1))
+        if node.quotas is not None:  # a resolution like any other door's (once per request)
+            node.quotas.resolved(handle.key)
         answer = answer_or_raise(await resolve(node, handle, query), handle.text)
         for _ in range(MAX_ALIAS_HOPS + 1):
             target = alias_target(answer.record.values)

@@ -5,10 +5,12 @@
 ``IDIS_READY_MAX_LAG`` seconds behind; 503 otherwise, so traffic goes elsewhere meanwhile.
 Redis is reported but never decides (a missing cache is less cache).  Both answer JSON with
 the site's name and role, whether its database member is the leader or a standby, and its lag.
+What ``/readyz`` finds is also what the metrics report of the member (:func:`observe_member`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +21,30 @@ from fastapi.responses import Response
 from nodes.http.bodies import json_response
 from registry.stores.sql import SqlStore
 from resolver.errors import HandleError
+
+log = logging.getLogger(__name__)
+
+
+async def observe_member(node: Any) -> dict[str, Any]:
+    """Ask the database member ``node`` reads from whether it leads and how far it lags, and
+    record the answer in the node's metrics (``idis_database_leader``...); the ``database``
+    part of ``/readyz``.  A round trip: for probes and scrapes, never for a resolution."""
+    store = node.store
+    database: dict[str, Any] = {"reachable": True, "member": "leader", "lag": 0.0}
+    if isinstance(store, SqlStore):
+        try:
+            state = await store.member_state()
+        except HandleError as error:
+            node.metrics.member.observe(None)
+            return {"reachable": False, "error": error.message}
+        except Exception as error:  # a probe or a scrape says so rather than failing
+            log.warning("database member state unreadable: %r", error)
+            node.metrics.member.observe(None)
+            return {"reachable": False, "error": f"{type(error).__name__}: {error}"}
+        database["member"] = "leader" if state.leader else "standby"
+        database["lag"] = round(state.lag, 3)
+    node.metrics.member.observe(database["member"] == "leader", database["lag"])
+    return database
 
 
 def health_router(node: Any) -> APIRouter:
@@ -45,19 +71,8 @@ def health_router(node: Any) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        store = node.store
-        database: dict[str, Any] = {"reachable": True, "member": "leader", "lag": 0.0}
-        ready = True
-        if isinstance(store, SqlStore):
-            try:
-                state = await store.member_state()
-            except HandleError as error:
-                database = {"reachable": False, "error": error.message}
-                ready = False
-            else:
-                database["member"] = "leader" if state.leader else "standby"
-                database["lag"] = round(state.lag, 3)
-                ready = state.lag <= settings.ready_max_lag
+        database = await observe_member(node)
+        ready = database["reachable"] and database["lag"] <= settings.ready_max_lag
         body = about("ready" if ready else "unavailable")
         body["database"] = database
         return json_response(body, 200 if ready else 503)

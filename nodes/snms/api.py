@@ -38,6 +38,7 @@ from nodes.http.bodies import read_json
 from nodes.http.openapi import operation, param, ref
 from nodes.http.params import Query, client_address
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.metrics import count_batch
 from nodes.snms.codec import (
     NOT_LOGGED_IN_MESSAGE,
     OK,
@@ -254,6 +255,7 @@ def snms_router(node: Any, plain_secret_of: PlainSecret = no_plain_secret) -> AP
             except HandleError as error:
                 items.append(BatchItem(None, (), error, text if isinstance(text, str) else ""))
         results = await registrar.batch(items, identity, overwrite=overwrite, create=create)
+        count_batch(node.metrics, (r.code for r in results))
         return _batch_answer(results, {"unchanged"})
 
     @router.post("/identityv2/data/batchCreate", openapi_extra=batch_doc)

@@ -37,6 +37,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,  # class 57: shutting down, starting up, terminated
     asyncpg.ReadOnlySQLTransactionError,  # a standby (a demoted leader) asked to write
     asyncpg.exceptions.TargetServerAttributeNotMatched,  # no member takes writes yet
+    # Class 55000: "database ... is not currently accepting connections" (ALLOW_CONNECTIONS
+    # false, a database being dropped or restored); idis takes no locks that could fail so.
+    asyncpg.ObjectNotInPrerequisiteStateError,
 )
 _CLOSED = "connection is closed"
 

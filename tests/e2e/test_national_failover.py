@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from nodeproc import REPO
+from prometheus_client.parser import text_string_to_metric_families
 
 from nodes.national.binaries import MissingBinaries
 from nodes.national.cluster import NationalCluster
@@ -173,9 +174,22 @@ def test_leader_site_killed(national: NationalTier) -> None:
     assert ready["database"]["member"] == "standby" and ready["name"]
 
 
+def _member_metrics(national: NationalTier, site: str) -> dict[str, float]:
+    """The site's database member as its ``/metrics`` reports it (a scrape also observes it)."""
+    text = httpx.get(f"{national.nodes[site].url}/metrics", timeout=10).text
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in ("idis_database_leader", "idis_leader_changes_total")
+    }
+
+
 def test_planned_switchover_fails_no_write(national: NationalTier) -> None:
     cluster = national.cluster
     leader = cluster.wait_streaming(60)
+    before = {site: _member_metrics(national, site) for site in SITES}
+    assert [s for s in SITES if before[s]["idis_database_leader"] == 1] == [leader]
     drill = national.drill(list(SITES), list(SITES))
     drill.start()
     time.sleep(2)
@@ -195,6 +209,16 @@ def test_planned_switchover_fails_no_write(national: NationalTier) -> None:
     acked = [w.handle for w in drill.acknowledged()]
     for site in SITES:
         assert national.missing(site, acked) == [], site
+    # The metrics of both sites saw their member's role change, once.
+    new_leader = cluster.wait_leader(10)
+    after = {site: _member_metrics(national, site) for site in (leader, new_leader)}
+    assert after[leader]["idis_database_leader"] == 0
+    assert after[new_leader]["idis_database_leader"] == 1
+    for site in (leader, new_leader):
+        changes = (
+            after[site]["idis_leader_changes_total"] - before[site]["idis_leader_changes_total"]
+        )
+        assert changes == 1, (site, before[site], after[site])
 
 
 def test_readyz_names_site_role_and_member(national: NationalTier) -> None:

@@ -263,6 +263,17 @@ def test_resolutions_stop_at_the_daily_quota_on_every_door(
         )
     stats = fresh(node, "GET", "/api/stats", auth=node.auth).json()
     assert stats["quota_refused"].get("603", 0) > 0, stats
+    proxied = fresh(node, "GET", f"/{PREFIX}/ADMIN?noredirect")  # the web proxy
+    assert proxied.status_code == 429 and proxied.json()["responseCode"] == 603
+
+    def refusals_in_metrics() -> float:
+        """``idis_quota_refusals_total{code="603"}``, summed over both workers' snapshots."""
+        metrics = fresh(node, "GET", "/metrics").text
+        prefix = 'idis_quota_refusals_total{code="603"}'
+        return sum(float(x.rsplit(" ", 1)[1]) for x in metrics.splitlines() if x.startswith(prefix))
+
+    # Every refusal is in the metrics, whichever door refused it.
+    until(lambda: refusals_in_metrics() >= 5, "refusals in /metrics")
 
 
 def test_the_day_is_counted_across_hosts(
