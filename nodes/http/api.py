@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
 from nodes.changefeed import following
+from nodes.console.routes import console_router
+from nodes.console.watch import watching
 from nodes.dns.server import serving_dns
 from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
@@ -98,7 +100,12 @@ def create_api(node: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The change-log follower, the mirror and the DNS front end stop before the node closes.
-        async with following(node, app), mirroring(node, feed, app), serving_dns(node):
+        async with (
+            following(node, app),
+            mirroring(node, feed, app),
+            serving_dns(node),
+            watching(node, app),
+        ):
             yield
         await node.close()
 
@@ -308,6 +315,8 @@ def create_api(node: Any) -> FastAPI:
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
     app.include_router(tokens_router(node))
+    if node.settings.console.enabled:
+        app.include_router(console_router(node, app))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 

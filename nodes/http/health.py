@@ -45,21 +45,26 @@ def health_router(node: Any) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        store = node.store
-        database: dict[str, Any] = {"reachable": True, "member": "leader", "lag": 0.0}
-        ready = True
-        if isinstance(store, SqlStore):
-            try:
-                state = await store.member_state()
-            except HandleError as error:
-                database = {"reachable": False, "error": error.message}
-                ready = False
-            else:
-                database["member"] = "leader" if state.leader else "standby"
-                database["lag"] = round(state.lag, 3)
-                ready = state.lag <= settings.ready_max_lag
+        ready, database = await readiness(node)
         body = about("ready" if ready else "unavailable")
         body["database"] = database
         return json_response(body, 200 if ready else 503)
 
     return router
+
+
+async def readiness(node: Any) -> tuple[bool, dict[str, Any]]:
+    """Whether ``node`` can serve (``/readyz``'s verdict) and what its database member says:
+    ``{"reachable", "member": "leader"|"standby", "lag"}`` or ``{"reachable": False, "error"}``.
+    Asks the database (a connection of its own): not for a hot path."""
+    store = node.store
+    database: dict[str, Any] = {"reachable": True, "member": "leader", "lag": 0.0}
+    if not isinstance(store, SqlStore):
+        return True, database
+    try:
+        state = await store.member_state()
+    except HandleError as error:
+        return False, {"reachable": False, "error": error.message}
+    database["member"] = "leader" if state.leader else "standby"
+    database["lag"] = round(state.lag, 3)
+    return state.lag <= node.settings.ready_max_lag, database
