@@ -124,6 +124,8 @@ class Watch:
             ready, database = await asyncio.wait_for(readiness(self.node), HEALTH_TIMEOUT)
         except TimeoutError:
             ready, database = False, {"reachable": False, "error": "no answer in time"}
+        except Exception as error:  # a member down mid-connection: /readyz would say 503
+            ready, database = False, {"reachable": False, "error": type(error).__name__}
         self.health = {"ready": ready, "database": database, "checked": iso(time.time())}
         await self._look_delegations()
         wanted = self.site_urls + self.upstream_urls

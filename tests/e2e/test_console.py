@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,33 +164,48 @@ def fed(
             extra_env=env,
         )
 
-    beijing = top("Beijing", "Shanghai")
-    shanghai = top("Shanghai", "Beijing")
+    beijing = top("Beijing", "Shanghai")  # it migrates the shared database and homes 88
+
+    def secondary() -> NodeProcess:
+        return node_factory(
+            database_url=database,
+            prefix="88.100",
+            secret=secrets["88.100"].read_text().strip(),
+            init=False,
+            extra_env={
+                "IDIS_ROLE": "secondary",
+                "IDIS_NAME": "industry-88.100",
+                "IDIS_FEDERATION__TOP_LEVEL": json.dumps([urls["Beijing"]]),
+            },
+        )
+
+    def recursive() -> NodeProcess:
+        return node_factory(
+            init=False,
+            extra_env={
+                "IDIS_ROLE": "recursive",
+                "IDIS_NAME": "recursive",
+                "IDIS_FEDERATION__TOP_LEVEL": json.dumps(list(urls.values())),
+            },
+        )
+
+    def allocate() -> str:
+        path = str(secrets["88.100"])
+        return run_cli(beijing.env, "prefix", "allocate", "88.100", "--secret-file", path)
+
+    database = pg_factory()
+    # Starting a node is mostly waiting: the other three start together.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        started = [
+            pool.submit(task)
+            for task in (lambda: top("Shanghai", "Beijing"), secondary, recursive, allocate)
+        ]
+    shanghai, industry, resolver, _ = (future.result() for future in started)
     for node, city in ((beijing, "Beijing"), (shanghai, "Shanghai")):
         assert node.base_url == urls[city], f"{city} had to move to {node.base_url}"
-    run_cli(beijing.env, "prefix", "allocate", "88.100", "--secret-file", str(secrets["88.100"]))
-    secondary = node_factory(
-        database_url=pg_factory(),
-        prefix="88.100",
-        secret=secrets["88.100"].read_text().strip(),
-        init=False,
-        extra_env={
-            "IDIS_ROLE": "secondary",
-            "IDIS_NAME": "industry-88.100",
-            "IDIS_FEDERATION__TOP_LEVEL": json.dumps([urls["Beijing"]]),
-        },
-    )
-    run_cli(secondary.env, "federation", "join", "88.100", "--secret-file", str(secrets["88.100"]))
-    run_cli(secondary.env, "prefix", "init", "88.100.1", "--secret-file", str(secrets["88.100.1"]))
-    recursive = node_factory(
-        init=False,
-        extra_env={
-            "IDIS_ROLE": "recursive",
-            "IDIS_NAME": "recursive",
-            "IDIS_FEDERATION__TOP_LEVEL": json.dumps(list(urls.values())),
-        },
-    )
-    return Federation(beijing, shanghai, secondary, recursive)
+    run_cli(industry.env, "federation", "join", "88.100", "--secret-file", str(secrets["88.100"]))
+    run_cli(industry.env, "prefix", "init", "88.100.1", "--secret-file", str(secrets["88.100.1"]))
+    return Federation(beijing, shanghai, industry, resolver)
 
 
 def _text(page: Page, selector: str) -> str:
@@ -224,8 +240,67 @@ def test_the_top_level_console_lists_the_federation(fed: Federation, browser: Br
     screenshot(page, "1-top-level")
     wall = browser.open(f"{fed.beijing.base_url}/console?wall=1", width=1920, height=1080)
     wait_until("the wall screen", lambda: "ready" in _text(wall, shanghai))
-    assert wall.evaluate("document.body.classList.contains('wall')")
+    assert wall.evaluate("document.documentElement.classList.contains('wall')")
+    sizes = [
+        p.evaluate("getComputedStyle(document.documentElement).fontSize") for p in (page, wall)
+    ]
+    assert float(sizes[1].removesuffix("px")) > float(sizes[0].removesuffix("px")), sizes
     screenshot(wall, "1-top-level-wall")
+
+
+def _stats_sample(secondary: NodeProcess) -> dict[str, Any]:
+    """A body in the contract of ``GET /api/national/stats`` (served by the top level's
+    statistics, built apart from the console): 88.100's figures and seven days."""
+    days = [
+        {"day": f"2026-11-{d:02d}", "registered": 1000 * d, "resolved": r, "identifiers": 0}
+        for d, r in zip(
+            range(24, 31), (9e7, 1.1e8, 1.2e8, 1.35e8, 1.6e8, 1.4e8, 1.45e8), strict=True
+        )
+    ]
+    node = {
+        "prefix": "88.100",
+        "node": secondary.base_url,
+        "identifiers": 24_000_000,
+        "registeredToday": 5_000,
+        "resolvedToday": 140_000_000,
+        "lastReport": "2026-11-30T12:00:00+00:00",
+    }
+    return {
+        "target": {"identifiers": 2_000_000_000, "resolutionsPerDay": 150_000_000},
+        "totals": {
+            "identifiers": 24_691_357,
+            "registeredToday": 5_000,
+            "resolvedToday": 145_000_000,
+            "asOf": "2026-11-30T12:00:00+00:00",
+        },
+        "nodes": [node],
+        "days": days,
+    }
+
+
+def test_the_national_figures_are_drawn(fed: Federation, browser: Browsing) -> None:
+    """The figures panel draws a body of the statistics' contract (the route is answered here
+    with a sample, as the statistics are another part of the top level): identifiers against
+    2 billion, resolutions per day against 150 million, the industry nodes, and 88.100's count
+    in the delegations."""
+    sample = _stats_sample(fed.secondary)
+    page = browser.context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.route(
+        f"{fed.beijing.base_url}/api/national/stats",
+        lambda route: route.fulfill(json=sample),
+    )
+    page.goto(f"{fed.beijing.base_url}/console")
+    wait_until("the figures", lambda: page.locator("#figures").is_visible())
+    share = float(page.locator(".progress").get_attribute("aria-valuenow") or "nan")
+    assert abs(share - 100 * 24_691_357 / 2_000_000_000) < 1e-3
+    assert "24,691,357 of 2.00 billion" in _text(page, "#identifiers-text")
+    assert page.locator("#resolutions-chart rect.bar-fill").count() == len(sample["days"])
+    assert page.locator("#resolutions-chart line.target").count() == 1
+    assert "24,000,000" in _text(page, '#industry tr[data-prefix="88.100"]')
+    delegated = '#delegations tr[data-prefix="88.100"]'
+    wait_until("88.100's count", lambda: "24,000,000" in _text(page, delegated))
+    screenshot(page, "1-top-level-figures")
 
 
 def test_the_other_nodes_show_their_upstreams(fed: Federation, browser: Browsing) -> None:

@@ -9,7 +9,8 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  if (params.get("wall") === "1") document.body.classList.add("wall");
+  // Wall screens: larger type everywhere (the root's font size sets every rem).
+  if (params.get("wall") === "1") document.documentElement.classList.add("wall");
 
   let previous = null;
   const rates = [];
@@ -47,6 +48,13 @@
     for (const [size, unit] of units) if (Math.abs(n) >= size) return (n / size).toFixed(n >= 10 * size ? 1 : 2) + unit;
     return String(Math.round(n * 10) / 10);
   }
+  // Axis labels: short enough for the chart's margin (176M, 1.2B).
+  function compact(n) {
+    if (n >= 1e9) return (n / 1e9).toFixed(1) + "B";
+    if (n >= 1e6) return Math.round(n / 1e6) + "M";
+    if (n >= 1e3) return Math.round(n / 1e3) + "k";
+    return String(Math.round(n));
+  }
   const percent = (r) => (r === null || r === undefined ? "–" : (r * 100).toFixed(1) + " %");
   const when = (iso) => (iso ? iso.replace("T", " ").replace("+00:00", " UTC") : "–");
   function rows(table, list) {
@@ -68,13 +76,13 @@
 
   // Bars of `key` per day against a target line; the title of each bar holds its figures.
   function barChart(days, key, target, label) {
-    const width = 720, height = 220, left = 64, bottom = 28, top = 12;
+    const width = 720, height = 200, left = 44, bottom = 24, top = 12;
     const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
     const most = Math.max(target, ...days.map((d) => Number(d[key]) || 0)) * 1.1 || 1;
     const y = (v) => top + (height - top - bottom) * (1 - v / most);
     box.append(svg("line", { class: "axis", x1: left, x2: width, y1: y(0), y2: y(0) }));
     for (const tick of [0, most / 2, most]) {
-      box.append(svg("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end" }, short(tick)));
+      box.append(svg("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end" }, compact(tick)));
     }
     const slot = (width - left) / Math.max(days.length, 1);
     days.forEach((day, i) => {
