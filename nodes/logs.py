@@ -71,3 +71,6 @@ def setup_logging(level: str, format: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request it sends at INFO: the console's probes and the mirror's polls
+    # would fill the log with a line every few seconds.  Debugging still shows them.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

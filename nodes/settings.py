@@ -268,6 +268,33 @@ class NationalSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The federation console (``/console`` and ``GET /api/console``, nodes/console/)."""
+
+    enabled: bool = Field(True, description="serve /console and /api/console")
+    auth: bool = Field(
+        False,
+        description="require an operator's credentials (an administrator of a prefix homed "
+        "here, or the federation secret) for the console, as /api/stats does",
+    )
+    sites: list[str] = Field(
+        default_factory=list,
+        description="base URLs of the other sites of this node's tier, whose /readyz the "
+        "console shows (the national tier's top-level and DR sites)",
+    )
+    refresh: float = Field(
+        2.0, ge=0.5, le=60, description="seconds between the console's looks at what it shows"
+    )
+
+    @field_validator("sites", mode="after")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return [url.rstrip("/") for url in value]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDIS_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -346,6 +373,7 @@ class Settings(BaseSettings):
     mirror: MirrorSettings = MirrorSettings()
     national: NationalSettings = NationalSettings()
     stats: StatsSettings = StatsSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("http")
     @classmethod

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what the test suite and `idis bench` run beside idis on a fresh machine of this kind:
 # Debian's etcd (Patroni's consensus store), unbound and dnsperf (the DNS figure's baseline and
-# load), kdig (a DNS client the tests use) and wrk (HTTP load), and Patroni from PyPI in a
-# virtual environment of its own. Idempotent: what is there is kept.
+# load), kdig (a DNS client the tests use), wrk (HTTP load) and Chromium (the console's browser
+# test drives it through Playwright, which downloads no browser of its own), and Patroni from
+# PyPI in a virtual environment of its own. Idempotent: what is there is kept.
 set -euo pipefail
 
-DEBIAN_PACKAGES=(etcd-server unbound dnsperf knot-dnsutils wrk)
+DEBIAN_PACKAGES=(etcd-server unbound dnsperf knot-dnsutils wrk chromium)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

@@ -22,6 +22,8 @@ from starlette.requests import ClientDisconnect
 
 from nodes.bootstrap import NATIONAL_ROLES
 from nodes.changefeed import following
+from nodes.console.routes import console_router
+from nodes.console.watch import watching
 from nodes.dns.server import serving_dns
 from nodes.http.access import require_operator
 from nodes.http.bodies import json_response, read_json
@@ -110,6 +112,7 @@ def create_api(node: Any) -> FastAPI:
             mirroring(node, feed, app),
             serving_dns(node),
             reporting(node),
+            watching(node, app),
         ):
             yield
         if national is not None:
@@ -326,6 +329,8 @@ def create_api(node: Any) -> FastAPI:
     app.include_router(tokens_router(node))
     if national is not None:
         app.include_router(national_router(node, national))
+    if node.settings.console.enabled:
+        app.include_router(console_router(node, app))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 

@@ -71,10 +71,17 @@ def health_router(node: Any) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        database = await observe_member(node)
-        ready = database["reachable"] and database["lag"] <= settings.ready_max_lag
+        ready, database = await readiness(node)
         body = about("ready" if ready else "unavailable")
         body["database"] = database
         return json_response(body, 200 if ready else 503)
 
     return router
+
+
+async def readiness(node: Any) -> tuple[bool, dict[str, Any]]:
+    """Whether ``node`` can serve (``/readyz``'s verdict) and what its database member says
+    (:func:`observe_member`).  Asks the database (a connection of its own): not for a hot
+    path."""
+    database = await observe_member(node)
+    return database["reachable"] and database["lag"] <= node.settings.ready_max_lag, database

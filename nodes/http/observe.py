@@ -37,7 +37,11 @@ def operation(method: str, path: str, door: str) -> str:
         return "batch"
     if path == "/api/handles":
         return "list"
-    if method in ("GET", "HEAD") and not path.startswith("/api/") and path not in NOT_HANDLES:
+    if (
+        method in ("GET", "HEAD")
+        and not path.startswith(("/api/", "/console/"))
+        and path not in NOT_HANDLES
+    ):
         return "resolve"  # the web proxy
     return "other"
 

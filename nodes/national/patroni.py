@@ -40,10 +40,18 @@ def cluster(api_urls: Sequence[str], timeout: float = TIMEOUT) -> list[MemberInf
         try:
             answer = httpx.get(f"{url.rstrip('/')}/cluster", timeout=timeout)
             answer.raise_for_status()
-            return [_member(item) for item in answer.json().get("members", [])]
+            return members_of(answer.json())
         except (httpx.HTTPError, ValueError) as error:
             last = error
     raise PatroniError(f"no Patroni REST API answered ({', '.join(api_urls)}): {last}")
+
+
+def members_of(body: Any) -> list[MemberInfo]:
+    """The members in the JSON of Patroni's ``GET /cluster``; ValueError if it is not that."""
+    try:
+        return [_member(item) for item in body.get("members", [])]
+    except (AttributeError, KeyError, TypeError) as error:
+        raise ValueError(f"not Patroni's cluster JSON: {error!r}") from None
 
 
 def _member(item: dict[str, Any]) -> MemberInfo:

@@ -12,6 +12,7 @@ everything and removes its folder, whatever state it is in, any number of times.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
 import time
@@ -25,6 +26,7 @@ from nodes.national.cluster import NationalCluster
 from nodes.national.drill import Drill
 from nodes.national.link import DelayLink
 from nodes.processes import (
+    HOST,
     ServeProcess,
     free_ports,
     node_env,
@@ -68,8 +70,11 @@ class NationalTier:
         assert self.cluster.root is not None
         self.root: Path = self.cluster.root
         self.nodes: dict[str, ServeProcess] = {}
-        ports = free_ports(len(self.sites))
-        for (name, dr), port in zip(self.sites.items(), ports, strict=True):
+        ports = dict(zip(self.sites, free_ports(len(self.sites)), strict=True))
+        urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
+        apis = {name: member.api_url for name, member in self.cluster.members.items()}
+        for name, dr in self.sites.items():
+            port = ports[name]
             home = self.root / f"idis-{name}"
             env = node_env(
                 home / "data",
@@ -83,6 +88,12 @@ class NationalTier:
                     "IDIS_MIGRATE_ON_START": "false",
                     # One registry, one sealing key: a secret sealed at one site opens at all.
                     "IDIS_SECRET_KEY_FILE": str(self.root / "secret.key"),
+                    # The console shows the tier: Patroni's view (the site's own member asked
+                    # first) and the other sites' idis.
+                    "IDIS_NATIONAL__PATRONI": json.dumps(
+                        [apis[name], *(url for other, url in apis.items() if other != name)]
+                    ),
+                    "IDIS_CONSOLE__SITES": json.dumps([u for o, u in urls.items() if o != name]),
                     **(extra_env or {}),
                 },
             )
