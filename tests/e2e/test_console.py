@@ -1,10 +1,13 @@
 """The federation console (``/console``) in headless Chromium, against real nodes.
 
 - A small federation of real ``idis serve`` processes on PostgreSQL: two top-level sites of one
-  registry (Beijing and Shanghai), the secondary node 88.100 joined at Beijing, and a recursive
-  node whose roots are both sites.  Beijing's console lists its tier's other site, the
-  delegated prefix 88.100 and its node; the recursive node's lists its upstreams; the request
-  rate follows traffic sent meanwhile; every request the pages make stays on 127.0.0.1.
+  registry (Beijing and Shanghai), the secondary nodes 88.100 and 88.101 joined at Beijing and
+  reporting their national statistics to it (helpers in ``reporting.py``, shared with
+  ``test_national_stats.py``), and a recursive node whose roots are both sites.  Beijing's
+  console lists its tier's other site, the delegated prefixes and their nodes, and draws the
+  real ``/api/national/stats`` after both secondaries registered and resolved identifiers; the
+  recursive node's lists its upstreams; the request rate follows traffic sent meanwhile; every
+  request the pages make stays on 127.0.0.1.
 - The national tier as ``test_national_failover.py`` runs it (etcd, a Patroni member and an
   idis per site): the console of a surviving site follows the leader site's SIGKILL, showing
   the new leader and the takeover, while the killed site's own console turns stale.
@@ -21,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +36,18 @@ import pytest
 from conftest import StartNode
 from nodeproc import REPO, NodeProcess
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
+from reporting import (
+    all_counts,
+    counts,
+    industry_nodes,
+    join,
+    register,
+    resolve,
+    secondary_env,
+    secret,
+    secret_files,
+    wait_stats,
+)
 
 from nodes.national.binaries import MissingBinaries
 from nodes.national.tier import NationalTier
@@ -133,7 +147,11 @@ class Federation:
     beijing: NodeProcess
     shanghai: NodeProcess
     secondary: NodeProcess
+    """The secondary node 88.100 (and the enterprise prefix 88.100.1 it hosts)."""
+    other: NodeProcess
+    """The secondary node 88.101."""
     recursive: NodeProcess
+    secrets: dict[str, Path]
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +159,7 @@ def fed(
     node_factory: StartNode, pg_factory: Callable[[], str], tmp_path_factory: Any
 ) -> Federation:
     workdir = tmp_path_factory.mktemp("console")
-    secrets = {}
-    for name in ("88", "88.100", "88.100.1"):
-        secrets[name] = workdir / f"secret-{name}"
-        secrets[name].write_text(f"e2e-{uuid.uuid4().hex}\n", encoding="utf-8")
+    secrets = secret_files(workdir, ("88", "88.100", "88.101", "88.100.1"))
     ports = dict(zip(("Beijing", "Shanghai"), free_ports(2), strict=True))
     urls = {city: f"http://{HOST}:{port}" for city, port in ports.items()}
     national = pg_factory()
@@ -159,24 +174,22 @@ def fed(
         return node_factory(
             database_url=national,
             prefix="88",
-            secret=secrets["88"].read_text().strip(),
+            secret=secret(secrets, "88"),
             init=city == "Beijing",  # one registry: the first site homes 88 for both
             extra_env=env,
         )
 
     beijing = top("Beijing", "Shanghai")  # it migrates the shared database and homes 88
 
-    def secondary() -> NodeProcess:
-        return node_factory(
-            database_url=database,
-            prefix="88.100",
-            secret=secrets["88.100"].read_text().strip(),
+    def secondary(prefix: str) -> Callable[[], NodeProcess]:
+        # Each reports its figures to Beijing every half second (reporting.secondary_env).
+        env = secondary_env([urls["Beijing"]], secrets[prefix])
+        return lambda: node_factory(
+            database_url=pg_factory(),
+            prefix=prefix,
+            secret=secret(secrets, prefix),
             init=False,
-            extra_env={
-                "IDIS_ROLE": "secondary",
-                "IDIS_NAME": "industry-88.100",
-                "IDIS_FEDERATION__TOP_LEVEL": json.dumps([urls["Beijing"]]),
-            },
+            extra_env={**env, "IDIS_NAME": f"industry-{prefix}"},
         )
 
     def recursive() -> NodeProcess:
@@ -189,23 +202,28 @@ def fed(
             },
         )
 
-    def allocate() -> str:
-        path = str(secrets["88.100"])
-        return run_cli(beijing.env, "prefix", "allocate", "88.100", "--secret-file", path)
+    def allocate() -> None:
+        for prefix in ("88.100", "88.101"):
+            path = str(secrets[prefix])
+            run_cli(beijing.env, "prefix", "allocate", prefix, "--secret-file", path)
 
-    database = pg_factory()
-    # Starting a node is mostly waiting: the other three start together.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        started = [
-            pool.submit(task)
-            for task in (lambda: top("Shanghai", "Beijing"), secondary, recursive, allocate)
-        ]
-    shanghai, industry, resolver, _ = (future.result() for future in started)
+    # Starting a node is mostly waiting: the others start together.
+    tasks = (
+        lambda: top("Shanghai", "Beijing"),
+        secondary("88.100"),
+        secondary("88.101"),
+        recursive,
+        allocate,
+    )
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        started = [pool.submit(task) for task in tasks]
+    shanghai, industry, other, resolver, _ = (future.result() for future in started)
     for node, city in ((beijing, "Beijing"), (shanghai, "Shanghai")):
         assert node.base_url == urls[city], f"{city} had to move to {node.base_url}"
-    run_cli(industry.env, "federation", "join", "88.100", "--secret-file", str(secrets["88.100"]))
+    join(industry, "88.100", secrets["88.100"])
+    join(other, "88.101", secrets["88.101"])
     run_cli(industry.env, "prefix", "init", "88.100.1", "--secret-file", str(secrets["88.100.1"]))
-    return Federation(beijing, shanghai, industry, resolver)
+    return Federation(beijing, shanghai, industry, other, resolver, secrets)
 
 
 def _text(page: Page, selector: str) -> str:
@@ -224,8 +242,6 @@ def test_the_top_level_console_lists_the_federation(fed: Federation, browser: Br
     delegated = '#delegations tr[data-prefix="88.100"]'
     wait_until("88.100 delegated and ready", lambda: "ready" in _text(page, delegated))
     assert fed.secondary.base_url in _text(page, delegated)
-    # Without /api/national/stats (served by another part of the top level), no figures panel.
-    assert page.locator("#figures").is_hidden()
     assert _text(page, "#freshness") == "live"
 
     # Traffic while the page watches: its request rate leaves zero.
@@ -248,58 +264,55 @@ def test_the_top_level_console_lists_the_federation(fed: Federation, browser: Br
     screenshot(wall, "1-top-level-wall")
 
 
-def _stats_sample(secondary: NodeProcess) -> dict[str, Any]:
-    """A body in the contract of ``GET /api/national/stats`` (served by the top level's
-    statistics, built apart from the console): 88.100's figures and seven days."""
-    days = [
-        {"day": f"2026-11-{d:02d}", "registered": 1000 * d, "resolved": r, "identifiers": 0}
-        for d, r in zip(
-            range(24, 31), (9e7, 1.1e8, 1.2e8, 1.35e8, 1.6e8, 1.4e8, 1.45e8), strict=True
-        )
-    ]
-    node = {
-        "prefix": "88.100",
-        "node": secondary.base_url,
-        "identifiers": 24_000_000,
-        "registeredToday": 5_000,
-        "resolvedToday": 140_000_000,
-        "lastReport": "2026-11-30T12:00:00+00:00",
-    }
-    return {
-        "target": {"identifiers": 2_000_000_000, "resolutionsPerDay": 150_000_000},
-        "totals": {
-            "identifiers": 24_691_357,
-            "registeredToday": 5_000,
-            "resolvedToday": 145_000_000,
-            "asOf": "2026-11-30T12:00:00+00:00",
-        },
-        "nodes": [node],
-        "days": days,
-    }
+def _cells(page: Page, row: str) -> list[str]:
+    return [cell.inner_text() for cell in page.locator(f"{row} td").all()]
 
 
 def test_the_national_figures_are_drawn(fed: Federation, browser: Browsing) -> None:
-    """The figures panel draws a body of the statistics' contract (the route is answered here
-    with a sample, as the statistics are another part of the top level): identifiers against
-    2 billion, resolutions per day against 150 million, the industry nodes, and 88.100's count
-    in the delegations."""
-    sample = _stats_sample(fed.secondary)
-    page = browser.context.new_page()
-    page.set_viewport_size({"width": 1400, "height": 900})
-    page.route(
-        f"{fed.beijing.base_url}/api/national/stats",
-        lambda route: route.fulfill(json=sample),
-    )
-    page.goto(f"{fed.beijing.base_url}/console")
+    """Both secondary nodes register and resolve, and report upward; Beijing's console draws
+    its ``GET /api/national/stats`` as it answers: each industry node's counts, identifiers
+    against 2 billion, resolutions per day against 150 million, and each delegated prefix's
+    identifier count."""
+    a100 = register(fed.secondary, "88.100", secret(fed.secrets, "88.100"), 3)
+    a1001 = register(fed.secondary, "88.100.1", secret(fed.secrets, "88.100.1"), 2)
+    resolve(fed.secondary, a100[0], 4)
+    resolve(fed.secondary, a1001[1], 1)
+    b101 = register(fed.other, "88.101", secret(fed.secrets, "88.101"), 4)
+    resolve(fed.other, b101[2], 2)
+    # Identifiers: those registered plus the administrator that homing each prefix made.
+    expected = {"88.100": (2 + 5, 5, 5), "88.101": (1 + 4, 4, 2)}
+    stats = wait_stats(fed.beijing.base_url, lambda s: all_counts(s) == expected, days=None)
+    nodes = industry_nodes(stats)
+    totals, target = stats["totals"], stats["target"]
+
+    page = browser.open(f"{fed.beijing.base_url}/console")
     wait_until("the figures", lambda: page.locator("#figures").is_visible())
+    for prefix, node in nodes.items():
+        row = f'#industry tr[data-prefix="{prefix}"]'
+        shown = [prefix, node["node"], *(f"{n:,}" for n in counts(node))]
+        wait_until(
+            f"{prefix}'s figures", lambda row=row, shown=shown: _cells(page, row)[:5] == shown
+        )
+        # The delegated prefixes carry each secondary node's identifier count.
+        delegated = f'#delegations tr[data-prefix="{prefix}"]'
+        wait_until(
+            f"{prefix}'s count among the delegations",
+            lambda delegated=delegated, node=node: (
+                _cells(page, delegated)[3:] == [f"{n:,}" for n in counts(node)]
+            ),
+        )
+    assert page.locator("#industry tbody tr").count() == len(nodes) == 2
+    assert {node["node"] for node in nodes.values()} == {"industry-88.100", "industry-88.101"}
+
     share = float(page.locator(".progress").get_attribute("aria-valuenow") or "nan")
-    assert abs(share - 100 * 24_691_357 / 2_000_000_000) < 1e-3
-    assert "24,691,357 of 2.00 billion" in _text(page, "#identifiers-text")
-    assert page.locator("#resolutions-chart rect.bar-fill").count() == len(sample["days"])
+    assert abs(share - 100 * totals["identifiers"] / target["identifiers"]) < 1e-3
+    assert f"{totals['identifiers']:,} of 2.00 billion" in _text(page, "#identifiers-text")
+    bars = page.locator("#resolutions-chart rect.bar-fill")
+    assert bars.count() == len(stats["days"]) == 30
+    today = stats["days"][-1]
+    assert today["resolved"] == totals["resolvedToday"] == 7
+    assert bars.last.locator("title").text_content() == f"{today['day']}: {today['resolved']:,}"
     assert page.locator("#resolutions-chart line.target").count() == 1
-    assert "24,000,000" in _text(page, '#industry tr[data-prefix="88.100"]')
-    delegated = '#delegations tr[data-prefix="88.100"]'
-    wait_until("88.100's count", lambda: "24,000,000" in _text(page, delegated))
     screenshot(page, "1-top-level-figures")
 
 

@@ -9,9 +9,7 @@ the secondary node 88.100 (also hosting the enterprise prefix 88.100.1) and the 
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +18,23 @@ from typing import Any
 import httpx
 import pytest
 from nodeproc import RUNNING, STARTUP_TIMEOUT, NodeProcess, basic_auth, start_node
+from reporting import (
+    DEADLINE,
+    HTTP_TIMEOUT,
+    all_counts,
+    counts,
+    industry_nodes,
+    join,
+    national_stats,
+    register,
+    resolve,
+    secondary_env,
+    secret,
+    secret_files,
+    wait_stats,
+)
 
 from nodes.processes import CliFailed, run_cli
-
-DEADLINE = 20.0
-HTTP_TIMEOUT = 10.0
-REPORT_INTERVAL = 0.5
 
 
 @dataclass
@@ -42,11 +51,8 @@ class Fed:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str]) -> Iterator[Fed]:
     workdir = tmp_path_factory.mktemp("national-stats")
-    secrets = {p: f"e2e-{uuid.uuid4().hex}" for p in ("88", "88.100", "88.101", "88.100.1")}
-    files = {}
-    for prefix, secret in secrets.items():
-        files[prefix] = workdir / f"secret-{prefix}"
-        files[prefix].write_text(secret + "\n", encoding="utf-8")
+    files = secret_files(workdir, ("88", "88.100", "88.101", "88.100.1"))
+    secrets = {prefix: secret(files, prefix) for prefix in files}
     started: list[NodeProcess] = []
     try:
         top = start_node(
@@ -61,23 +67,16 @@ def fed(tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str])
             run_cli(top.env, "prefix", "allocate", prefix, "--secret-file", str(files[prefix]))
 
         def secondary(name: str, prefix: str) -> NodeProcess:
-            env = {
-                "IDIS_ROLE": "secondary",
-                "IDIS_FEDERATION__TOP_LEVEL": json.dumps([top.base_url]),
-                "IDIS_FEDERATION__HOLDER_SECRET_FILE": str(files[prefix]),
-                "IDIS_STATS__REPORT_INTERVAL": str(REPORT_INTERVAL),
-                "IDIS_STATS__FLUSH_INTERVAL": "0.2",
-            }
             node = start_node(
                 workdir / name,
                 database_url=pg_factory(),
                 prefix=prefix,
                 secret=secrets[prefix],
                 init=False,
-                extra_env=env,
+                extra_env=secondary_env([top.base_url], files[prefix]),
             )
             started.append(node)
-            run_cli(node.env, "federation", "join", prefix, "--secret-file", str(files[prefix]))
+            join(node, prefix, files[prefix])
             return node
 
         a = secondary("secondary-100", "88.100")
@@ -89,52 +88,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory, pg_factory: Callable[[], str])
             node.stop()
 
 
-def _stats(fed: Fed, days: int = 7) -> dict[str, Any]:
-    response = httpx.get(
-        f"{fed.top.base_url}/api/national/stats", params={"days": days}, timeout=HTTP_TIMEOUT
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+def _stats(fed: Fed) -> dict[str, Any]:
+    return national_stats(fed.top.base_url, 7)
 
 
 def _wait_stats(fed: Fed, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """Poll the top level until ``check`` holds of its figures (bounded); the figures."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        stats = _stats(fed)
-        if check(stats):
-            return stats
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the top level still shows {json.dumps(stats, indent=1)}")
-        time.sleep(0.1)
-
-
-def _nodes(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {node["prefix"]: node for node in stats["nodes"]}
-
-
-def _register(node: NodeProcess, prefix: str, secret: str, count: int) -> list[str]:
-    auth = basic_auth(f"300:{prefix}/ADMIN", secret)
-    made, batch = [], uuid.uuid4().hex[:8]
-    with node.client() as client:
-        for n in range(count):
-            handle = f"{prefix}/STATS-{batch}-{n}"
-            value = {"index": 1, "type": "URL", "data": f"https://example.com/{n}"}
-            response = client.put(f"/api/handles/{handle}", json={"values": [value]}, auth=auth)
-            assert response.status_code == 201, response.text
-            made.append(handle)
-    return made
-
-
-def _resolve(node: NodeProcess, handle: str, times: int) -> None:
-    with node.client() as client:
-        for _ in range(times):
-            response = client.get(f"/api/handles/{handle}")
-            assert response.status_code == 200, response.text
-
-
-def _counts(node: dict[str, Any]) -> tuple[int, int, int]:
-    return node["identifiers"], node["registeredToday"], node["resolvedToday"]
+    return wait_stats(fed.top.base_url, check)
 
 
 EXPECTED = {"88.100": (6, 5, 7), "88.101": (5, 4, 2)}
@@ -143,23 +102,23 @@ registered, less those deleted), registered today, resolved today."""
 
 
 def test_upward_statistics_arrive_from_two_secondary_nodes(fed: Fed) -> None:
-    a100 = _register(fed.a, "88.100", fed.secrets["88.100"], 3)
-    a1001 = _register(fed.a, "88.100.1", fed.secrets["88.100.1"], 2)
+    a100 = register(fed.a, "88.100", fed.secrets["88.100"], 3)
+    a1001 = register(fed.a, "88.100.1", fed.secrets["88.100.1"], 2)
     with fed.a.client() as client:
         auth = basic_auth("300:88.100/ADMIN", fed.secrets["88.100"])
         assert client.delete(f"/api/handles/{a100[2]}", auth=auth).status_code == 200
-    _resolve(fed.a, a100[0], 4)
-    _resolve(fed.a, a1001[0], 3)
-    b101 = _register(fed.b, "88.101", fed.secrets["88.101"], 4)
-    _resolve(fed.b, b101[1], 2)
+    resolve(fed.a, a100[0], 4)
+    resolve(fed.a, a1001[0], 3)
+    b101 = register(fed.b, "88.101", fed.secrets["88.101"], 4)
+    resolve(fed.b, b101[1], 2)
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:  # not homed there: not counted
         assert client.get(f"{fed.a.base_url}/api/handles/99.1/NOPE").status_code != 200
 
     stats = _wait_stats(
         fed,
-        lambda s: {p: _counts(n) for p, n in _nodes(s).items()} == EXPECTED,
+        lambda s: all_counts(s) == EXPECTED,
     )
-    nodes = _nodes(stats)
+    nodes = industry_nodes(stats)
     assert nodes["88.100"]["prefixes"] == ["88.100", "88.100.1"]
     assert nodes["88.100"]["node"] == fed.a.env["IDIS_NAME"]
     assert nodes["88.101"]["node"] == fed.b.env["IDIS_NAME"]
@@ -179,11 +138,11 @@ def test_upward_statistics_arrive_from_two_secondary_nodes(fed: Fed) -> None:
 
 
 def test_a_repeated_report_does_not_double_count(fed: Fed) -> None:
-    before = _wait_stats(fed, lambda s: {p: _counts(n) for p, n in _nodes(s).items()} == EXPECTED)
+    before = _wait_stats(fed, lambda s: all_counts(s) == EXPECTED)
     for _ in range(2):
         assert "reported to" in run_cli(fed.a.env, "stats", "report")
     after = _stats(fed)
-    assert {p: _counts(n) for p, n in _nodes(after).items()} == EXPECTED
+    assert all_counts(after) == EXPECTED
     assert after["totals"]["identifiers"] == before["totals"]["identifiers"] == 11
 
 
@@ -213,15 +172,15 @@ def test_a_report_for_a_prefix_the_reporter_does_not_administer_is_refused(fed: 
         malformed = client.post(url, json={"node": "x", "prefixes": 5}, auth=holder_100)
         assert malformed.status_code == 400 and malformed.json()["responseCode"] == 202
     stats = _stats(fed)
-    assert {p: _counts(n) for p, n in _nodes(stats).items()} == EXPECTED
+    assert all_counts(stats) == EXPECTED
     assert all(node["node"] != "intruder" for node in stats["nodes"])
 
 
 def test_a_top_level_down_makes_the_reporter_retry_later(fed: Fed) -> None:
     fed.top.stop()
     try:
-        handle = _register(fed.b, "88.101", fed.secrets["88.101"], 5)[4]
-        _resolve(fed.b, handle, 3)  # answers as ever
+        handle = register(fed.b, "88.101", fed.secrets["88.101"], 5)[4]
+        resolve(fed.b, handle, 3)  # answers as ever
         with pytest.raises(CliFailed):
             run_cli(fed.b.env, "stats", "report")
         deadline = time.monotonic() + DEADLINE
@@ -232,8 +191,8 @@ def test_a_top_level_down_makes_the_reporter_retry_later(fed: Fed) -> None:
         fed.top.stopped = False
         RUNNING.append(fed.top)
         fed.top.start(STARTUP_TIMEOUT)
-    stats = _wait_stats(fed, lambda s: _counts(_nodes(s)["88.101"]) == (10, 9, 5))
-    assert _counts(_nodes(stats)["88.100"]) == EXPECTED["88.100"]
+    stats = _wait_stats(fed, lambda s: counts(industry_nodes(s)["88.101"]) == (10, 9, 5))
+    assert counts(industry_nodes(stats)["88.100"]) == EXPECTED["88.100"]
     with fed.b.client() as client:
         assert client.get(f"/api/handles/{handle}").status_code == 200
     log = fed.b.log()
