@@ -26,6 +26,11 @@ from nodes.processes import (
 
 CLI_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
+TOP_LEVEL_CITIES = ("Beijing", "Shanghai", "Guangzhou", "Wuhan", "Chongqing")
+NATIONAL_PREFIX = "88"
+READY_TIMEOUT = 30.0
+"""Seconds every node gets to answer ``/healthz`` (the first start compiles bytecode)."""
+HTTP_TIMEOUT = 10.0
 
 
 class Member(ServeProcess):

@@ -1,5 +1,6 @@
-"""What ``idis demo`` prints: a line per step (✓ or ✗, what it did, how long it took) and the
-path each resolution took, read from the recursive node's ``x-idis-source`` header."""
+"""What ``idis demo`` prints: a line per step (✓ or ✗, what it did, how long it took), the
+path each resolution took, read from the recursive node's ``x-idis-source`` header, the table
+of the nodes, and how to query the federation left serving."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from nodes.processes import PortTaken
+
+if TYPE_CHECKING:  # demo_cluster imports this module
+    from nodes.demo_cluster import Demo
 
 _CODES = {
     1: "values",
@@ -110,3 +116,38 @@ def print_path(console: Console, handle: str, answer: str, hops: Sequence[Hop]) 
             f"  {branch} [cyan]{escape(hop.node.ljust(node_width))}[/]  "
             f"{escape(hop.handle.ljust(handle_width))}  [dim]{escape(hop.outcome)}[/]"
         )
+
+
+def node_table(demo: Demo) -> Table:
+    table = Table(title="the demo federation (each node a process of its own)")
+    table.add_column("node", style="bold")
+    table.add_column("role")
+    table.add_column("URL", style="cyan")
+    table.add_column("pid", justify="right")
+    table.add_column("serves")
+    for member in demo.members.values():
+        pid = str(member.process.pid) if member.process else "-"
+        if member.process is not None and not member.alive():
+            pid = "stopped"
+        table.add_row(member.name, member.role, member.url, pid, member.serves)
+    return table
+
+
+def how_to_query(demo: Demo) -> None:
+    recursive = demo.member("recursive").url
+    top = demo.member("Shanghai").url
+    secondary = demo.member("secondary-88.100").url
+    demo.console.print(
+        "\n[bold]The federation keeps serving. Try:[/]\n"
+        f"  curl -D - {recursive}/api/handles/88.100.1/PUMP-0001   "
+        "# through the recursive node; see x-idis-source\n"
+        f"  curl '{recursive}/api/handles/88.100.7/COIL-002?auth=true&pretty'   "
+        "# a fresh walk\n"
+        f"  curl {top}/api/handles/0.NA/88.100.1   # a top-level node's 303 referral\n"
+        f"  curl {secondary}/api/handles/88.100.7/COIL-002   "
+        "# the secondary's 302 referral to the enterprise node\n"
+        f"  curl -u federation:{demo.federation_secret} {recursive}/api/stats   "
+        "# walks, upstream requests, throttling\n"
+        f"  curl {top}/api/national/stats   # national statistics per industry node\n"
+        "Press Ctrl-C to stop every node."
+    )
