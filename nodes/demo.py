@@ -23,16 +23,20 @@ node, ``idis enterprise approve`` by its operator): 88.100.1 hosted by the secon
 build without that workflow, it homes the hosted prefixes and writes the self-hosted prefix
 record by hand); registers identifiers under each over the REST API; resolves every one through
 the recursive node, checking the answer and the node that gave it, and prints the path the walk
-took (``x-idis-source``); and stops Beijing to show that a walk goes on through another root.
+took (``x-idis-source``); shows the national statistics the secondary nodes reported upward;
+checks that Beijing's federation console (``/console``) shows the federation and the figures,
+and prints its URL; and stops Beijing to show that a walk goes on through another root.
 
 Output: a line per step, ✓ or ✗ with what it did and how long it took, a table of the nodes,
-and the path of each resolution.  With ``once`` the nodes are then stopped; without it Beijing
-is restarted and the federation keeps serving, with curl commands to query it, until Ctrl-C.
+the path of each resolution, the national figures and the console's URL.  With ``once`` the
+nodes are then stopped; without it Beijing is restarted and the federation keeps serving, with
+the console's URL and curl commands to query it, until Ctrl-C.
 
 The steps live by concept: building the federation in :mod:`nodes.demo_build`, using it in
-:mod:`nodes.demo_traffic`, its national statistics in :mod:`nodes.stats.demo_step`, who is in
-it in :mod:`nodes.demo_cluster`, and what is printed in :mod:`nodes.demo_output`; this module
-runs them in order and owns the run's life (signals, serving, clean-up, failure reports).
+:mod:`nodes.demo_traffic`, its national statistics in :mod:`nodes.stats.demo_step`, the
+console in :mod:`nodes.console.demo_step`, who is in it in :mod:`nodes.demo_cluster`, and
+what is printed in :mod:`nodes.demo_output`; this module runs them in order and owns the run's
+life (signals, serving, clean-up, failure reports).
 
 Every node is driven through the ``idis`` command line (``sys.executable -m nodes.cli``) and the
 HTTP API, exactly as an operator would drive it.  Nothing is written outside a temporary
@@ -53,6 +57,7 @@ from types import FrameType
 
 from rich.console import Console
 
+from nodes.console.demo_step import federation_console
 from nodes.demo_build import allocate, enterprise_prefixes, plan, start_nodes, start_secondaries
 from nodes.demo_cluster import READY_TIMEOUT, Cluster, Demo, Member
 from nodes.demo_output import StepFailed, Steps, how_to_query, node_table
@@ -90,6 +95,7 @@ def _run_steps(demo: Demo, once: bool) -> None:
     register(demo)
     resolve_all(demo)
     national_statistics(demo)
+    federation_console(demo)  # Beijing's, before the failover stops Beijing
     failover(demo)
     if not once:
         _serve_until_interrupted(demo)

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from nodes.console.demo_step import console_env
 from nodes.demo_cluster import (
     ENTERPRISES,
     HTTP_TIMEOUT,
@@ -56,7 +57,9 @@ def plan(demo: Demo) -> None:
     for city, port in top_ports.items():
         serves = "88 (the one national registry)"
         serves += f"; {allocations[city]}" if city in allocations else ""
-        cluster.add(city, "top-level", port, serves, national)
+        # Each site's console lists the other four with their readiness.
+        sites = console_env(city, dict(zip(top_ports, top_urls, strict=True)))
+        cluster.add(city, "top-level", port, serves, {**national, **sites})
     joins = {"secondary-88.100": "Beijing", "secondary-88.101": "Shanghai"}
     for name, top in joins.items():
         prefix = name.removeprefix("secondary-")

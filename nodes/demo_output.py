@@ -137,8 +137,11 @@ def how_to_query(demo: Demo) -> None:
     recursive = demo.member("recursive").url
     top = demo.member("Shanghai").url
     secondary = demo.member("secondary-88.100").url
+    beijing = demo.member("Beijing").url
     demo.console.print(
-        "\n[bold]The federation keeps serving. Try:[/]\n"
+        "\n[bold]The federation keeps serving.[/] Open its console in a browser: "
+        f"[cyan]{beijing}/console[/] [dim](Beijing; a wall screen: {beijing}/console?wall=1;"
+        " every top-level node serves its own)[/]\n[bold]Try:[/]\n"
         f"  curl -D - {recursive}/api/handles/88.100.1/PUMP-0001   "
         "# through the recursive node; see x-idis-source\n"
         f"  curl '{recursive}/api/handles/88.100.7/COIL-002?auth=true&pretty'   "
