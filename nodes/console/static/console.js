@@ -94,7 +94,9 @@
       bar.append(svg("title", {}, `${day.day}: ${number(value)}`));
       box.append(bar);
       if (i === 0 || i === days.length - 1 || days.length <= 8) {
-        box.append(svg("text", { x: left + i * slot + slot / 2, y: height - 8, "text-anchor": "middle" }, day.day.slice(5)));
+        // The last day's label ends at the bar's right edge: centred, it would be cut off.
+        const last = i === days.length - 1 && days.length > 8;
+        box.append(svg("text", { x: left + i * slot + (last ? slot : slot / 2), y: height - 8, "text-anchor": last ? "end" : "middle" }, day.day.slice(5)));
       }
     });
     box.append(svg("line", { class: "target", x1: left, x2: width, y1: y(target), y2: y(target) }));
