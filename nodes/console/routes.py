@@ -1,4 +1,5 @@
-"""``/console`` (the page and its assets) and ``GET /api/console`` (what the page shows).
+"""``/console`` (the page and its assets) and ``GET /api/console`` (what the page shows);
+both answer ``HEAD`` too.
 
 The page is static: HTML, CSS and one small script shipped in this package
 (``nodes/console/static/``), served by the node itself, with no CDN and no build step.  The
@@ -40,6 +41,14 @@ PAGE_OPERATION = {
     "security": [{}, {"basic": []}],
 }
 """``/console``'s OpenAPI (HTML, not the JSON :func:`operation` describes)."""
+STATE_OPERATION = operation(
+    "What the console shows: this node, its traffic and caches, its upstreams, and on "
+    "the national tier its sites, leader, takeovers and delegated prefixes",
+    ok=(200, ref("Object")),
+    failures=(401, 403),
+    auth=None,
+)
+"""``/api/console``'s OpenAPI."""
 
 
 def traffic(sums: dict[str, dict[tuple[str, ...], float]]) -> dict[str, Any]:
@@ -161,20 +170,29 @@ def console_router(node: Any, app: FastAPI) -> APIRouter:
         }
         return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
-    @router.get(
-        "/api/console",
-        openapi_extra=operation(
-            "What the console shows: this node, its traffic and caches, its upstreams, and on "
-            "the national tier its sites, leader, takeovers and delegated prefixes",
-            ok=(200, ref("Object")),
-            failures=(401, 403),
-            auth=None,
-        ),
-    )
+    @router.get("/api/console", openapi_extra=STATE_OPERATION)
     async def console_json(request: Request) -> Response:
         await guard(request)
         watch: Watch = request.app.state.console
         await watch.watched()
         return json_response(console_state(node, watch, started))
 
+    # HEAD as the resolution doors and the assets answer it (monitors and link checkers probe
+    # pages with it): the GET's status and headers, the server drops the body.  Routes of their
+    # own, so that each method has an operation id of its own in the OpenAPI.
+    router.add_api_route(
+        "/console",
+        console_page,
+        methods=["HEAD"],
+        name="console_page_head",
+        openapi_extra=PAGE_OPERATION,
+        response_class=HTMLResponse,
+    )
+    router.add_api_route(
+        "/api/console",
+        console_json,
+        methods=["HEAD"],
+        name="console_json_head",
+        openapi_extra=STATE_OPERATION,
+    )
     return router

@@ -382,6 +382,18 @@ def test_the_endpoint_answers_from_what_the_node_knows(fed: Federation) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert script.status_code == 200 and "textContent" in script.text
     assert "innerHTML" not in script.text  # what the node sends never becomes markup
+    # HEAD answers as GET does, without the body, on the page, the endpoint and the assets.
+    with fed.secondary.client() as client:
+        for path, got in (("/console", page), ("/console/assets/console.js", script)):
+            head = client.head(path)
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+        head = client.head("/api/console")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"].startswith("application/json")
+        operations = client.get("/openapi.json").json()["paths"]
+    for path in ("/console", "/api/console"):
+        assert {"get", "head"} <= set(operations[path]), path
 
 
 @pytest.fixture
@@ -396,6 +408,8 @@ def test_the_console_can_require_an_operator(guarded: NodeProcess) -> None:
             assert refused.status_code == 401, path
             assert refused.headers["www-authenticate"].startswith("Basic")
             assert client.get(path, auth=guarded.auth).status_code == 200, path
+            assert client.head(path).status_code == 401, path
+            assert client.head(path, auth=guarded.auth).status_code == 200, path
         wrong = httpx.BasicAuth(guarded.identity.replace(":", "%3A", 1), "not-the-secret")
         assert client.get("/api/console", auth=wrong).status_code in (401, 403)
 
