@@ -208,16 +208,17 @@ def fed(
             run_cli(beijing.env, "prefix", "allocate", prefix, "--secret-file", path)
 
     # Starting a node is mostly waiting: the others start together.
-    tasks = (
+    starts: list[Callable[[], NodeProcess]] = [
         lambda: top("Shanghai", "Beijing"),
         secondary("88.100"),
         secondary("88.101"),
         recursive,
-        allocate,
-    )
-    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
-        started = [pool.submit(task) for task in tasks]
-    shanghai, industry, other, resolver, _ = (future.result() for future in started)
+    ]
+    with ThreadPoolExecutor(max_workers=len(starts) + 1) as pool:
+        allocated = pool.submit(allocate)
+        started = [pool.submit(start) for start in starts]
+    allocated.result()
+    shanghai, industry, other, resolver = (future.result() for future in started)
     for node, city in ((beijing, "Beijing"), (shanghai, "Shanghai")):
         assert node.base_url == urls[city], f"{city} had to move to {node.base_url}"
     join(industry, "88.100", secrets["88.100"])
@@ -268,6 +269,11 @@ def _cells(page: Page, row: str) -> list[str]:
     return [cell.inner_text() for cell in page.locator(f"{row} td").all()]
 
 
+def _shows(page: Page, row: str, first: int, cells: list[str]) -> Callable[[], bool]:
+    """Whether ``row``'s cells from the ``first`` on are ``cells``, for :func:`wait_until`."""
+    return lambda: _cells(page, row)[first : first + len(cells)] == cells
+
+
 def test_the_national_figures_are_drawn(fed: Federation, browser: Browsing) -> None:
     """Both secondary nodes register and resolve, and report upward; Beijing's console draws
     its ``GET /api/national/stats`` as it answers: each industry node's counts, identifiers
@@ -288,19 +294,13 @@ def test_the_national_figures_are_drawn(fed: Federation, browser: Browsing) -> N
     page = browser.open(f"{fed.beijing.base_url}/console")
     wait_until("the figures", lambda: page.locator("#figures").is_visible())
     for prefix, node in nodes.items():
-        row = f'#industry tr[data-prefix="{prefix}"]'
-        shown = [prefix, node["node"], *(f"{n:,}" for n in counts(node))]
-        wait_until(
-            f"{prefix}'s figures", lambda row=row, shown=shown: _cells(page, row)[:5] == shown
-        )
-        # The delegated prefixes carry each secondary node's identifier count.
+        figures = [f"{n:,}" for n in counts(node)]
+        # The industry table as the JSON says; the delegations carry the same counts.
+        industry = f'#industry tr[data-prefix="{prefix}"]'
+        row = [prefix, node["node"], *figures]
+        wait_until(f"{prefix}'s figures", _shows(page, industry, 0, row))
         delegated = f'#delegations tr[data-prefix="{prefix}"]'
-        wait_until(
-            f"{prefix}'s count among the delegations",
-            lambda delegated=delegated, node=node: (
-                _cells(page, delegated)[3:] == [f"{n:,}" for n in counts(node)]
-            ),
-        )
+        wait_until(f"{prefix}'s count among the delegations", _shows(page, delegated, 3, figures))
     assert page.locator("#industry tbody tr").count() == len(nodes) == 2
     assert {node["node"] for node in nodes.values()} == {"industry-88.100", "industry-88.101"}
 
