@@ -43,6 +43,7 @@ from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.http.search_api import search_router
 from nodes.http.tokens_api import tokens_router
 from nodes.metrics import NodeCollector, registry
 from nodes.mirror import mirroring
@@ -308,6 +309,7 @@ def create_api(node: Any) -> FastAPI:
     # Routers go before the web proxy, whose route catches every GET.
     app.include_router(enterprise_router(node))
     app.include_router(tokens_router(node))
+    app.include_router(search_router(node))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 
