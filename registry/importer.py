@@ -1267,10 +1267,10 @@ class _PostgresWriter:
                 await self._conn.execute(_CREATE_STAGE)
                 await self._conn.copy_records_to_table(_STAGE, records=rows, columns=_COLUMNS)
                 await self._conn.execute(_MERGE_PG)
-                stale = stale_keys((row[0] for row in rows), existing)
+                entries = chunk.index_rows(rows)
+                stale = stale_keys(rows, existing, entries)
                 if stale:
                     await self._conn.execute(_DROP_ENTRIES_PG, stale)
-                entries = chunk.index_rows(rows)
                 if entries:
                     await self._conn.copy_records_to_table(
                         "attr_index", records=entries, columns=ENTRY_COLUMNS
@@ -1353,9 +1353,10 @@ class _SqliteWriter:
             existing = dict(conn.execute(_EXISTING_SQLITE, (keys,)).fetchall())
             rows = settle(kept, secret_keys, existing)
             conn.executemany(_UPSERT_SQLITE, rows)
-            stale = stale_keys((row[0] for row in rows), existing)
+            entries = index_rows(rows)
+            stale = stale_keys(rows, existing, entries)
             conn.executemany(_DROP_ENTRIES_SQLITE, [(key,) for key in stale])
-            conn.executemany(_INSERT_ENTRIES_SQLITE, index_rows(rows))
+            conn.executemany(_INSERT_ENTRIES_SQLITE, entries)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

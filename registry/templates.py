@@ -175,10 +175,10 @@ class ImportGate:
         each row only for a block that may hold a refusal."""
         return _suspect(b"".join(forms).lower())
 
-    def template_of(self, values: Sequence[HandleValue]) -> Template | None:
-        """The template (among those read at the start) a record's values name, if any."""
-        named = _named(values)
-        return None if named is None else self._templates.get(named[1])
+    def template_named(self, name: str) -> Template | None:
+        """The template (among those read at the start) at the handle ``name``, if any."""
+        key = _template_key(name)
+        return None if key is None else self._templates.get(key)
 
     def refusal(self, data: bytes) -> str | None:
         """Why the record whose stored form is ``data`` may not be imported, or None."""
