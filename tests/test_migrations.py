@@ -123,3 +123,13 @@ def test_the_change_log_continues_the_old_journals_numbering(empty_url: str) -> 
 
     horizon, first, head = asyncio.run(after())
     assert horizon == 9 and first > 9 and head == first
+
+
+def test_search_index_revision_goes_down_and_up(empty_url: str) -> None:
+    """0007 adds the search index (attr_index) and its downgrade takes only it away."""
+    migrate.upgrade(empty_url)
+    assert "attr_index" in table_names(empty_url)
+    migrate.downgrade(empty_url, "0006")
+    assert table_names(empty_url) == HEAD_TABLES - {"attr_index"}
+    migrate.upgrade(empty_url)
+    assert table_names(empty_url) == HEAD_TABLES

@@ -122,3 +122,37 @@ async def test_refused_write_leaves_no_entries(store: RecordStore) -> None:
         await store.put_many([(fold("88.100.1/U2"), clash, None)])
     assert await search(store, type="SERIALNUMBER", exact="U-2") == []
     assert await store.get(fold("88.100.1/U2")) is None
+
+
+def test_import_rows_equal_the_write_paths_entries() -> None:
+    """``idis import`` reads index rows off stored forms: they must be what the registrar's
+    :func:`resolver.search.entries` makes of the same values, typed by the same template."""
+    from registry.import_index import Indexer, may_have_entries
+    from registry.templates import ImportGate
+    from resolver.codecs.stored import encode_values
+    from resolver.templates import parse_template
+
+    doc = (
+        '{"prefix": "88.100.1", "version": 1, "items": ['
+        '{"name": "n", "key": "serialNumber", "index": 2001, "type": "text"},'
+        '{"name": "w", "key": "weight", "index": 2002, "type": "number"},'
+        '{"name": "d", "key": "madeOn", "index": 2003, "type": "date"}]}'
+    )
+    template = HandleValue(1, "IDIS.TEMPLATE", Data("string", doc))
+    gate = ImportGate([(fold("88.100.1/TEMPLATE.t"), encode_values((template,)))])
+    named = HandleValue(1001, "TEMPLATE", Data("string", "88.100.1/TEMPLATE.t"))
+    record = item_record("88.100.1/X", "S" * 300, "12.5", "2026-01-31", public=False)
+    for values in ((*record.values, named), record.values):
+        kinds = KINDS if named in values else {}
+        wanted = [
+            (fold("88.100.1/X"), e.index, e.type, e.text, e.number, e.public)
+            for e in entries(values, kinds)
+        ]
+        row = (fold("88.100.1/X"), "88.100.1/X", encode_values(values))
+        assert Indexer(gate).rows([row]) == wanted
+    assert parse_template(doc).item_at(2002) is not None
+    plain = (HandleValue(1, "URL", Data("string", "https://x/[2000]")),)
+    assert Indexer(gate).rows([("K", "k", encode_values(plain))]) == []
+    assert not may_have_entries(encode_values((HandleValue(1001, "T", Data("string", "x")),)))
+    assert may_have_entries(encode_values((HandleValue(2000, "T", Data("string", "x")),)))
+    assert may_have_entries(encode_values((HandleValue(123456, "T", Data("string", "x")),)))
