@@ -48,6 +48,7 @@ from nodes.http.tokens_api import tokens_router
 from nodes.metrics import NodeCollector, registry
 from nodes.mirror import mirroring
 from nodes.snms.api import snms_router
+from nodes.snms.search import snms_search_router
 from registry.authentication import sealed_secret
 from registry.service import BatchItem
 from registry.stores.feed import SqlFeed
@@ -310,6 +311,7 @@ def create_api(node: Any) -> FastAPI:
     app.include_router(enterprise_router(node))
     app.include_router(tokens_router(node))
     app.include_router(search_router(node))
+    app.include_router(snms_search_router(node))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 

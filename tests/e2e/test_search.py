@@ -238,3 +238,24 @@ def test_import_indexes_what_it_loads(
     assert result.returncode == 0, result.stderr
     assert found(http, type="model", value=f"IMP{t}") == []
     assert found(http, type="model", value=f"IMQ{t}") == handles
+
+
+def test_snms_search_answers_in_snms_terms(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    t = tag()
+    handle = f"{PREFIX}/N{t}"
+    values = record(template, model=f"SNMS{t}")
+    for value in values:
+        if value["type"] == "model":
+            value["permissions"] = "1100"
+    put(http, node, handle, values)
+    params = {"prefix": PREFIX, "type": "model", "value": f"SNMS{t}"}
+    anonymous = http.get("/identityv2/data/search", params=params).json()
+    assert anonymous["status"] == -1, anonymous
+    login = http.post("/identity/token", json={"username": node.identity, "password": node.secret})
+    bearer = {"authorization": f"Bearer {login.json()['data']['token']}"}
+    body = http.get("/identityv2/data/search", params=params, headers=bearer).json()
+    assert body["status"] == 1 and body["data"]["handles"] == [handle], body
+    bad = http.get("/identityv2/data/search", params={"prefix": PREFIX}, headers=bearer).json()
+    assert bad["status"] == -2 and "type" in bad["message"], bad
