@@ -190,7 +190,7 @@ async def _check_seed(conn: asyncpg.Connection, rows: int) -> None:
         )
         got = [tuple(row) for row in found]
         wanted = [
-            (e.index, e.type, e.text, e.number, e.public)
+            (e.idx, e.type, e.text, e.number, e.public)
             for e in entries(decode_values(bytes(data)), kinds)
         ]
         if got != wanted:

@@ -26,7 +26,8 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from typing import NamedTuple
 
 import orjson
 
@@ -40,13 +41,14 @@ MAX_INDEXED_CHARS = 256
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 NUMERIC_KINDS = frozenset({"number", "date", "date-time"})
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One value of a record in the search index."""
+class Entry(NamedTuple):
+    """One value of a record in the search index (a tuple: made for every attribute of
+    every record written, it must cost little)."""
 
-    index: int
+    idx: int
     type: str
     """The value's type upper-cased: searches by type are case-insensitive, as Handle's are."""
     text: str
@@ -72,12 +74,9 @@ def sortable(kind: str, text: str) -> float | None:
         if kind == "number":
             return float(text) if _NUMBER.fullmatch(text) else None
         if kind == "date":
-            day = date.fromisoformat(text) if _DATE.fullmatch(text) else None
-            return (
-                None
-                if day is None
-                else datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-            )
+            if _DATE.fullmatch(text) is None:
+                return None
+            return float((date.fromisoformat(text).toordinal() - _EPOCH_DAY) * 86400)
         if kind == "date-time":
             if _DATE_TIME.fullmatch(text) is None:
                 return None
@@ -96,20 +95,14 @@ def entries(values: Sequence[HandleValue], kinds: Kinds | None = None) -> tuple[
     """The index entries of a record's ``values``, typed by ``kinds`` (its template's)."""
     found = []
     for value in values:
-        if value.index < MIN_ITEM_INDEX or value.data.format != "string":
+        index = value.index
+        if index < MIN_ITEM_INDEX or value.data.format != "string":
             continue
         text = value.data.value
-        kind = kinds.get(value.index) if kinds else None
+        kind = kinds.get(index) if kinds else None
         number = sortable(kind, text) if kind in NUMERIC_KINDS else None
-        found.append(
-            Entry(
-                value.index,
-                value.type.upper(),
-                text[:MAX_INDEXED_CHARS],
-                number,
-                bool(value.permissions & PUBLIC_READ),
-            )
-        )
+        public = bool(value.permissions & PUBLIC_READ)
+        found.append(Entry(index, value.type.upper(), text[:MAX_INDEXED_CHARS], number, public))
     return tuple(found)
 
 
@@ -234,9 +227,9 @@ def position(query: Query, key: str, entry: Entry) -> tuple[str | float, str, in
     if entry.type != query.type or not low <= key < high or not (entry.public or query.private):
         return None
     if query.exact is not None:
-        return (entry.text, key, entry.index) if entry.text == query.exact else None
+        return (entry.text, key, entry.idx) if entry.text == query.exact else None
     if query.starts is not None:
-        return (entry.text, key, entry.index) if entry.text.startswith(query.starts) else None
+        return (entry.text, key, entry.idx) if entry.text.startswith(query.starts) else None
     number = entry.number
     if number is None:
         return None
@@ -244,7 +237,7 @@ def position(query: Query, key: str, entry: Entry) -> tuple[str | float, str, in
         query.high is not None and number > query.high
     ):
         return None
-    return number, key, entry.index
+    return number, key, entry.idx
 
 
 def order_key(query: Query, place: tuple[str | float, str, int]) -> tuple[str | float, str, int]:

@@ -145,7 +145,7 @@ def test_import_rows_equal_the_write_paths_entries() -> None:
     for values in ((*record.values, named), record.values):
         kinds = KINDS if named in values else {}
         wanted = [
-            (fold("88.100.1/X"), e.index, e.type, e.text, e.number, e.public)
+            (fold("88.100.1/X"), e.idx, e.type, e.text, e.number, e.public)
             for e in entries(values, kinds)
         ]
         row = (fold("88.100.1/X"), "88.100.1/X", encode_values(values))
