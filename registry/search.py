@@ -12,9 +12,10 @@ derived from it (``P.X/...``, ``P.X.Y/...``).
 
 Authorization: a value without public read permission matches only for a caller holding
 READ_VALUE over the prefix record ``0.NA/P`` (an administrator of the prefix, or a token
-scoped to it or above it with that right), and never in a subtree search (an administrator of
-``P`` is not one of ``P.X``'s handles): a handle is never revealed by a value its reader may
-not see.
+scoped to it or above it with that right) and over the handle itself (its own HS_ADMIN, as
+its resolution decides; checked for each private match of a page, so a page may hold fewer
+handles than its size), and never in a subtree search (an administrator of ``P`` is not one
+of ``P.X``'s handles): a handle is never revealed by a value its reader may not see.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from resolver.search import (
     DEFAULT_PAGE_SIZE,
     MAX_INDEXED_CHARS,
     MAX_PAGE_SIZE,
+    Hit,
     Query,
     bound,
     decode_cursor,
@@ -130,12 +132,24 @@ class Searcher:
         authority = await self._fetch(fold(prefix_handle(query.prefix_key)))
         return bool(await rights(identity, authority, self._fetch) & Right.READ_VALUE)
 
+    async def _readable(self, identity: Ref, key: str) -> bool:
+        record = await self._fetch(key)
+        return bool(await rights(identity, record, self._fetch) & Right.READ_VALUE)
+
     async def search(self, get: Get, identity: Ref | None) -> Page:
         """One page of the search the parameters ask for, as ``identity`` (None: anonymous)
         may see it."""
         query = parse(get)
-        if await self.may_read_private(query, identity):
+        hidden: list[Hit] = []
+        if identity is not None and await self.may_read_private(query, identity):
             query = replace(query, private=True)
-        hits = await self._store.search(query)
-        handles, following = page_of(hits, query.limit)
+            hits = await self._store.search(query)
+            # The prefix's administrators read its handles' private values, unless a handle's
+            # own HS_ADMIN says otherwise: each private match is checked as resolution would.
+            for hit in hits[: query.limit]:
+                if not hit.public and not await self._readable(identity, hit.position[1]):
+                    hidden.append(hit)
+        else:
+            hits = await self._store.search(query)
+        handles, following = page_of(hits, query.limit, hidden)
         return Page((get("prefix") or "").strip(), query.limit, handles, following)

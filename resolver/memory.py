@@ -79,14 +79,13 @@ class MemoryStore:
             for entry in entries:
                 place = position(query, key, entry)
                 if place is not None:
-                    found.append((order_key(query, place), place, self._records[key].handle))
+                    hit = Hit(self._records[key].handle, place, entry.public)
+                    found.append((order_key(query, place), hit))
         found.sort(key=lambda item: item[0])
         after = order_key(query, query.after) if query.after is not None else None
-        return [
-            Hit(handle, place)
-            for ordered, place, handle in found
-            if after is None or ordered > after
-        ][: query.limit + 1]
+        return [hit for ordered, hit in found if after is None or ordered > after][
+            : query.limit + 1
+        ]
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         start = prefix_key + "/"

@@ -154,6 +154,8 @@ class Hit:
 
     handle: str
     position: tuple[str | float, str, int]
+    public: bool = True
+    """False if it matched by a value without public read permission (a private search)."""
 
 
 def text_after(prefix: str) -> str:
@@ -207,13 +209,18 @@ def decode_cursor(text: str, mode: str) -> tuple[str | float, str, int]:
     return first, raw[1], raw[2]
 
 
-def page_of(hits: Sequence[Hit], limit: int) -> tuple[list[str], str | None]:
+def page_of(
+    hits: Sequence[Hit], limit: int, hidden: Sequence[Hit] = ()
+) -> tuple[list[str], str | None]:
     """The handles of a page of ``hits`` (``limit + 1`` were asked for, to know whether more
-    follow) and the cursor of the next page, if any.  A handle matching by two values in a row
-    is named once."""
+    follow) but those ``hidden`` (which the caller may not read), and the cursor of the next
+    page, if any: a page may hold fewer handles than ``limit`` and still be followed by
+    another.  A handle matching by two values in a row is named once."""
     shown = hits[:limit]
     handles: list[str] = []
     for hit in shown:
+        if hit in hidden:
+            continue
         if not handles or handles[-1] != hit.handle:
             handles.append(hit.handle)
     following = encode_cursor(shown[-1].position) if len(hits) > limit and shown else None

@@ -105,7 +105,7 @@ def search_sql(
         first = {"exact": "", "starts": ":after_v, ", "range": ":after_v, "}[mode]
         where.append(f"({column}a.key, a.idx) > ({first}:after_key, :after_idx)")
     return (
-        "SELECT h.handle, a.v_text, a.v_num, a.key, a.idx FROM attr_index a"
+        "SELECT h.handle, a.v_text, a.v_num, a.key, a.idx, a.public FROM attr_index a"
         " JOIN handles h ON h.key = a.key"
         f" WHERE {' AND '.join(where)} ORDER BY {_ORDER[mode]} LIMIT :limit"
     )
@@ -165,4 +165,4 @@ def numbered(sql: str) -> tuple[str, tuple[str, ...]]:
 def hits(query: Query, rows: Sequence[Sequence[Any]]) -> list[Hit]:
     """The hits of the rows :func:`statement` selected, with their keyset positions."""
     first = 2 if query.mode == "range" else 1
-    return [Hit(row[0], (row[first], row[3], row[4])) for row in rows]
+    return [Hit(row[0], (row[first], row[3], row[4]), bool(row[5])) for row in rows]

@@ -259,3 +259,22 @@ def test_snms_search_answers_in_snms_terms(
     assert body["status"] == 1 and body["data"]["handles"] == [handle], body
     bad = http.get("/identityv2/data/search", params={"prefix": PREFIX}, headers=bearer).json()
     assert bad["status"] == -2 and "type" in bad["message"], bad
+
+
+def test_private_values_follow_each_handles_own_admin(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    """A handle whose HS_ADMIN names another administrator keeps its private values from the
+    prefix's administrator too, as its resolution does."""
+    t = tag()
+    handle = f"{PREFIX}/O{t}"
+    values = record(template, model=f"OWN{t}")
+    for value in values:
+        if value["type"] == "model":
+            value["permissions"] = "1100"
+    admin = {"handle": "0.NA/88.100.9", "index": 200, "permissions": "011111111111"}
+    values.append({"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}})
+    put(http, node, handle, values)
+    resolved = http.get(f"/api/handles/{handle}", params={"auth": "true"}, auth=node.auth)
+    assert all(v["type"] != "model" for v in resolved.json()["values"]), resolved.text
+    assert found(http, node.auth, type="model", value=f"OWN{t}") == []
