@@ -122,8 +122,9 @@ async def _admin(dsn: str, *statements: str) -> None:
 
 
 async def _reset(dsn: str) -> None:
-    # An empty table and a checkpoint, so that no round pays for the previous one's dirty pages.
-    await _admin(dsn, "TRUNCATE handles", "CHECKPOINT")
+    # Empty tables and a checkpoint, so that no round pays for the previous one's dirty pages.
+    # The search index goes with the records (an import writes both).
+    await _admin(dsn, "TRUNCATE handles, attr_index", "CHECKPOINT")
 
 
 async def _copy(dsn: str, rows: list[Row]) -> float:

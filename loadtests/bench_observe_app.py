@@ -2,8 +2,9 @@
 without an HTTP server or a load generator, so that a shared machine's noise does not drown a
 difference of a few hundred nanoseconds.
 
-Two nodes of the same code in one process on one SQLite database: one with its metrics on,
-one with ``IDIS_METRICS=false``; the process logs JSON (logging is per process, and a cached
+Two nodes of the same code in one process on one SQLite database: one with its metrics and
+its usage counting (national statistics) on, one with ``IDIS_METRICS=false`` and
+``IDIS_STATS__ENABLED=false``; the process logs JSON (logging is per process, and a cached
 answer logs nothing either way).  Each is handed the same ASGI request for a handle it holds
 in its rendered hot copies, in blocks of calls that alternate between the two; the figure is
 the CPU time per call (``time.process_time``, which the metrics' flush thread is part of), the
@@ -71,6 +72,7 @@ async def _measure(root: Path, blocks: int, calls: int) -> dict[str, Any]:
             data_dir=root / kind,
             database_url=database,
             metrics=metrics,
+            stats={"enabled": metrics},
             secret_key_file=root / "init" / "secret.key",
         )
         nodes[kind] = build_node(settings)

@@ -352,10 +352,25 @@ def quotas(suite: Suite) -> None:
 
 
 def observe(suite: Suite) -> None:
-    """Cached resolution with metrics and JSON logs on, beside a node with them off."""
-    from loadtests import bench_observe
+    """Cached resolution with metrics, usage counting and JSON logs on, beside a node with
+    them off; and what they cost inside the application, without HTTP (information: the
+    difference sought is below the noise of a shared machine's load runs)."""
+    from loadtests import bench_observe, bench_observe_app
 
     bench_observe.run(suite, OBSERVE_TARGET)
+    app = bench_observe_app.measure(suite.workdir / "observe-app", suite.s.mode == "quick")
+    suite.raw["observe_app"] = app
+    expected = app["blocks"] * app["calls_per_block"]
+    suite.add(
+        "observe_app",
+        "cached resolution inside the app, observability on (CPU ns per call)",
+        app["app_ns_on"],
+        "ns",
+        baseline=app["app_ns_off"],
+        baseline_label="the same app with metrics and usage counting off",
+        errors=0 if app["counted"] == expected else expected - app["counted"],
+        detail=app,
+    )
 
 
 def seed_gs1(suite: Suite, node: ServeProcess) -> str:

@@ -38,8 +38,9 @@ dns_cached_cpu    server CPU a cached query (us)         unbound's (ratio: unbou
 *steps quotas, observe* (:mod:`loadtests.steps_http`)
 quotas            cached resolution, daily resolution    the same node without quotas      >= 0.95
                   quotas on (never reached)
-observe           cached resolution, metrics and JSON    a node with them off              >= 0.95
-                  logs on
+observe           cached resolution, metrics, usage      a node with them off              >= 0.95
+                  counting and JSON logs on
+observe_app       the same inside the app, CPU ns/call   the same app with them off        info
 *steps register, templates, mix, storage, import* (:mod:`loadtests.steps_registry`)
 register          batch registration (POST /api/batch)   plain COPY of the same rows       info
 templates         batch registration, templated records  the same records untemplated      >= 0.8

@@ -63,6 +63,7 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from registry.changelog import ALL_KEY
+from registry.import_index import ENTRY_COLUMNS, EntryRow, Indexer, stale_keys
 from registry.plain_forms import plain_forms
 from registry.secrets import is_stored, seal_secret, verify_secret
 from registry.service import default_admin
@@ -784,6 +785,8 @@ class _Reader:
     ) -> None:
         self.parser = parser
         self.gate = gate
+        self.indexer = Indexer(gate)
+        """The search index rows of the rows read (registry/import_index.py)."""
         self.report = report
         self.on_reject = on_reject
         self.on_progress = on_progress
@@ -971,6 +974,8 @@ class Chunk:
         self.secret_keys = reader.parser.secret_keys
         """Keys whose rows hold plaintext secrets (:attr:`RecordParser.secret_keys`)."""
         self.kept: list[Row] = []
+        self.entries: list[EntryRow] = []
+        """The search index rows of the rows :meth:`for_copy` yielded."""
         self.count = 0
         """The rows written (set by the writer)."""
         self.all_read = asyncio.Event()
@@ -1023,7 +1028,15 @@ class Chunk:
             blocks = map(self._keep, blocks)
         else:
             self._sent = True
-        return chain.from_iterable(map(self._hash_secrets, blocks))
+        return chain.from_iterable(map(self._index, map(self._hash_secrets, blocks)))
+
+    def _index(self, block: list[Row]) -> list[Row]:
+        self.entries += self._reader.indexer.rows(block)
+        return block
+
+    def index_rows(self, rows: Sequence[Row]) -> list[EntryRow]:
+        """The search index rows of ``rows`` (settled rows of a merge)."""
+        return self._reader.indexer.rows(rows)
 
     def _keep(self, block: list[Row]) -> list[Row]:
         self.kept.extend(block)
@@ -1181,6 +1194,11 @@ _MERGE_PG = (
     " ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, version = h.version + 1"
     " WHERE h.data IS DISTINCT FROM EXCLUDED.data"
 )
+_DROP_ENTRIES_PG = "DELETE FROM attr_index WHERE key = ANY($1::text[])"
+_DROP_ENTRIES_SQLITE = "DELETE FROM attr_index WHERE key = ?"
+_INSERT_ENTRIES_SQLITE = (
+    f"INSERT INTO attr_index ({', '.join(ENTRY_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+)
 _EXISTING_SQLITE = "SELECT key, data FROM handles WHERE key IN (SELECT value FROM json_each(?))"
 _UPSERT_SQLITE = (
     "INSERT INTO handles (key, handle, data) VALUES (?, ?, ?)"
@@ -1224,9 +1242,15 @@ class _PostgresWriter:
         """
         if not self._merging:
             try:
-                status = await self._conn.copy_records_to_table(
-                    "handles", records=chunk.for_copy(), columns=_COLUMNS
-                )
+                # One transaction: the records and their search index rows, or neither.
+                async with self._conn.transaction():
+                    status = await self._conn.copy_records_to_table(
+                        "handles", records=chunk.for_copy(), columns=_COLUMNS
+                    )
+                    if chunk.entries:
+                        await self._conn.copy_records_to_table(
+                            "attr_index", records=chunk.entries, columns=ENTRY_COLUMNS
+                        )
                 chunk.count = int(status.rpartition(" ")[2])  # "COPY <rows>"
                 return 0
             except asyncpg.UniqueViolationError:
@@ -1243,6 +1267,14 @@ class _PostgresWriter:
                 await self._conn.execute(_CREATE_STAGE)
                 await self._conn.copy_records_to_table(_STAGE, records=rows, columns=_COLUMNS)
                 await self._conn.execute(_MERGE_PG)
+                entries = chunk.index_rows(rows)
+                stale = stale_keys(rows, existing, entries)
+                if stale:
+                    await self._conn.execute(_DROP_ENTRIES_PG, stale)
+                if entries:
+                    await self._conn.copy_records_to_table(
+                        "attr_index", records=entries, columns=ENTRY_COLUMNS
+                    )
         # Existing handles come in runs (a file imported again): merge at once while they do,
         # rather than pay for a failing COPY per chunk.
         self._merging = bool(existing)
@@ -1302,13 +1334,18 @@ class _SqliteWriter:
         if not kept:
             return 0
         self._writing = asyncio.ensure_future(
-            asyncio.to_thread(self._write, kept, chunk.secret_keys)
+            asyncio.to_thread(self._write, kept, chunk.secret_keys, chunk.index_rows)
         )
         # Shielded: a cancelled import (Ctrl-C) cannot stop the thread, and :meth:`close` must
         # know when it is done.
         return await asyncio.shield(self._writing)
 
-    def _write(self, kept: list[Row], secret_keys: set[str]) -> int:
+    def _write(
+        self,
+        kept: list[Row],
+        secret_keys: set[str],
+        index_rows: Callable[[Sequence[Row]], list[EntryRow]],
+    ) -> int:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -1316,6 +1353,10 @@ class _SqliteWriter:
             existing = dict(conn.execute(_EXISTING_SQLITE, (keys,)).fetchall())
             rows = settle(kept, secret_keys, existing)
             conn.executemany(_UPSERT_SQLITE, rows)
+            entries = index_rows(rows)
+            stale = stale_keys(rows, existing, entries)
+            conn.executemany(_DROP_ENTRIES_SQLITE, [(key,) for key in stale])
+            conn.executemany(_INSERT_ENTRIES_SQLITE, entries)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -41,6 +41,7 @@ from resolver.errors import (
 from resolver.homes import HOMES_KEY, Homes
 from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.ports import RecordStore
+from resolver.search import entries, has_entries, kinds_of
 from resolver.templates import UniqueValueTaken
 from resolver.values import (
     ADMIN_GROUP_INDEX,
@@ -242,8 +243,13 @@ class Registrar:
     ) -> Record:
         """The record to store, refused if its data template refuses it, holding the unique
         template values it takes."""
-        claims = await self._templates.check(handle, values, old)
-        return Record(old.handle if old else handle.text, values).with_claims(claims)
+        claims, template = await self._templates.checked(handle, values, old)
+        record = Record(old.handle if old else handle.text, values).with_claims(claims)
+        # None (leave the index alone) only when neither this record nor the one it replaces
+        # has entries: plain records cost the store nothing.
+        if has_entries(values) or (old is not None and has_entries(old.values)):
+            return record.with_entries(entries(values, kinds_of(template)))
+        return record
 
     # --- single-handle writes --------------------------------------------------------------
 

@@ -190,3 +190,31 @@ national_stats = sa.Table(
 )
 """At the top level: the absolute figures reported per prefix and UTC day by the node that
 serves it (the last report wins, so a repeated report never counts twice)."""
+# --- the search index (see resolver/search.py, registry/search.py) ---------------------------
+
+attr_index = sa.Table(
+    "attr_index",
+    metadata,
+    sa.Column("key", KeyText, primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("type", KeyText, nullable=False),
+    sa.Column("v_text", KeyText, nullable=False),
+    sa.Column("v_num", sa.Float(precision=53), nullable=True),
+    sa.Column("public", sa.Boolean, nullable=False),
+    # Exact and prefix matches are ranges of (type, v_text) then key: the "C" collation makes
+    # a text prefix a byte range; numbers, dates and date-times are ranges of (type, v_num).
+    sa.Index("attr_index_text", "type", "v_text", "key", "idx"),
+    sa.Index(
+        "attr_index_num",
+        "type",
+        "v_num",
+        "key",
+        "idx",
+        postgresql_where=sa.text("v_num IS NOT NULL"),
+        sqlite_where=sa.text("v_num IS NOT NULL"),
+    ),
+)
+"""One row per value at index 2000 or above of a handle (folded ``key``, value index ``idx``):
+its type upper-cased, its text, its sortable number if its template item is a number, date or
+date-time, and whether it is publicly readable.  Written in the transaction of the handle's
+write; the primary key lets a rewrite replace a handle's rows by key."""

@@ -88,6 +88,13 @@ class TemplateCheck:
 
         ``old`` is the record being replaced, if any: a template handle keeps its versions.
         """
+        return (await self.checked(handle, values, old))[0]
+
+    async def checked(
+        self, handle: Handle, values: Sequence[HandleValue], old: Record | None = None
+    ) -> tuple[tuple[Claim, ...] | None, Template | None]:
+        """:meth:`check`'s claims, and the template version ``values`` were checked against
+        (None if they name none), whose item types type the record's search entries."""
         if _holds_template(values) or (old is not None and _holds_template(old.values)):
             if _template_key(handle.text) is None:
                 raise InvalidValue(
@@ -104,7 +111,7 @@ class TemplateCheck:
                 raise InvalidValue(f"template: {error}", handle=handle.text) from None
         named = _named(values)
         if named is None:
-            return () if old is not None and _named(old.values) is not None else None
+            return (() if old is not None and _named(old.values) is not None else None), None
         name, key = named
         template = await self._current(name, key, handle.text)
         violations = validate(template, values)
@@ -112,7 +119,7 @@ class TemplateCheck:
             raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
         taken = tuple(claims(key, template, values))
         # A new handle holds no claims yet: with none to take, the store need not look.
-        return None if not taken and old is None else taken
+        return (None if not taken and old is None else taken), template
 
     async def _current(self, name: str, key: str, handle: str | None) -> Template:
         """The current version of the template handle ``name`` (folded ``key``)."""
@@ -167,6 +174,11 @@ class ImportGate:
         block of rows at once (a fraction of a microsecond a row), then :meth:`refusal` of
         each row only for a block that may hold a refusal."""
         return _suspect(b"".join(forms).lower())
+
+    def template_named(self, name: str) -> Template | None:
+        """The template (among those read at the start) at the handle ``name``, if any."""
+        key = _template_key(name)
+        return None if key is None else self._templates.get(key)
 
     def refusal(self, data: bytes) -> str | None:
         """Why the record whose stored form is ``data`` may not be imported, or None."""

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from resolver.identifiers import fold
+from resolver.search import Entry, Hit, Query, order_key, position
 from resolver.templates import Claim, UniqueValueTaken, unique_clashes
 from resolver.values import Record
 
@@ -19,6 +20,8 @@ class MemoryStore:
         self._prefixes: dict[str, str] = {}
         self._claims: dict[Claim, str] = {}
         """Unique template values taken, and by which key (see ``Record.claims``)."""
+        self._entries: dict[str, tuple[Entry, ...]] = {}
+        """The search entries of each key (see ``Record.entries``)."""
 
     async def get(self, key: str) -> Record | None:
         return self._records.get(key)
@@ -53,6 +56,8 @@ class MemoryStore:
         if record.claims is not None:
             self._release(key)
             self._claims.update(dict.fromkeys(record.claims, key))
+        if record.entries is not None:
+            self._entries[key] = record.entries
         return True
 
     def _release(self, key: str) -> None:
@@ -65,7 +70,22 @@ class MemoryStore:
             return False
         del self._records[key]
         self._release(key)
+        self._entries.pop(key, None)
         return True
+
+    async def search(self, query: Query) -> list[Hit]:
+        found = []
+        for key, entries in self._entries.items():
+            for entry in entries:
+                place = position(query, key, entry)
+                if place is not None:
+                    hit = Hit(self._records[key].handle, place, entry.public)
+                    found.append((order_key(query, place), hit))
+        found.sort(key=lambda item: item[0])
+        after = order_key(query, query.after) if query.after is not None else None
+        return [hit for ordered, hit in found if after is None or ordered > after][
+            : query.limit + 1
+        ]
 
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:
         start = prefix_key + "/"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from resolver.search import Hit, Query
 from resolver.values import Record
 
 
@@ -40,6 +41,11 @@ class RecordStore(Protocol):
     ) -> dict[str, Record]:
         """The records of handles under a prefix with keys after ``after``, in key order; at
         most ``limit`` of them (a page: the next one starts after its last key)."""
+
+    async def search(self, query: Query) -> list[Hit]:
+        """The handles whose search entries (``Record.entries``, kept in each write's
+        transaction) match ``query``: a page of ``query.limit`` in its keyset order after
+        ``query.after``, plus one more hit if another page follows."""
 
     async def homed_prefixes(self) -> list[str]: ...
 

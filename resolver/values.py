@@ -21,9 +21,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver.errors import InvalidValue
+
+if TYPE_CHECKING:
+    from resolver.search import Entry
 
 # Value-level permission bits (RFC 3651 section 3.4).
 ADMIN_READ = 8
@@ -141,6 +144,10 @@ class Record:
     """The unique values of its data template this record takes, ``(template key, item index,
     value)``, which a store writes in the record's own transaction (see
     :mod:`resolver.templates`); None leaves the claims of the key as they are."""
+    entries: tuple[Entry, ...] | None = field(default=None, init=False, compare=False, repr=False)
+    """The record's entries in the search index (see :mod:`resolver.search`), which a store
+    writes in the record's own transaction, replacing the key's; None leaves them as they are
+    (the registrar sets None only when neither the record nor the one it replaces has any)."""
 
     @classmethod
     def with_stored(
@@ -156,6 +163,13 @@ class Record:
         """This record (its handle, values and version) holding ``claims``."""
         record = Record(self.handle, self.values, self.version)
         object.__setattr__(record, "claims", claims)  # frozen: as with_stored does
+        object.__setattr__(record, "entries", self.entries)
+        return record
+
+    def with_entries(self, entries: tuple[Entry, ...] | None) -> Record:
+        """This record (its handle, values, version and claims) with search ``entries``."""
+        record = self.with_claims(self.claims)
+        object.__setattr__(record, "entries", entries)
         return record
 
     def by_index(self) -> dict[int, HandleValue]:

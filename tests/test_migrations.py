@@ -133,3 +133,13 @@ def test_national_statistics_tables_come_and_go_with_0007(empty_url: str) -> Non
     assert not stats & table_names(empty_url)
     migrate.upgrade(empty_url, "0007")
     assert stats <= table_names(empty_url)
+
+
+def test_search_index_revision_goes_down_and_up(empty_url: str) -> None:
+    """0008 adds the search index (attr_index) and its downgrade takes only it away."""
+    migrate.upgrade(empty_url)
+    assert "attr_index" in table_names(empty_url)
+    migrate.downgrade(empty_url, "0007")
+    assert table_names(empty_url) == HEAD_TABLES - {"attr_index"}
+    migrate.upgrade(empty_url)
+    assert table_names(empty_url) == HEAD_TABLES

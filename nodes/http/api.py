@@ -46,10 +46,12 @@ from nodes.http.params import Query, client_address, path_text
 from nodes.http.proxy import alias_target, append_to, choose_location
 from nodes.http.replication_api import replication_router
 from nodes.http.resolution import answer_or_raise, resolve
+from nodes.http.search_api import search_router
 from nodes.http.tokens_api import tokens_router
 from nodes.metrics import NodeCollector, count_batch, registry
 from nodes.mirror import mirroring
 from nodes.snms.api import snms_router
+from nodes.snms.search import snms_search_router
 from nodes.stats.national import national_router
 from nodes.stats.reporter import reporting
 from registry.authentication import sealed_secret
@@ -331,6 +333,8 @@ def create_api(node: Any) -> FastAPI:
         app.include_router(national_router(node, national))
     if node.settings.console.enabled:
         app.include_router(console_router(node, app))
+    app.include_router(search_router(node))
+    app.include_router(snms_search_router(node))
     # The /v1 login checks a digest of the identity's secret: the sealed secret is opened.
     app.include_router(snms_router(node, partial(sealed_secret, node.fetch)))
 

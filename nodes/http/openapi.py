@@ -185,6 +185,17 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {"reason": {"type": "string", "maxLength": 2000}},
     },
     "Object": {"type": "object", "description": "A JSON object (see the operation)."},
+    "SearchPage": {
+        "type": "object",
+        "required": ["responseCode", "prefix", "handles"],
+        "properties": {
+            "responseCode": {"type": "integer", "examples": [1]},
+            "prefix": {"type": "string"},
+            "pageSize": {"type": "integer", "description": "handles in this page"},
+            "handles": {"type": "array", "items": {"type": "string"}},
+            "next": {"type": "string", "description": "cursor of the next page (after=)"},
+        },
+    },
 }
 
 _REASONS = {

@@ -27,13 +27,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from registry.changelog import MAX_BATCH, Change
-from registry.stores import outage
+from registry.stores import attr_index, outage
 from registry.stores.changes import append_changes, head_and_horizon, prune_changes
 from registry.stores.read_pool import ReadPool
 from registry.tables import change_log, handles, prefixes, template_unique
 from resolver.codecs.stored import decode_record, encode_values
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import fold
+from resolver.search import Hit, Query
 from resolver.templates import UniqueValueTaken, taken_message
 from resolver.values import Record
 
@@ -316,6 +317,7 @@ class SqlStore:
             done = await self._put_one(conn, key, record, expected)
             if done:
                 await self._claim(conn, [(key, record)])
+                await attr_index.replace_entries(conn, self._insert, [(key, record)])
                 await self._log(conn, [key])
             return done
 
@@ -334,6 +336,9 @@ class SqlStore:
                 results = [await self._put_one(conn, *item) for item in items]
                 pairs = list(zip(items, results, strict=True))
                 await self._claim(conn, [(k, r) for (k, r, _), ok in pairs if ok])
+                await attr_index.replace_entries(
+                    conn, self._insert, [(k, r) for (k, r, _), ok in pairs if ok]
+                )
                 await self._log(conn, [k for (k, _, _), ok in pairs if ok])
                 return results
             # In key order, concurrent batches sharing keys (a client retrying after a timeout)
@@ -351,6 +356,9 @@ class SqlStore:
             ]
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
             await self._claim(conn, [(k, r) for k, r, _ in items if k in done])
+            await attr_index.replace_entries(
+                conn, self._insert, [(k, r) for k, r, _ in items if k in done]
+            )
             await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]
 
@@ -363,6 +371,7 @@ class SqlStore:
             if result.rowcount != 1:
                 return False
             await conn.execute(template_unique.delete().where(template_unique.c.key == key))
+            await attr_index.drop_entries(conn, key)
             await self._log(conn, [key])
             return True
 
@@ -395,6 +404,19 @@ class SqlStore:
                 taken.setdefault(key, taken_message(claim))
         if taken:
             raise UniqueValueTaken(taken)
+
+    @outage.read
+    async def search(self, query: Query) -> list[Hit]:
+        """Entries matching ``query`` (see :mod:`registry.stores.attr_index`): a page of
+        ``query.limit`` and one more if another page follows, in keyset order."""
+        sql, args = attr_index.statement(query)
+        if self._read_pool is not None:
+            text, names = attr_index.numbered(sql)
+            rows = await self._read_pool.fetch(text, *(args[name] for name in names))
+        else:
+            async with self._reader.connect() as conn:
+                rows = list(await conn.execute(sa.text(sql), args))
+        return attr_index.hits(query, rows)
 
     @outage.read
     async def list_handles(self, prefix_key: str, offset: int, limit: int) -> tuple[int, list[str]]:

@@ -89,6 +89,10 @@ def test_postgres_stopped_under_load(own_postgres: PostgresServer, node_factory:
         unready = client.get("/readyz")
         assert unready.status_code == 503 and unready.json()["database"]["reachable"] is False
         assert client.get(f"/api/handles/{cached}?auth=true").status_code == 503
+        search = {"prefix": node.prefix, "type": "model", "value": "X"}
+        found = client.get("/api/search", params=search)
+        assert found.status_code == 503 and found.json()["responseCode"] == 3, found.text
+        assert found.headers["retry-after"].isdigit()
 
         own_postgres.start()
         deadline = time.monotonic() + 30
@@ -96,6 +100,7 @@ def test_postgres_stopped_under_load(own_postgres: PostgresServer, node_factory:
             assert time.monotonic() < deadline, "writes did not come back by themselves"
             time.sleep(0.2)
         assert client.get(f"/api/handles/{uncached}").status_code == 200
+        assert client.get("/api/search", params=search).json()["handles"] == []
         assert client.get("/readyz").status_code == 200
     log = node.log()
     assert log.count("unavailable (") == 1, log

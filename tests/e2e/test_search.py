@@ -1,0 +1,280 @@
+"""``GET /api/search`` on real ``idis serve`` processes, on PostgreSQL and on the embedded
+SQLite: exact, prefix and range matches, keyset paging, values hidden from callers who may not
+read them, results following rewrites and deletions, refused writes indexing nothing, bad
+parameters answered 400, and ``idis import`` indexing what it loads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nodeproc import PREFIX, NodeProcess, stop_checked
+from test_templates import ITEMS, import_file, record, template_value
+
+
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def node(request: pytest.FixtureRequest, node_factory, pg_factory) -> Iterator[NodeProcess]:
+    database = pg_factory() if request.param == "postgres" else None
+    started = node_factory(database_url=database)
+    yield started
+    stop_checked(started)
+
+
+@pytest.fixture(scope="module")
+def http(node: NodeProcess) -> Iterator[httpx.Client]:
+    with node.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def template(http: httpx.Client, node: NodeProcess) -> str:
+    handle = f"{PREFIX}/TEMPLATE.search-{uuid.uuid4().hex[:8]}"
+    response = http.put(
+        f"/api/handles/{handle}", json=[template_value(1, 1, ITEMS)], auth=node.auth
+    )
+    assert response.status_code == 201, response.text
+    return handle
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6].upper()
+
+
+def put(http: httpx.Client, node: NodeProcess, handle: str, values: list[dict[str, Any]]) -> None:
+    response = http.put(f"/api/handles/{handle}", json=values, auth=node.auth)
+    assert response.status_code in (200, 201), response.text
+
+
+def found(http: httpx.Client, auth: Any = None, **params: str) -> list[str]:
+    """Every handle a search finds, following its pages."""
+    params.setdefault("prefix", PREFIX)
+    handles: list[str] = []
+    for _ in range(50):
+        response = http.get("/api/search", params=params, auth=auth)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["responseCode"] == 1
+        handles += body["handles"]
+        if "next" not in body:
+            return handles
+        params["after"] = body["next"]
+    raise AssertionError("more than 50 pages")
+
+
+def test_exact_prefix_and_ranges(http: httpx.Client, node: NodeProcess, template: str) -> None:
+    t = tag()
+    rows = [("A", "72.5", "2026-01-05"), ("B", "80", "2026-02-01"), ("C", "100.5", "2025-12-31")]
+    for suffix, capacity, made in rows:
+        values = record(template, model=f"M{t}-{suffix}", capacity=capacity, madeOn=made)
+        put(http, node, f"{PREFIX}/S{t}{suffix}", values)
+    handle = {suffix: f"{PREFIX}/S{t}{suffix}" for suffix, _, _ in rows}
+    assert found(http, type="model", value=f"M{t}-B") == [handle["B"]]
+    assert found(http, type="MODEL", startsWith=f"M{t}-") == list(handle.values())
+    # Numbers compare as numbers (80 < 100.5), not as text.
+    assert found(http, type="capacity", min="75", max="100.5") == [handle["B"], handle["C"]]
+    mine = found(http, type="madeOn", min="2026-01-01", max="2026-01-31")
+    assert handle["A"] in mine and handle["B"] not in mine and handle["C"] not in mine
+    assert found(http, type="model", value=f"M{t}-Z") == []
+
+
+def test_pages_follow_each_other(http: httpx.Client, node: NodeProcess, template: str) -> None:
+    t = tag()
+    handles = [f"{PREFIX}/P{t}{n:02d}" for n in range(7)]
+    batch = {
+        "handles": [{"handle": h, "values": record(template, model=f"PAGE{t}")} for h in handles]
+    }
+    response = http.post("/api/batch", json=batch, auth=node.auth)
+    assert response.status_code == 200, response.text
+    assert [r["responseCode"] for r in response.json()["results"]] == [1] * 7
+    first = http.get(
+        "/api/search",
+        params={"prefix": PREFIX, "type": "model", "value": f"PAGE{t}", "pageSize": "3"},
+    )
+    assert first.json()["handles"] == handles[:3] and "next" in first.json()
+    assert found(http, type="model", value=f"PAGE{t}", pageSize="3") == handles
+
+
+def test_private_values_only_for_who_may_read_them(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    t = tag()
+    handle = f"{PREFIX}/H{t}"
+    values = record(template, model=f"HID{t}")
+    for value in values:
+        if value["type"] == "model":
+            value["permissions"] = "1100"  # admin read/write, no public read
+    put(http, node, handle, values)
+    assert found(http, type="model", value=f"HID{t}") == []
+    assert found(http, type="model", startsWith=f"HID{t}") == []
+    assert found(http, node.auth, type="model", value=f"HID{t}") == [handle]
+    # Never through a subtree search, not even for the administrator.
+    assert found(http, node.auth, type="model", value=f"HID{t}", subtree="true") == []
+    token = http.post(
+        "/api/tokens", json={"prefix": PREFIX, "rights": ["READ_VALUE"]}, auth=node.auth
+    )
+    assert token.status_code == 201, token.text
+    bearer = {"authorization": f"Bearer {token.json()['token']}"}
+    response = http.get(
+        "/api/search",
+        params={"prefix": PREFIX, "type": "model", "value": f"HID{t}"},
+        headers=bearer,
+    )
+    assert response.json()["handles"] == [handle]
+    # A token of another prefix reads nothing private here.
+    other = http.post(
+        "/api/tokens", json={"prefix": "88.100.9", "rights": ["READ_VALUE"]}, auth=node.auth
+    )
+    if other.status_code == 201:
+        headers = {"authorization": f"Bearer {other.json()['token']}"}
+        response = http.get(
+            "/api/search",
+            params={"prefix": PREFIX, "type": "model", "value": f"HID{t}"},
+            headers=headers,
+        )
+        assert response.json()["handles"] == []
+    else:  # its issuer administers nothing of 88.100.9: refused, which also leaks nothing
+        assert other.status_code == 403, other.text
+
+
+def test_rewrites_and_deletions_change_the_results(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    t = tag()
+    handle = f"{PREFIX}/R{t}"
+    put(http, node, handle, record(template, model=f"OLD{t}"))
+    assert found(http, type="model", value=f"OLD{t}") == [handle]
+    put(http, node, handle, record(template, model=f"NEW{t}"))
+    assert found(http, type="model", value=f"OLD{t}") == []
+    assert found(http, type="model", value=f"NEW{t}") == [handle]
+    # Untemplated values at 2000 and above are indexed as text by their type.
+    put(
+        http,
+        node,
+        handle,
+        [
+            {"index": 1, "type": "URL", "data": "https://x"},
+            {"index": 2500, "type": "colour", "data": f"RED{t}"},
+        ],
+    )
+    assert found(http, type="model", value=f"NEW{t}") == []
+    assert found(http, type="colour", value=f"RED{t}") == [handle]
+    assert http.delete(f"/api/handles/{handle}", auth=node.auth).status_code == 200
+    assert found(http, type="colour", value=f"RED{t}") == []
+
+
+def test_refused_writes_index_nothing(http: httpx.Client, node: NodeProcess, template: str) -> None:
+    t = tag()
+    bad = record(template, model=f"BAD{t}", capacity="lots")
+    response = http.put(f"/api/handles/{PREFIX}/B{t}", json=bad, auth=node.auth)
+    assert response.status_code == 400, response.text
+    batch = {"handles": [{"handle": f"{PREFIX}/BB{t}", "values": bad}]}
+    assert (
+        http.post("/api/batch", json=batch, auth=node.auth).json()["results"][0]["responseCode"]
+        == 202
+    )
+    assert found(http, type="model", value=f"BAD{t}") == []
+    assert found(http, node.auth, type="model", startsWith=f"BAD{t}") == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"type": "model", "value": "X"},
+        {"prefix": PREFIX, "value": "X"},
+        {"prefix": PREFIX, "type": "model"},
+        {"prefix": PREFIX, "type": "model", "value": "X", "startsWith": "X"},
+        {"prefix": PREFIX, "type": "capacity", "min": "abc"},
+        {"prefix": PREFIX, "type": "capacity", "min": "5", "max": "1"},
+        {"prefix": PREFIX, "type": "model", "value": "X", "pageSize": "0"},
+        {"prefix": PREFIX, "type": "model", "value": "X", "pageSize": "many"},
+        {"prefix": PREFIX, "type": "model", "value": "X", "after": "%%%"},
+        {"prefix": PREFIX, "type": "capacity", "min": "1", "after": "WyJhIiwiYiIsMV0"},
+        {"prefix": PREFIX, "type": "model", "value": "X" * 300},
+        {"prefix": PREFIX, "type": "model", "value": "X", "subtree": "perhaps"},
+        {"prefix": f"{PREFIX}/X", "type": "model", "value": "X"},
+    ],
+)
+def test_bad_parameters_answer_400(http: httpx.Client, params: dict[str, str]) -> None:
+    response = http.get("/api/search", params=params)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["responseCode"] == 4 and body["message"], body
+
+
+def test_import_indexes_what_it_loads(
+    http: httpx.Client, node: NodeProcess, template: str, tmp_path: Path
+) -> None:
+    t = tag()
+    lines = [
+        {
+            "handle": f"{PREFIX}/I{t}{n}",
+            "values": record(template, model=f"IMP{t}", capacity=str(10 + n)),
+        }
+        for n in range(3)
+    ]
+    lines.append(
+        {
+            "handle": f"{PREFIX}/I{t}plain",
+            "values": [{"index": 1, "type": "URL", "data": "https://p"}],
+        }
+    )
+    source = tmp_path / "search.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    result = import_file(node, source)
+    assert result.returncode == 0, result.stderr
+    handles = [line["handle"] for line in lines[:3]]
+    assert found(http, type="model", value=f"IMP{t}") == handles
+    assert found(http, type="capacity", min="11", max="12") == handles[1:]
+    # Imported again with other values (the merge path): the index follows.
+    for line in lines[:3]:
+        line["values"] = record(template, model=f"IMQ{t}")
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    result = import_file(node, source)
+    assert result.returncode == 0, result.stderr
+    assert found(http, type="model", value=f"IMP{t}") == []
+    assert found(http, type="model", value=f"IMQ{t}") == handles
+
+
+def test_snms_search_answers_in_snms_terms(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    t = tag()
+    handle = f"{PREFIX}/N{t}"
+    values = record(template, model=f"SNMS{t}")
+    for value in values:
+        if value["type"] == "model":
+            value["permissions"] = "1100"
+    put(http, node, handle, values)
+    params = {"prefix": PREFIX, "type": "model", "value": f"SNMS{t}"}
+    anonymous = http.get("/identityv2/data/search", params=params).json()
+    assert anonymous["status"] == -1, anonymous
+    login = http.post("/identity/token", json={"username": node.identity, "password": node.secret})
+    bearer = {"authorization": f"Bearer {login.json()['data']['token']}"}
+    body = http.get("/identityv2/data/search", params=params, headers=bearer).json()
+    assert body["status"] == 1 and body["data"]["handles"] == [handle], body
+    bad = http.get("/identityv2/data/search", params={"prefix": PREFIX}, headers=bearer).json()
+    assert bad["status"] == -2 and "type" in bad["message"], bad
+
+
+def test_private_values_follow_each_handles_own_admin(
+    http: httpx.Client, node: NodeProcess, template: str
+) -> None:
+    """A handle whose HS_ADMIN names another administrator keeps its private values from the
+    prefix's administrator too, as its resolution does."""
+    t = tag()
+    handle = f"{PREFIX}/O{t}"
+    values = record(template, model=f"OWN{t}")
+    for value in values:
+        if value["type"] == "model":
+            value["permissions"] = "1100"
+    admin = {"handle": "0.NA/88.100.9", "index": 200, "permissions": "011111111111"}
+    values.append({"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}})
+    put(http, node, handle, values)
+    resolved = http.get(f"/api/handles/{handle}", params={"auth": "true"}, auth=node.auth)
+    assert all(v["type"] != "model" for v in resolved.json()["values"]), resolved.text
+    assert found(http, node.auth, type="model", value=f"OWN{t}") == []
