@@ -246,7 +246,7 @@ class Registrar:
         claims, template = await self._templates.checked(handle, values, old)
         record = Record(old.handle if old else handle.text, values).with_claims(claims)
         # None (leave the index alone) only when neither this record nor the one it replaces
-        # has entries: plain records cost the store nothing.
+        # names a template: plain and untemplated records cost the store nothing.
         if has_entries(values) or (old is not None and has_entries(old.values)):
             return record.with_entries(entries(values, kinds_of(template)))
         return record

@@ -150,6 +150,12 @@ def _suspect(data: bytes) -> bool:
     return b"template." in data or b'.template"' in data
 
 
+def may_be_templated(data: bytes) -> bool:
+    """False if the stored form ``data`` surely neither names nor holds a template (then it
+    has no search entries either)."""
+    return _suspect(data.lower())
+
+
 class ImportGate:
     """The template check of ``idis import``: synchronous, on the templates stored under the
     node's prefixes when the import starts (the importer parses without waiting on the

@@ -12,7 +12,7 @@ prefix, ordered as the index is (keyset paging), joined to ``handles`` for the d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -27,15 +27,26 @@ Insert = Callable[[sa.Table], Any]
 
 
 async def replace_entries(
-    conn: AsyncConnection, insert: Insert, written: Sequence[tuple[str, Record]]
+    conn: AsyncConnection,
+    insert: Insert,
+    written: Sequence[tuple[str, Record]],
+    created: Collection[str] = (),
 ) -> None:
     """Make the entries of each key of ``written`` those of its record, in ``conn``'s
-    transaction; records whose ``entries`` is None leave their key's entries alone."""
-    written = [(k, r) for k, r in written if r.entries is not None]
-    if not written:
+    transaction; records whose ``entries`` is None leave their key's entries alone.
+
+    ``created`` are keys this transaction created (a handle's entries go with its deletion,
+    so a new handle has none): their DELETE is skipped, which in a batch of new templated
+    records would otherwise probe the index once per key for rows that cannot exist.  A key
+    written twice gets the entries of its last record.
+    """
+    last = {k: r for k, r in written if r.entries is not None}
+    if not last:
         return
-    await conn.execute(attr_index.delete().where(attr_index.c.key.in_([k for k, _ in written])))
-    found = [(key, e) for key, record in written for e in record.entries or ()]
+    stale = [k for k in last if k not in created]
+    if stale:
+        await conn.execute(attr_index.delete().where(attr_index.c.key.in_(stale)))
+    found = [(key, e) for key, record in last.items() for e in record.entries or ()]
     if not found:
         return
     if conn.dialect.name == "postgresql":
