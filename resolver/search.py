@@ -9,8 +9,8 @@ templated record's values by their item's key.  Values at 2000 or above of untem
 records, values at indexes no enabled item declares, and records naming no template are not
 indexed: plain and untemplated writes and imports (bulk loads toward billions of identifiers)
 pay one check for it, never an index row.  An item disabled in a later version of the template
-stops being indexed when a record is next written (records are indexed by the version that
-checked them).
+stops being indexed when a record is next changed (records are indexed by the version that
+checked them; a record sent again unchanged is not written).
 
 The entry holds the value's text (its first :data:`MAX_INDEXED_CHARS` characters) and, for
 items typed ``number``, ``date`` or ``date-time``, a number that sorts as the value does:
