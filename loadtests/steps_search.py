@@ -31,7 +31,7 @@ def search(suite: Suite) -> None:
             result[f"{kind}_p50_ms"],
             "ms",
             baseline=result["lookup_p50_ms"],
-            baseline_label="primary-key lookup p50 (GET /api/handles), same node",
+            baseline_label="primary-key lookup, GET /api/handles, same node",
             ratio=result[f"{kind}_ratio"],
             target=SEARCH_TARGET,
             generator="python",
