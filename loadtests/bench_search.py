@@ -321,9 +321,7 @@ def measure(
         seconds = asyncio.run(seed(scratch, rows, now))
         print(f"seeded {rows:,} identifiers (x10 index rows) in {seconds:.0f} s", flush=True)
         node = bench_http.start_listed(
-            bench_http.bench_node(
-                "search", scratch, workdir / "data", workdir, cpus=server_cpus
-            ),
+            bench_http.bench_node("search", scratch, workdir / "data", workdir, cpus=server_cpus),
             servers,
         )
         paths = _paths(rows, requests, seed=rows)
