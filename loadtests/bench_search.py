@@ -5,9 +5,10 @@
                                      [--database-url URL] [--json out.json]
 
 A scratch PostgreSQL database (beside ``--database-url``'s) is seeded with N identifiers
-``88.100.1/SR%08d`` of a templated shape (the ten typed items of
-:data:`loadtests.bench_templates.ITEMS`: text, number, date, date-time, boolean, enumeration,
-URL, reference, list, number) and their ten ``attr_index`` rows each, by ``generate_series``
+``88.100.1/SR%08d`` of one templated shape only (each names the template at 1001 and holds
+the ten typed items of :data:`loadtests.bench_templates.ITEMS`: text, number, date, date-time,
+boolean, enumeration, URL, reference, list, number; the index holds templated records only)
+and their ten ``attr_index`` rows each, by ``generate_series``
 in SQL: the index's btrees are dropped for the load and built afterwards (a sort each, much
 faster than row by row), then the tables are analysed.  A sample of identifiers is decoded in
 Python and its index rows compared with what :func:`resolver.search.entries` makes of it, so
@@ -53,6 +54,7 @@ from sqlalchemy.engine import make_url
 
 from loadtests import bench_http
 from loadtests.bench_templates import ITEMS
+from loadtests.generators import pinned
 from nodes.processes import ServeProcess
 from registry import migrate
 from registry.stores import attr_index
@@ -292,9 +294,19 @@ def _p(values: Sequence[float], q: float) -> float:
 
 
 def measure(
-    workdir: Path, dsn: str, quick: bool, rows: int | None = None, requests: int = 0
+    workdir: Path,
+    dsn: str,
+    quick: bool,
+    rows: int | None = None,
+    requests: int = 0,
+    *,
+    server_cpus: Sequence[int] | None = None,
+    client_cpus: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Seed a scratch database beside ``dsn``'s, serve it, measure (keys: module docstring)."""
+    """Seed a scratch database beside ``dsn``'s, serve it, measure (keys: module docstring).
+
+    ``server_cpus`` pin the node, ``client_cpus`` the requests (``idis bench`` keeps them
+    apart); unpinned by default."""
     rows = rows or (QUICK_ROWS if quick else FULL_ROWS)
     requests = requests or (1000 if quick else 3000)
     server = make_url(dsn)
@@ -309,13 +321,15 @@ def measure(
         seconds = asyncio.run(seed(scratch, rows, now))
         print(f"seeded {rows:,} identifiers (x10 index rows) in {seconds:.0f} s", flush=True)
         node = bench_http.start_listed(
-            bench_http.bench_node("search", scratch, workdir / "data", workdir), servers
+            bench_http.bench_node("search", scratch, workdir / "data", workdir, cpus=server_cpus),
+            servers,
         )
         paths = _paths(rows, requests, seed=rows)
         # Warm-up on requests of their own (the connection, the prepared statements).
         warm = _paths(rows, 50, seed=rows + 1)
-        run_requests(node.port, warm)
-        measured = run_requests(node.port, paths)
+        with pinned(client_cpus):
+            run_requests(node.port, warm)
+            measured = run_requests(node.port, paths)
         lat = measured["latencies"]
         i = paths["exact"][0][1][0]
         number = int(i.rpartition("SR")[2])

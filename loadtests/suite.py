@@ -64,15 +64,19 @@ sync_cost_20ms    the same, 20 ms round trip between     the same, synchronous m
                   the leader and its standbys
 sync_one,         registering one handle alone (median   the same, synchronous mode off    info
 sync_one_20ms     ms of 10), loopback / 20 ms
+*step search* (:mod:`loadtests.steps_search`, :mod:`loadtests.bench_search`)
+search_exact,     search p50: exact value, number range  primary-key lookup p50, same      <= 3
+search_range      (templated records; 1M ids with        node, same size
+                  --quick, 10M without)
 ================  =====================================  ================================  ========
 
 Targets come from the issues (2: cached, uncached, import; 3: recursive; 10: takeover,
-switchover, lost, crosshost; 11: native; 12: templates, quotas; 13: cached_asgi, gs1, dns; 14:
-hostile, logins; 15: observe) except ``scale10x`` (lookups should stay flat as the table grows:
-the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed, else the
-Python generator of :mod:`loadtests.drive` (the report says which, per figure); latency probes,
-registration and the Zipf mix always use the Python generator.  Both generators' ceilings
-against a constant server are measured and reported in every run.
+switchover, lost, crosshost; 11: native; 12: templates, quotas, search; 13: cached_asgi, gs1,
+dns; 14: hostile, logins; 15: observe) except ``scale10x`` (lookups should stay flat as the
+table grows: the suite's own expectation).  HTTP throughput uses ``wrk`` when it is installed,
+else the Python generator of :mod:`loadtests.drive` (the report says which, per figure); latency
+probes, registration and the Zipf mix always use the Python generator.  Both generators'
+ceilings against a constant server are measured and reported in every run.
 
 ``--quick`` shrinks every run to fit in about a minute on a 2-core machine; the full suite
 takes about ten minutes.  Reuses :mod:`loadtests.bench_http` (seeding, node processes, byte-for-
@@ -106,6 +110,7 @@ from loadtests import (
     steps_http,
     steps_registry,
     steps_scale,
+    steps_search,
 )
 from loadtests.harness import LOCAL_HOSTS, Settings, Step, Suite, full, quick
 from loadtests.loadgen import GeneratorMissing, find_wrk
@@ -130,6 +135,7 @@ SUITE: tuple[Step, ...] = (
     Step("import", steps_registry.import_, seeded=False),
     Step("recursive", steps_federation.recursive, seeded=False),
     Step("failover", steps_federation.failover, seeded=False),
+    Step("search", steps_search.search, seeded=False),
 )
 """Every step of ``idis bench``, in the order they run (``--only`` takes their names)."""
 STEPS = tuple(step.name for step in SUITE)

@@ -505,7 +505,7 @@ def add_loadtest_commands(commands: Any) -> None:
         "--only",
         help="run only these figures (comma-separated keys: http, native, dns, hostile, logins,"
         " quotas, observe, register, templates, mix, storage, scale10x, crosshost, import,"
-        " recursive, failover)",
+        " recursive, failover, search)",
     )
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to CPUs")
     bench.set_defaults(run=cmd_bench)

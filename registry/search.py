@@ -1,8 +1,9 @@
 """Searching the identifiers of a prefix by what they carry, showing only what the caller may
 read.
 
-A search names a prefix, a type (an item's English key of a data template, or any value type
-at index 2000 and above; case-insensitive) and one of: ``value`` (exact, case-sensitive),
+A search names a prefix, a type (the English key of an item of a data template: only
+templated records are indexed, at their template's enabled items, see :mod:`resolver.search`;
+case-insensitive) and one of: ``value`` (exact, case-sensitive),
 ``startsWith`` (the value's beginning) or ``min``/``max`` (an inclusive range of numbers, dates
 or date-times, for template items of those types).  It answers a page of handles in keyset
 order, and a cursor for the next page.
@@ -69,7 +70,7 @@ def parse(get: Get) -> Query:
         raise ProtocolError("prefix is required: a handle prefix such as 88.100.1, without '/'")
     kind = (get("type") or "").strip()
     if not kind or len(kind) > 1024:
-        raise ProtocolError("type is required: the attribute's type or template key")
+        raise ProtocolError("type is required: the template item's key")
     exact, starts, low_text, high_text = (get(n) for n in ("value", "startsWith", "min", "max"))
     given = [n for n, v in (("value", exact), ("startsWith", starts)) if v is not None]
     if low_text is not None or high_text is not None:

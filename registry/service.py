@@ -42,7 +42,7 @@ from resolver.homes import HOMES_KEY, Homes
 from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.ports import RecordStore
 from resolver.search import entries, has_entries, kinds_of
-from resolver.templates import UniqueValueTaken
+from resolver.templates import Template, UniqueValueTaken
 from resolver.values import (
     ADMIN_GROUP_INDEX,
     ADMIN_INDEX,
@@ -239,14 +239,18 @@ class Registrar:
         return tuple(sorted(settled, key=lambda v: v.index))
 
     async def _record(
-        self, handle: Handle, values: tuple[HandleValue, ...], old: Record | None
+        self,
+        handle: Handle,
+        values: tuple[HandleValue, ...],
+        old: Record | None,
+        templates: dict[str, Template] | None = None,
     ) -> Record:
         """The record to store, refused if its data template refuses it, holding the unique
-        template values it takes."""
-        claims, template = await self._templates.checked(handle, values, old)
+        template values it takes (``templates``: see :meth:`TemplateCheck.checked`)."""
+        claims, template = await self._templates.checked(handle, values, old, templates)
         record = Record(old.handle if old else handle.text, values).with_claims(claims)
         # None (leave the index alone) only when neither this record nor the one it replaces
-        # has entries: plain records cost the store nothing.
+        # names a template: plain and untemplated records cost the store nothing.
         if has_entries(values) or (old is not None and has_entries(old.values)):
             return record.with_entries(entries(values, kinds_of(template)))
         return record
@@ -397,6 +401,7 @@ class Registrar:
         for _ in range(MAX_ATTEMPTS):
             if not pending:
                 break
+            templates: dict[str, Template] = {}  # read once an attempt (its writes follow)
             keys = [item.handle.key for item in pending.values() if item.handle]
             existing = await self._store.get_many(keys)
             writes: list[tuple[int, str, Record, int | None]] = []
@@ -406,7 +411,9 @@ class Registrar:
                     record = existing.get(item.handle.key)
                     if record is None and not create:
                         raise HandleNotFound("handle not found", handle=item.handle.text)
-                    outcome = await self._plan_item(who, item, record, overwrite, create_rights)
+                    outcome = await self._plan_item(
+                        who, item, record, overwrite, create_rights, templates
+                    )
                 except HandleError as error:
                     results[n] = ItemResult(item.text, error.code, "error", error.message)
                     del pending[n]
@@ -474,6 +481,7 @@ class Registrar:
         record: Record | None,
         overwrite: bool,
         create_rights: dict[str, int],
+        templates: dict[str, Template],
     ) -> ItemResult | tuple[Record, int | None]:
         handle = item.handle
         assert handle is not None
@@ -487,14 +495,14 @@ class Registrar:
             if not create_rights[authority] & needed:
                 raise InsufficientPermissions(f"{who} lacks {needed.name} on {authority}")
             settled = await self._settle(item.values, None, handle)
-            return await self._record(handle, settled, None), None
+            return await self._record(handle, settled, None, templates), None
         settled = await self._settle(item.values, record, handle)
         if record.same_content(settled):
             return ItemResult(item.text, 1, "unchanged")
         if not overwrite:
             raise HandleAlreadyExists("handle exists with other values", handle=handle.text)
         await self._check_change(who, record, settled, handle.text)
-        return await self._record(handle, settled, record), record.version
+        return await self._record(handle, settled, record, templates), record.version
 
     async def reseal(self, identity: Ref, secret: str) -> None:
         """Replace the legacy scrypt hash at ``identity`` by ``secret`` sealed, if that hash is

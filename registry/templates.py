@@ -91,10 +91,18 @@ class TemplateCheck:
         return (await self.checked(handle, values, old))[0]
 
     async def checked(
-        self, handle: Handle, values: Sequence[HandleValue], old: Record | None = None
+        self,
+        handle: Handle,
+        values: Sequence[HandleValue],
+        old: Record | None = None,
+        memo: dict[str, Template] | None = None,
     ) -> tuple[tuple[Claim, ...] | None, Template | None]:
         """:meth:`check`'s claims, and the template version ``values`` were checked against
-        (None if they name none), whose item types type the record's search entries."""
+        (None if they name none), whose item types type the record's search entries.
+
+        ``memo`` (template key -> version) keeps the templates read for one batch, whose
+        records are all checked before any is written: a batch of 1000 records of one
+        template reads it once rather than through the caches 1000 times."""
         if _holds_template(values) or (old is not None and _holds_template(old.values)):
             if _template_key(handle.text) is None:
                 raise InvalidValue(
@@ -113,7 +121,11 @@ class TemplateCheck:
         if named is None:
             return (() if old is not None and _named(old.values) is not None else None), None
         name, key = named
-        template = await self._current(name, key, handle.text)
+        template = memo.get(key) if memo is not None else None
+        if template is None:
+            template = await self._current(name, key, handle.text)
+            if memo is not None:
+                memo[key] = template
         violations = validate(template, values)
         if violations:
             raise InvalidValue(_refusal(name, template, violations), handle=handle.text)
@@ -148,6 +160,12 @@ def _suspect(data: bytes) -> bool:
     ``.template"``) nor names one (``/template.``): then it needs no decoding.  Plain finds, as
     an import runs this on every row (a case-insensitive regex costs several times more)."""
     return b"template." in data or b'.template"' in data
+
+
+def may_be_templated(data: bytes) -> bool:
+    """False if the stored form ``data`` surely neither names nor holds a template (then it
+    has no search entries either)."""
+    return _suspect(data.lower())
 
 
 class ImportGate:

@@ -1,11 +1,19 @@
 """Finding identifiers by what they carry: the index entries of a record, and search queries.
 
-Every value at index 2000 or above (the range IDIS data templates give typed attributes) whose
-data is format ``string`` is one :class:`Entry` of the search index, keyed by its type
-upper-cased (for a templated record the type is the template item's English key, which
-:func:`resolver.templates.validate` makes it).  The entry holds the value's text (its first
-:data:`MAX_INDEXED_CHARS` characters) and, for items of the record's template typed
-``number``, ``date`` or ``date-time``, a number that sorts as the value does:
+The search index holds what data templates declare, nothing else.  A record whose index 1001
+names a template (see :func:`resolver.templates.named_template`) has one :class:`Entry` per
+value at the index of an *enabled* item of the template version it was checked against, whose
+data is format ``string``; the entry is keyed by the value's type upper-cased, which
+:func:`resolver.templates.validate` makes the item's English key, so searching by type finds a
+templated record's values by their item's key.  Values at 2000 or above of untemplated
+records, values at indexes no enabled item declares, and records naming no template are not
+indexed: plain and untemplated writes and imports (bulk loads toward billions of identifiers)
+pay one check for it, never an index row.  An item disabled in a later version of the template
+stops being indexed when a record is next changed (records are indexed by the version that
+checked them; a record sent again unchanged is not written).
+
+The entry holds the value's text (its first :data:`MAX_INDEXED_CHARS` characters) and, for
+items typed ``number``, ``date`` or ``date-time``, a number that sorts as the value does:
 
 - a number is itself, as a 64-bit float (exact to 15 significant digits);
 - a date or a date-time is seconds since 1970-01-01T00:00:00Z (a date is its midnight UTC).
@@ -16,8 +24,8 @@ also finds the date-times of those days.  The kind of a range's bounds follows t
 (``12.5`` is a number, ``2026-01-31`` a date), so an item's numbers and dates cannot meet
 unless two templates give one key two types.
 
-Records with no value at 2000 or above (plain URL and HS_ADMIN records) have no entries.
-Pure: the stores keep the entries (``attr_index``), :mod:`registry.search` answers queries.
+Pure: the stores keep the entries (``attr_index``), :mod:`registry.search` answers queries,
+:mod:`registry.import_index` makes the same rows for ``idis import``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import NamedTuple
 import orjson
 
 from resolver.errors import InvalidValue
-from resolver.templates import _DATE, _DATE_TIME, _NUMBER, MIN_ITEM_INDEX, Template
+from resolver.templates import _DATE, _DATE_TIME, _NUMBER, Template, named_template
 from resolver.values import PUBLIC_READ, HandleValue
 
 MAX_INDEXED_CHARS = 256
@@ -57,14 +65,15 @@ class Entry(NamedTuple):
 
 
 Kinds = Mapping[int, str]
-"""Item index -> item type (``number``, ``date``...) of a record's template."""
+"""Item index -> item type (``number``, ``date``...) of the enabled items of a record's
+template: the indexes a record's entries come from."""
 
 
 def kinds_of(template: Template | None) -> Kinds:
-    """The types of ``template``'s items by index (empty for no template)."""
+    """The types of ``template``'s enabled items by index (empty for no template)."""
     if template is None:
         return {}
-    return {item.index: item.rule.type for item in template.items}
+    return {item.index: item.rule.type for item in template.items if item.enabled}
 
 
 def sortable(kind: str, text: str) -> float | None:
@@ -87,22 +96,26 @@ def sortable(kind: str, text: str) -> float | None:
 
 
 def has_entries(values: Sequence[HandleValue]) -> bool:
-    """Whether a record with ``values`` has index entries (a cheap test on indexes only)."""
-    return any(v.index >= MIN_ITEM_INDEX for v in values)
+    """Whether a record with ``values`` may have index entries: it names a template at 1001
+    (a cheap test: records naming none never have any)."""
+    return named_template(values) is not None
 
 
 def entries(values: Sequence[HandleValue], kinds: Kinds | None = None) -> tuple[Entry, ...]:
-    """The index entries of a record's ``values``, typed by ``kinds`` (its template's)."""
+    """The index entries of a record's ``values``: those at the indexes of ``kinds`` (the
+    enabled items of the template the record was checked against; none without one)."""
+    if not kinds:
+        return ()
     found = []
     for value in values:
-        index = value.index
-        if index < MIN_ITEM_INDEX or value.data.format != "string":
+        kind = kinds.get(value.index)
+        if kind is None or value.data.format != "string":
             continue
         text = value.data.value
-        kind = kinds.get(index) if kinds else None
         number = sortable(kind, text) if kind in NUMERIC_KINDS else None
         public = bool(value.permissions & PUBLIC_READ)
-        found.append(Entry(index, value.type.upper(), text[:MAX_INDEXED_CHARS], number, public))
+        text = text[:MAX_INDEXED_CHARS]
+        found.append(Entry(value.index, value.type.upper(), text, number, public))
     return tuple(found)
 
 

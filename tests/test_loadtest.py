@@ -278,7 +278,7 @@ def test_suite_steps_are_the_names_idis_bench_takes() -> None:
     assert set(STEPS) == {
         *("http", "native", "dns", "hostile", "logins", "quotas", "observe", "register"),
         *("templates", "mix", "storage", "scale10x", "crosshost", "import", "recursive"),
-        "failover",
+        *("failover", "search"),
     }
     assert len(STEPS) == len(set(STEPS))
     # The steps on the suite's database come first: it is dropped before the others run.

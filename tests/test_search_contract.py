@@ -9,7 +9,7 @@ import pytest
 
 from resolver.identifiers import fold
 from resolver.ports import RecordStore
-from resolver.search import Query, bound, entries, page_of
+from resolver.search import Query, bound, entries, has_entries, kinds_of, page_of
 from resolver.templates import UniqueValueTaken
 from resolver.values import Data, HandleValue, Record
 
@@ -127,8 +127,8 @@ async def test_refused_write_leaves_no_entries(store: RecordStore) -> None:
 def test_import_rows_equal_the_write_paths_entries() -> None:
     """``idis import`` reads index rows off stored forms: they must be what the registrar's
     :func:`resolver.search.entries` makes of the same values, typed by the same template."""
-    from registry.import_index import Indexer, may_have_entries
-    from registry.templates import ImportGate
+    from registry.import_index import Indexer
+    from registry.templates import ImportGate, may_be_templated
     from resolver.codecs.stored import encode_values
     from resolver.templates import parse_template
 
@@ -136,23 +136,43 @@ def test_import_rows_equal_the_write_paths_entries() -> None:
         '{"prefix": "88.100.1", "version": 1, "items": ['
         '{"name": "n", "key": "serialNumber", "index": 2001, "type": "text"},'
         '{"name": "w", "key": "weight", "index": 2002, "type": "number"},'
-        '{"name": "d", "key": "madeOn", "index": 2003, "type": "date"}]}'
+        '{"name": "d", "key": "madeOn", "index": 2003, "type": "date"},'
+        '{"name": "o", "key": "old", "index": 2004, "type": "text", "state": "disabled"}]}'
     )
     template = HandleValue(1, "IDIS.TEMPLATE", Data("string", doc))
     gate = ImportGate([(fold("88.100.1/TEMPLATE.t"), encode_values((template,)))])
     named = HandleValue(1001, "TEMPLATE", Data("string", "88.100.1/TEMPLATE.t"))
+    disabled = HandleValue(2004, "old", Data("string", "kept, not indexed"))
     record = item_record("88.100.1/X", "S" * 300, "12.5", "2026-01-31", public=False)
-    for values in ((*record.values, named), record.values):
-        kinds = KINDS if named in values else {}
+    kinds = kinds_of(parse_template(doc))
+    assert kinds == KINDS  # the disabled item is not indexed
+    for values in ((*record.values, named, disabled), (*record.values, disabled)):
         wanted = [
             (fold("88.100.1/X"), e.idx, e.type, e.text, e.number, e.public)
-            for e in entries(values, kinds)
+            for e in entries(values, kinds if named in values else {})
         ]
+        assert len(wanted) == (3 if named in values else 0)
         row = (fold("88.100.1/X"), "88.100.1/X", encode_values(values))
         assert Indexer(gate).rows([row]) == wanted
-    assert parse_template(doc).item_at(2002) is not None
+        # Without templates on the node nothing is indexed, whatever the record holds.
+        assert Indexer(None).rows([row]) == []
     plain = (HandleValue(1, "URL", Data("string", "https://x/[2000]")),)
     assert Indexer(gate).rows([("K", "k", encode_values(plain))]) == []
-    assert not may_have_entries(encode_values((HandleValue(1001, "T", Data("string", "x")),)))
-    assert may_have_entries(encode_values((HandleValue(2000, "T", Data("string", "x")),)))
-    assert may_have_entries(encode_values((HandleValue(123456, "T", Data("string", "x")),)))
+    assert not may_be_templated(encode_values((HandleValue(2000, "T", Data("string", "x")),)))
+    assert may_be_templated(encode_values((named,)))
+
+
+def test_only_templated_records_have_entries() -> None:
+    """Values at 2000 and above of a record naming no template are not indexed: the template
+    declares what is, and plain writes pay one check."""
+    values = (
+        HandleValue(1, "URL", Data("string", "https://x")),
+        HandleValue(2001, "serialNumber", Data("string", "S-1")),
+        HandleValue(2500, "colour", Data("string", "red")),
+    )
+    assert not has_entries(values)
+    assert entries(values) == () and entries(values, {}) == ()
+    # Templated: only the items' indexes (2500 is no item of KINDS).
+    assert [e.idx for e in entries(values, KINDS)] == [2001]
+    named = (*values, HandleValue(1001, "TEMPLATE", Data("string", "88.100.1/TEMPLATE.t")))
+    assert has_entries(named)

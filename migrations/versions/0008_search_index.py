@@ -1,4 +1,5 @@
-"""The search index: the values at index 2000 and above of every handle, typed.
+"""The search index: the values data templates declare (records naming a template at 1001, at
+its enabled items), typed; untemplated records have no rows (see resolver/search.py).
 
 Revision ID: 0008
 Revises: 0007

@@ -5,7 +5,9 @@ Parameters: ``prefix`` and ``type`` (required), then exactly one of ``value`` (e
 ``YYYY-MM-DD`` or date-times with a time zone); ``subtree=true`` to include derived prefixes
 (``P.X``, public values only); ``pageSize`` (1-1000, default 100) and ``after`` (the ``next``
 cursor of the page before).  Credentials (Basic or Bearer) are optional: without them only
-publicly readable values match.
+publicly readable values match.  Only what data templates declare is searchable: the values of
+records naming a template (index 1001) at its enabled items; values of untemplated records,
+at 2000 and above or not, are never found.
 
 Answer, in the style of the Handle REST API's listing:
 ``{"responseCode": 1, "prefix": "88.100.1", "pageSize": 100, "handles": [...], "next": "..."}``
@@ -29,7 +31,13 @@ from resolver.search import MAX_INDEXED_CHARS, MAX_PAGE_SIZE
 _TEXT = {"type": "string", "minLength": 1}
 SEARCH_PARAMS = [
     param("prefix", _TEXT, required=True, description="e.g. 88.100.1 (handles 88.100.1/...)"),
-    param("type", _TEXT, required=True, description="a template item's key, or a value type"),
+    param(
+        "type",
+        _TEXT,
+        required=True,
+        description="a template item's English key (only templated records are indexed:"
+        " untemplated values are never found)",
+    ),
     param("value", {"type": "string", "maxLength": MAX_INDEXED_CHARS}, description="exact"),
     param("startsWith", {"type": "string", "maxLength": MAX_INDEXED_CHARS}),
     param("min", {"type": "string"}, description="number, YYYY-MM-DD or date-time; inclusive"),

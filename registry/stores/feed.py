@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry.changelog import FeedEntry
 from registry.stores.changes import append_changes, head_and_horizon
 from registry.stores.sql import SqlStore
-from registry.tables import feed_cursors, handles, prefixes
+from registry.tables import attr_index, feed_cursors, handles, prefixes
 from resolver.homes import HOMES_KEY
 from resolver.identifiers import fold
 
@@ -159,9 +159,7 @@ class SqlFeed:
             held = set((await conn.execute(sa.select(handles.c.key).where(span))).scalars())
             gone = sorted(held - keep)
             for start in range(0, len(gone), 500):
-                await conn.execute(
-                    handles.delete().where(handles.c.key.in_(gone[start : start + 500]))
-                )
+                await _drop(conn, gone[start : start + 500])
             await self._write(conn, page.records)
             changed = gone + sorted(keep)
             if after == "":
@@ -198,7 +196,14 @@ class SqlFeed:
             await conn.execute(stmt, upserts)
         gone = [e.key for e in entries if e.data is None]
         if gone:
-            await conn.execute(handles.delete().where(handles.c.key.in_(gone)))
+            await _drop(conn, gone)
+
+
+async def _drop(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    """Delete the handles ``keys`` and their search entries: a handle's entries go with it,
+    which lets a store skip looking for entries of a handle it creates."""
+    await conn.execute(handles.delete().where(handles.c.key.in_(keys)))
+    await conn.execute(attr_index.delete().where(attr_index.c.key.in_(keys)))
 
 
 async def _homes(conn: AsyncConnection) -> tuple[str, ...]:

@@ -317,7 +317,8 @@ class SqlStore:
             done = await self._put_one(conn, key, record, expected)
             if done:
                 await self._claim(conn, [(key, record)])
-                await attr_index.replace_entries(conn, self._insert, [(key, record)])
+                created = (key,) if expected is None else ()
+                await attr_index.replace_entries(conn, self._insert, [(key, record)], created)
                 await self._log(conn, [key])
             return done
 
@@ -357,7 +358,10 @@ class SqlStore:
             done = await self._create_many(conn, creates) | await self._update_many(conn, updates)
             await self._claim(conn, [(k, r) for k, r, _ in items if k in done])
             await attr_index.replace_entries(
-                conn, self._insert, [(k, r) for k, r, _ in items if k in done]
+                conn,
+                self._insert,
+                [(k, r) for k, r, _ in items if k in done],
+                {k for k, _, expected in items if expected is None},
             )
             await self._log(conn, [key for key, _, _ in ordered if key in done])
         return [key in done for key, _, _ in items]

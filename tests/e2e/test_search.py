@@ -151,20 +151,69 @@ def test_rewrites_and_deletions_change_the_results(
     put(http, node, handle, record(template, model=f"NEW{t}"))
     assert found(http, type="model", value=f"OLD{t}") == []
     assert found(http, type="model", value=f"NEW{t}") == [handle]
-    # Untemplated values at 2000 and above are indexed as text by their type.
+    # Rewritten without its template: its values are no longer indexed.
     put(
         http,
         node,
         handle,
         [
             {"index": 1, "type": "URL", "data": "https://x"},
-            {"index": 2500, "type": "colour", "data": f"RED{t}"},
+            {"index": 2001, "type": "model", "data": f"NEW{t}"},
         ],
     )
     assert found(http, type="model", value=f"NEW{t}") == []
-    assert found(http, type="colour", value=f"RED{t}") == [handle]
+    put(http, node, handle, record(template, model=f"AGAIN{t}"))
+    assert found(http, type="model", value=f"AGAIN{t}") == [handle]
     assert http.delete(f"/api/handles/{handle}", auth=node.auth).status_code == 200
-    assert found(http, type="colour", value=f"RED{t}") == []
+    assert found(http, type="model", value=f"AGAIN{t}") == []
+
+
+def test_untemplated_values_are_not_found(
+    http: httpx.Client, node: NodeProcess, template: str, tmp_path: Path
+) -> None:
+    """Only what a template declares is indexed: values at 2000 and above of records naming
+    no template are found neither when written nor when imported."""
+    t = tag()
+    untemplated = [
+        {"index": 1, "type": "URL", "data": "https://u"},
+        {"index": 2001, "type": "model", "data": f"UNT{t}"},
+        {"index": 2500, "type": "colour", "data": f"RED{t}"},
+    ]
+    put(http, node, f"{PREFIX}/U{t}", untemplated)
+    batch = {"handles": [{"handle": f"{PREFIX}/UB{t}", "values": untemplated}]}
+    assert http.post("/api/batch", json=batch, auth=node.auth).status_code == 200
+    source = tmp_path / "untemplated.jsonl"
+    source.write_text(json.dumps({"handle": f"{PREFIX}/UI{t}", "values": untemplated}) + "\n")
+    result = import_file(node, source)
+    assert result.returncode == 0, result.stderr
+    for handle in (f"{PREFIX}/U{t}", f"{PREFIX}/UB{t}", f"{PREFIX}/UI{t}"):
+        assert http.get(f"/api/handles/{handle}").status_code == 200
+    assert found(http, type="model", value=f"UNT{t}") == []
+    assert found(http, node.auth, type="colour", startsWith=f"RED{t}") == []
+    # The same value in a templated record is found: the template declares index 2001.
+    put(http, node, f"{PREFIX}/UT{t}", record(template, model=f"UNT{t}"))
+    assert found(http, type="model", value=f"UNT{t}") == [f"{PREFIX}/UT{t}"]
+
+
+def test_disabled_items_are_not_indexed(http: httpx.Client, node: NodeProcess) -> None:
+    """A record is indexed by the template version that checked it: an item disabled in a
+    later version stops being indexed when a record is written under it."""
+    t = tag()
+    name = f"{PREFIX}/TEMPLATE.dis-{t.lower()}"
+    v1 = template_value(1, 1, ITEMS)
+    put(http, node, name, [v1])
+    put(http, node, f"{PREFIX}/D1{t}", record(name, model=f"DIS{t}", grade="B"))
+    assert found(http, type="grade", value="B", prefix=PREFIX).count(f"{PREFIX}/D1{t}") == 1
+    grade = next(item for item in ITEMS if item["key"] == "grade")
+    items2 = [{**item, "state": "disabled"} if item is grade else item for item in ITEMS]
+    put(http, node, name, [v1, template_value(2, 2, items2)])
+    put(http, node, f"{PREFIX}/D2{t}", record(name, model=f"DIS{t}", grade="B"))
+    assert f"{PREFIX}/D2{t}" not in found(http, type="grade", value="B")
+    assert found(http, type="model", value=f"DIS{t}") == [f"{PREFIX}/D1{t}", f"{PREFIX}/D2{t}"]
+    # Changed under version 2, the first record's disabled value leaves the index too (sent
+    # again unchanged it would not be written at all, and keep its entries).
+    put(http, node, f"{PREFIX}/D1{t}", record(name, model=f"DIT{t}", grade="B"))
+    assert f"{PREFIX}/D1{t}" not in found(http, type="grade", value="B")
 
 
 def test_refused_writes_index_nothing(http: httpx.Client, node: NodeProcess, template: str) -> None:
