@@ -28,10 +28,11 @@ FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
 PROBE_WARMUP = 0.3
 """Seconds of each probe's lookups left out of its figures (other identifiers of the same
 pool, never asked before either): a fresh node's first lookups open its database connections."""
-MIN_ROUNDS = 2
-"""Rounds at least, even in a quick suite: each order of the two probes once, so that neither
-node is always the one measured first (a single one-second round swung the ratio from 0.4x to
-2.7x on a shared machine)."""
+MIN_ROUNDS = 3
+"""Rounds at least, even in a quick suite: each order of the two probes, so that neither node
+is always the one measured first, and a median that one round disturbed by other work cannot
+move (a single one-second round swung the ratio from 0.4x to 2.7x on a shared machine; a
+probe during which other processes took 1.5 of the 2 cores ran at 4x the p50)."""
 
 
 def probe(
