@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -153,9 +154,22 @@ def measure(workdir: Path, quick: bool = False) -> dict[str, Any]:
         extra={"IDIS_DATABASE_URL": f"sqlite:///{workdir / 'idis.db'}"},
     )
     run_cli(env, "prefix", "init", PREFIX, "--secret-file", str(secret))
-    setup_logging("info", "json")
     blocks, calls = (9, 10_000) if quick else (21, 20_000)
-    return asyncio.run(_measure(workdir, blocks, calls))
+    # Logging is per process: put the caller's back afterwards (``idis bench`` runs this in
+    # its own process, whose later steps would otherwise log JSON at level info).
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    httpx_level = logging.getLogger("httpx").level
+    setup_logging("info", "json")
+    try:
+        return asyncio.run(_measure(workdir, blocks, calls))
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("httpx").setLevel(httpx_level)
 
 
 def main(argv: list[str] | None = None) -> int:

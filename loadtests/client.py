@@ -92,10 +92,14 @@ class Connection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float = 10.0) -> Connection:
+    async def open(
+        cls, host: str, port: int, timeout: float = 10.0, source: str | None = None
+    ) -> Connection:
+        """A connection to ``host:port``, from the local address ``source`` if given."""
         loop = asyncio.get_running_loop()
+        local = (source, 0) if source else None
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(cls, host, port), timeout=timeout
+            loop.create_connection(cls, host, port, local_addr=local), timeout=timeout
         )
         return protocol
 

@@ -145,9 +145,11 @@ def cpu_per_request(runs: Sequence[dict[str, Any]]) -> float | None:
 
 
 def judge(ratio: float | None, target: Target | None, errors: int = 0) -> bool | None:
-    """Whether ``ratio`` meets ``target`` without errors; None when there is no target."""
+    """Whether ``ratio`` meets ``target`` without errors; None when there is no target and
+    no errors.  A figure with errors (failed requests, wrong bodies) was not measured as it
+    says, target or not: it fails (issue 15: an unmeasured figure is a failed one)."""
     if target is None:
-        return None
+        return False if errors else None
     op, bound, _ = target
     if ratio is None:
         return False

@@ -8,6 +8,11 @@ per-identity limit is at work) and every secret is new.  Unthrottled, each would
 an scrypt hash (tens of milliseconds of CPU); throttled, the node answers 429 without hashing.
 At the end it prints one JSON line: requests per second and the count of each status.
 
+The attacker connects from an address of its own (``--source``, default :data:`SOURCE`), as a
+real one would: the node throttles failed logins per client address, and the suite's own
+clients, on 127.0.0.1, must not inherit the attacker's refusals (the steps after this one
+register identifiers, which needs logins).
+
 Runs as a process of its own beside the load generator, so that it competes for the machine
 like a real attacker rather than for the generator's own CPU.
 """
@@ -28,6 +33,8 @@ from typing import Any
 from loadtests.client import Connection, parse_target
 
 IDENTITIES = 50
+SOURCE = "127.0.0.2"
+"""The attacker's address (loopback, but not the 127.0.0.1 of the suite's clients)."""
 
 
 def request_bytes(host: str, prefix: str, n: int) -> bytes:
@@ -41,7 +48,7 @@ def request_bytes(host: str, prefix: str, n: int) -> bytes:
 
 
 async def attack(
-    url: str, seconds: float, rate: float, concurrency: int, prefix: str
+    url: str, seconds: float, rate: float, concurrency: int, prefix: str, source: str = SOURCE
 ) -> dict[str, Any]:
     host, port = parse_target(url)
     statuses: Counter[int] = Counter()
@@ -51,7 +58,7 @@ async def attack(
     interval = concurrency / rate  # each connection's share of the rate
 
     async def one(offset: float) -> None:
-        connection = await Connection.open(host, port)
+        connection = await Connection.open(host, port, source=source)
         due = start + offset
         try:
             while (now := time.monotonic()) < deadline:
@@ -107,8 +114,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--prefix", default="88.100.1")
+    parser.add_argument("--source", default=SOURCE, help="local address to connect from")
     args = parser.parse_args()
-    report = asyncio.run(attack(args.url, args.seconds, args.rate, args.concurrency, args.prefix))
+    report = asyncio.run(
+        attack(args.url, args.seconds, args.rate, args.concurrency, args.prefix, args.source)
+    )
     print(json.dumps(report), flush=True)
 
 

@@ -182,7 +182,8 @@ def chart(report: dict[str, Any], path: Path) -> bool:
     y = list(range(len(figs)))[::-1]
     ax.barh(y, ratios, color=colours)
     for yi, f in zip(y, figs, strict=True):
-        if f["target"]:
+        # A target with a unit ("<= 5 s") bounds the value, not the ratio: no tick.
+        if f["target"] and len(f["target"].split()) == 2:
             bound = float(f["target"].split()[1])
             ax.plot([bound, bound], [yi - 0.4, yi + 0.4], color="black", linewidth=2)
         ax.text(f["ratio"], yi, f"  {f['ratio']:.2f}x", va="center", fontsize=8)

@@ -43,6 +43,7 @@ def crosshost(suite: Suite) -> None:
         detail=report,
     )
     # The target bounds the figure itself, not its ratio (which the chart's ticks mark).
+    fig.target, fig.target_source = "<= 1 s", "issue 10"
     fig.passed = not report["errors"] and p99 is not None and p99 <= 1.0
 
 

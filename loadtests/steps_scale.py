@@ -25,6 +25,14 @@ from loadtests.stats import median
 from nodes.processes import ServeProcess
 
 FLAT_TARGET: Target = ("<=", 1.5, "suite: flat lookups")
+PROBE_WARMUP = 0.3
+"""Seconds of each probe's lookups left out of its figures (other identifiers of the same
+pool, never asked before either): a fresh node's first lookups open its database connections."""
+MIN_ROUNDS = 3
+"""Rounds at least, even in a quick suite: each order of the two probes, so that neither node
+is always the one measured first, and a median that one round disturbed by other work cannot
+move (a single one-second round swung the ratio from 0.4x to 2.7x on a shared machine; a
+probe during which other processes took 1.5 of the 2 cores ran at 4x the p50)."""
 
 
 def probe(
@@ -34,18 +42,21 @@ def probe(
     PostgreSQL's block counters per lookup (approximate: backends report them lazily)."""
     api = "/api/handles/" + PREFIX + "/"
     blocks = buffer_reads(dsn)
+    mix = SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i)
     report = python_run(
         node.url,
-        SequenceMix(ids, lambda i: api + SUFFIX_FORMAT % i),
+        mix,
         concurrency=suite.s.probe_concurrency,
         duration=suite.s.probe_seconds,
+        warmup=PROBE_WARMUP,
         cpus=suite.gen_cpus,
         groups={"server": [node.pid]},
     )
     out = from_python(label, report)
     out["found"] = report["by_outcome"].get("found", {})
     time.sleep(1.2)  # the counters lag
-    out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(dsn), report["requests"])
+    # Over every lookup sent, the warm-up's too (the counters cannot tell them apart).
+    out["blocks_per_lookup"] = per_lookup(blocks, buffer_reads(dsn), mix.position)
     return out
 
 
@@ -81,7 +92,7 @@ def scale10x(suite: Suite) -> None:
             suite.servers.remove(suite.node)
             suite.node = None
         node = base_node = suite.launch_node(suite.dsn, suite.workdir / "data-base", "node-base")
-        rounds = max(1, s.rounds)
+        rounds = max(MIN_ROUNDS, s.rounds)
         rnd = random.Random(5)
         per = len(suite.probe_ids) // rounds
         base_pool = rnd.sample(suite.probe_ids, per * rounds)

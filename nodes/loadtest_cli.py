@@ -479,7 +479,9 @@ def add_loadtest_commands(commands: Any) -> None:
         "bench", help="benchmark this machine: every figure beside its baseline, in one run"
     )
     mode = bench.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    mode.add_argument(
+        "--quick", action="store_true", help="a short run (about five minutes on 2 cores)"
+    )
     mode.add_argument(
         "--scale", action="store_true", help="load 1M then 10M identifiers; cost at each size"
     )

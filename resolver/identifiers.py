@@ -23,7 +23,9 @@ _FORBIDDEN = frozenset(chr(c) for c in [*range(0x20), 0x7F])
 
 def fold(text: str) -> str:
     """The case-folded key of an identifier or prefix: ASCII letters upper-cased, nothing else."""
-    return text.translate(_ASCII_UPPER)
+    # On ASCII text str.upper() changes exactly a-z, some 30 times faster than translate (1.8 us
+    # a handle): fold runs for every value and key a batch registers and every lookup's key.
+    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
 @dataclass(frozen=True, slots=True)

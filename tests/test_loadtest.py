@@ -222,6 +222,8 @@ def test_suite_judges_ratios_against_targets() -> None:
     assert judge(2.0, ("<=", 3.0, "x"), errors=1) is False
     assert judge(None, (">=", 1.0, "x")) is False
     assert judge(0.1, None) is None
+    # An information figure with failed requests was not measured: it fails the run.
+    assert judge(0.1, None, errors=3) is False
     figure = Figure("k", "a figure", 1500.0, "req/s", 1000.0, "bare", 1.5, ">= 1", "issue 2", True)
     figure.other_load = 0.5
     row = table_rows({"figures": [figure.__dict__]})[0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resolver.errors import InvalidHandle
 from resolver.identifiers import (
@@ -42,6 +44,16 @@ def test_fold_leaves_non_ascii_letters_unchanged() -> None:
     assert fold("ß") == "ß"  # str.upper would give "SS"
     assert fold("é") == "é"
     assert fold("abc") == "ABC"
+    assert fold("88.100.1/straße-ﬀ-é-abc") == "88.100.1/STRAßE-ﬀ-é-ABC"
+
+
+ASCII_LETTERS_UP = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@given(st.text() | st.text(alphabet=st.characters(max_codepoint=127)))
+def test_fold_upper_cases_ascii_letters_and_nothing_else(text: str) -> None:
+    # Whichever path fold takes (str.upper for ASCII text, a translation otherwise).
+    assert fold(text) == text.translate(ASCII_LETTERS_UP)
 
 
 def test_handles_differing_in_ascii_case_share_a_key() -> None:
