@@ -190,9 +190,14 @@ class Quotas:
         deltas = {(s, period): pending.get(s, 0) for s in {*pending, *self._totals}}
         if not deltas:
             return
+        # While the counts are on their way, admit() must still see them: they move into the
+        # totals now (the store's answer includes them), not when the answer comes.
+        totals_before = self._totals
+        self._totals = {s: totals_before.get(s, 0) + pending.get(s, 0) for s, _ in deltas}
         try:
             totals = await self._daily.add(deltas)
         except Exception as error:  # a store down means counting on here, not failing
+            self._totals = totals_before
             for subject, n in pending.items():
                 self._pending[subject] = self._pending.get(subject, 0) + n
             if not self._failing:

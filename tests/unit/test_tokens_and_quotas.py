@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 
@@ -100,6 +101,51 @@ async def test_daily_resolutions_are_counted_locally_and_shared_by_flushing() ->
     assert two.admit("99/a")  # another prefix
     await one.close()
     await two.close()
+
+
+class SlowCounters(DictCounters):
+    """Counters whose answer takes until ``answer`` is set: a flush in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
+        await self.answer.wait()
+        return await super().add(deltas)
+
+
+async def test_counts_on_their_way_to_the_store_still_count() -> None:
+    """A worker alone must stop at exactly its quota, even while a flush is in flight: the
+    counts it sent are neither pending nor in the totals the store has not answered yet."""
+    slow = SlowCounters()
+    quotas = Quotas(QuotaLimits(resolutions_per_identity=5, flush_seconds=3600), slow, slow)
+    me = Ref("88.100/ADMIN", 300)
+    assert all(quotas.admit("88.100/a", me) for _ in range(3))
+    flushing = asyncio.create_task(quotas.flush())
+    await asyncio.sleep(0)  # the flush now waits for the store's answer
+    admitted = sum(quotas.admit("88.100/a", me) for _ in range(5))
+    slow.answer.set()
+    await flushing
+    admitted += sum(quotas.admit("88.100/a", me) for _ in range(5))
+    assert 3 + admitted == 5
+    await quotas.close()
+
+
+async def test_a_failed_flush_keeps_its_counts_once() -> None:
+    """A store that fails: the counts go back to pending, not also into the totals."""
+
+    class Failing(DictCounters):
+        async def add(self, deltas: Mapping[Key, int]) -> dict[Key, int]:
+            raise OSError("down")
+
+    failing = Failing()
+    quotas = Quotas(QuotaLimits(resolutions_per_identity=5, flush_seconds=3600), failing, failing)
+    me = Ref("88.100/ADMIN", 300)
+    assert all(quotas.admit("88.100/a", me) for _ in range(3))
+    await quotas.flush()
+    assert sum(quotas.admit("88.100/a", me) for _ in range(5)) == 2
+    await quotas.close()
 
 
 async def test_registrations_are_reserved_all_or_none_and_released() -> None:
