@@ -8,10 +8,11 @@ A scratch PostgreSQL database (beside ``--database-url``'s) is seeded with N ide
 ``88.100.1/SR%08d`` of one templated shape only (each names the template at 1001 and holds
 the ten typed items of :data:`loadtests.bench_templates.ITEMS`: text, number, date, date-time,
 boolean, enumeration, URL, reference, list, number; the index holds the values of searchable
-items of templated records only: :data:`SEARCH_ITEMS` makes the model, the production date and
-the weight searchable, the two searched and the date the templates bench also indexes) and
-their three ``attr_index`` rows each, by ``generate_series`` in SQL: the index's btrees are dropped for the load and built afterwards (a sort each, much
-faster than row by row), then the tables are analysed.  A sample of identifiers is decoded in
+items of templated records only: :data:`SEARCH_ITEMS` makes the model, the production date
+and the weight searchable, the two searched and the date the templates bench also indexes)
+and their three ``attr_index`` rows each, by ``generate_series`` in SQL: the index's btrees
+are dropped for the load and built afterwards (a sort each, much faster than row by row),
+then the tables are analysed.  A sample of identifiers is decoded in
 Python and its index rows compared with what :func:`resolver.search.entries` makes of it, so
 the SQL seeding matches what the write path would have written.
 
@@ -73,7 +74,9 @@ SEED_CHUNK = 1_000_000
 MAX_SECONDS = 120.0
 """Longest the measured requests may take, whatever their count."""
 
-SEARCH_ITEMS = [{**item, "searchable": item["key"] in ("model", "madeOn", "weight")} for item in ITEMS]
+SEARCH_ITEMS = [
+    {**item, "searchable": item["key"] in ("model", "madeOn", "weight")} for item in ITEMS
+]
 """:data:`loadtests.bench_templates.ITEMS` with the items searched here (model, weight)
 searchable, and the production date as there."""
 TEMPLATE_DOC = json.dumps(
