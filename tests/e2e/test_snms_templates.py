@@ -130,6 +130,7 @@ def test_the_template_lifecycle(http: httpx.Client, admin: dict[str, str]) -> No
         "idIndex": 2000,
         "required": True,
         "unique": False,
+        "searchable": False,
         "state": 1,
         "metadata": {"type": "string", "minLength": 2, "maxLength": 20},
     }
