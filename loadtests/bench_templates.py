@@ -1,5 +1,6 @@
-"""Batch registration of templated records (10 typed attributes) beside the same records
-untemplated: what checking every write against its data template costs.
+"""Batch registration of templated records (10 typed attributes, 2 of them searchable) beside
+the same records untemplated: what checking every write against its data template, and
+indexing its searchable values, costs.
 
 Run by ``idis bench`` (step ``templates``) on the suite's node; :func:`measure` takes any node
 and prefix whose administrator's secret it is given.  After a warm-up round, rounds alternate
@@ -21,10 +22,10 @@ from loadtests.shapes import Population
 
 ITEMS: list[dict[str, Any]] = [
     {"name": "型号", "key": "model", "index": 2001, "type": "text", "maxLength": 32,
-     "pattern": "[A-Z0-9-]+", "required": True},
+     "pattern": "[A-Z0-9-]+", "required": True, "searchable": True},
     {"name": "容量", "key": "capacity", "index": 2002, "type": "number", "precision": 1,
      "minimum": 0, "maximum": 1000, "required": True},
-    {"name": "生产日期", "key": "madeOn", "index": 2003, "type": "date"},
+    {"name": "生产日期", "key": "madeOn", "index": 2003, "type": "date", "searchable": True},
     {"name": "检验时间", "key": "checkedAt", "index": 2004, "type": "date-time"},
     {"name": "合格", "key": "passed", "index": 2005, "type": "boolean"},
     {"name": "等级", "key": "grade", "index": 2006, "type": "enumeration",
@@ -35,6 +36,9 @@ ITEMS: list[dict[str, Any]] = [
      "element": {"type": "text", "maxLength": 12}},
     {"name": "重量", "key": "weight", "index": 2010, "type": "number", "precision": 2},
 ]  # fmt: skip
+"""The templated records' items: ten typed attributes, of which two are searchable (the model
+number and the production date, what a manufacturer looks its products up by), so each
+templated record writes two search index rows, not ten."""
 
 
 @dataclass(frozen=True)

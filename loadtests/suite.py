@@ -44,6 +44,7 @@ observe_app       the same inside the app, CPU ns/call   the same app with them 
 *steps register, templates, mix, storage, import* (:mod:`loadtests.steps_registry`)
 register          batch registration (POST /api/batch)   plain COPY of the same rows       info
 templates         batch registration, templated records  the same records untemplated      >= 0.8
+                  (10 typed attributes, 2 searchable)
 mix               Zipf mix with 5% unknown identifiers   bare route                        info
 storage           PostgreSQL bytes per identifier        raw payload bytes (handle+values) info
 import            ``idis import``                        plain COPY of the same rows       >= 0.8

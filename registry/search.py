@@ -1,9 +1,11 @@
 """Searching the identifiers of a prefix by what they carry, showing only what the caller may
 read.
 
-A search names a prefix, a type (the English key of an item of a data template: only
-templated records are indexed, at their template's enabled items, see :mod:`resolver.search`;
-case-insensitive) and one of: ``value`` (exact, case-sensitive),
+A search names a prefix, a type (the English key of an item of a data template declared
+``searchable``: only templated records are indexed, at their template's enabled searchable
+items, see :mod:`resolver.search`; case-insensitive; a type no such item has finds nothing,
+answered as an empty page: saying "not searchable" instead would read the prefix's templates
+on every search, or on every search finding nothing) and one of: ``value`` (exact, case-sensitive),
 ``startsWith`` (the value's beginning) or ``min``/``max`` (an inclusive range of numbers, dates
 or date-times, for template items of those types).  It answers a page of handles in keyset
 order, and a cursor for the next page.

@@ -41,7 +41,7 @@ from resolver.errors import (
 from resolver.homes import HOMES_KEY, Homes
 from resolver.identifiers import Handle, fold, prefix_handle
 from resolver.ports import RecordStore
-from resolver.search import entries, has_entries, kinds_of
+from resolver.search import entries, kinds_of, may_hold_entries
 from resolver.templates import Template, UniqueValueTaken
 from resolver.values import (
     ADMIN_GROUP_INDEX,
@@ -249,10 +249,12 @@ class Registrar:
         template values it takes (``templates``: see :meth:`TemplateCheck.checked`)."""
         claims, template = await self._templates.checked(handle, values, old, templates)
         record = Record(old.handle if old else handle.text, values).with_claims(claims)
-        # None (leave the index alone) only when neither this record nor the one it replaces
-        # names a template: plain and untemplated records cost the store nothing.
-        if has_entries(values) or (old is not None and has_entries(old.values)):
-            return record.with_entries(entries(values, kinds_of(template)))
+        # None (leave the index alone) when this record has no entries and the one it
+        # replaces can hold none: plain and untemplated records, and those of templates
+        # without searchable items, cost the store nothing (no row, no DELETE).
+        found = entries(values, kinds_of(template))
+        if found or (old is not None and may_hold_entries(old.values, values, template)):
+            return record.with_entries(found)
         return record
 
     # --- single-handle writes --------------------------------------------------------------

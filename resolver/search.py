@@ -1,16 +1,20 @@
 """Finding identifiers by what they carry: the index entries of a record, and search queries.
 
-The search index holds what data templates declare, nothing else.  A record whose index 1001
-names a template (see :func:`resolver.templates.named_template`) has one :class:`Entry` per
-value at the index of an *enabled* item of the template version it was checked against, whose
-data is format ``string``; the entry is keyed by the value's type upper-cased, which
+The search index holds what data templates declare searchable, nothing else.  A record whose
+index 1001 names a template (see :func:`resolver.templates.named_template`) has one
+:class:`Entry` per value at the index of an *enabled, searchable* item (``"searchable": true``,
+as ``unique`` is declared) of the template version it was checked against, whose data is
+format ``string``; the entry is keyed by the value's type upper-cased, which
 :func:`resolver.templates.validate` makes the item's English key, so searching by type finds a
-templated record's values by their item's key.  Values at 2000 or above of untemplated
-records, values at indexes no enabled item declares, and records naming no template are not
-indexed: plain and untemplated writes and imports (bulk loads toward billions of identifiers)
-pay one check for it, never an index row.  An item disabled in a later version of the template
-stops being indexed when a record is next changed (records are indexed by the version that
-checked them; a record sent again unchanged is not written).
+templated record's values by their item's key.  Values of items not declared searchable,
+values at 2000 or above of untemplated records, and records naming no template are not
+indexed: a search by such a type finds nothing.  Plain and untemplated writes and imports
+(bulk loads toward billions of identifiers) pay one check for it, never an index row; so do
+records of a template with no searchable item, which also skip removing old rows
+(:func:`may_hold_entries`).  An item disabled in a later version of the template stops being
+indexed when a record is next changed (records are indexed by the version that checked them;
+a record sent again unchanged is not written); an item made searchable by a later version is
+indexed for the records written after it.
 
 The entry holds the value's text (its first :data:`MAX_INDEXED_CHARS` characters) and, for
 items typed ``number``, ``date`` or ``date-time``, a number that sorts as the value does:
@@ -65,15 +69,18 @@ class Entry(NamedTuple):
 
 
 Kinds = Mapping[int, str]
-"""Item index -> item type (``number``, ``date``...) of the enabled items of a record's
-template: the indexes a record's entries come from."""
+"""Item index -> item type (``number``, ``date``...) of the enabled searchable items of a
+record's template: the indexes a record's entries come from."""
 
 
 def kinds_of(template: Template | None) -> Kinds:
-    """The types of ``template``'s enabled items by index (empty for no template)."""
-    if template is None:
+    """The types of ``template``'s enabled searchable items by index (empty for no template,
+    or one without any)."""
+    if template is None or not template.indexed:
         return {}
-    return {item.index: item.rule.type for item in template.items if item.enabled}
+    return {
+        item.index: item.rule.type for item in template.items if item.enabled and item.searchable
+    }
 
 
 def sortable(kind: str, text: str) -> float | None:
@@ -101,9 +108,24 @@ def has_entries(values: Sequence[HandleValue]) -> bool:
     return named_template(values) is not None
 
 
+def may_hold_entries(
+    old: Sequence[HandleValue], new: Sequence[HandleValue], template: Template | None
+) -> bool:
+    """Whether the record ``old``, which ``new`` (checked against ``template``, None if it
+    names none) replaces, may hold index entries that must go: it names a template, unless
+    it names the same one as ``new`` and that template never had a searchable item (a
+    version never unflags one, so none of its versions indexed ``old``).  Template names
+    are compared as written: a difference in case only costs a needless look."""
+    named = named_template(old)
+    if named is None:
+        return False
+    return template is None or template.indexed or named != named_template(new)
+
+
 def entries(values: Sequence[HandleValue], kinds: Kinds | None = None) -> tuple[Entry, ...]:
     """The index entries of a record's ``values``: those at the indexes of ``kinds`` (the
-    enabled items of the template the record was checked against; none without one)."""
+    enabled searchable items of the template the record was checked against; none without
+    one)."""
     if not kinds:
         return ()
     found = []

@@ -7,13 +7,23 @@ versions is one value of type ``IDIS.TEMPLATE`` whose data is the version's JSON
     {"prefix": "88.100.1", "version": 2, "industry": {...},
      "items": [{"name": "电池容量", "key": "capacity", "index": 2001,
                 "type": "number", "precision": 1, "minimum": 0, "maximum": 500,
-                "required": true, "unique": false, "state": "enabled"}, ...]}
+                "required": true, "unique": false, "searchable": true,
+                "state": "enabled"}, ...]}
 
 The version with the highest number is the one records are checked against.  Versions are
 kept: a write of a template handle may add a version but never drop or change one, and a new
 version keeps every item of the one before it (same index, key and type); an item goes away
 only by ``"state": "disabled"``.  A disabled item is neither required nor checked, so records
 written under an older version stay valid.
+
+``searchable`` (default false), like ``unique``, is a flag of an item: only the values of
+enabled searchable items are kept in the search index (:mod:`resolver.search`), so a template
+declares the few attributes it is searched by (a serial number, a batch, a production date)
+and a template without any costs its records no index row.  A later version may make an item
+searchable (records written after it are indexed) but never unflag one, even when disabling
+it: records checked by the earlier version hold index rows, and only a template none of whose
+versions ever declared a searchable item lets a write skip looking for them
+(:attr:`Template.indexed`).
 
 A record names its template with a value at index 1001 of type ``TEMPLATE`` whose data is the
 template's handle.  An item's value sits at the item's index with the item's key as its type
@@ -87,6 +97,8 @@ class Item:
     required: bool = False
     unique: bool = False
     enabled: bool = True
+    searchable: bool = False
+    """Whether the item's values are kept in the search index (while it is enabled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,13 @@ class Template:
     version: int
     items: tuple[Item, ...]
     industry: Mapping[str, Any]
+
+    @property
+    def indexed(self) -> bool:
+        """Whether an item is flagged searchable, enabled or not: if not, no version of this
+        template's handle up to this one has any (a version never unflags one), so records
+        checked against them hold no index rows."""
+        return any(item.searchable for item in self.items)
 
     def item_at(self, index: int) -> Item | None:
         return next((item for item in self.items if item.index == index), None)
@@ -202,6 +221,7 @@ def _item(doc: object) -> Item:
         required=_get(doc, "required", bool, False),
         unique=_get(doc, "unique", bool, False),
         enabled=state == "enabled",
+        searchable=_get(doc, "searchable", bool, False),
     )
 
 
@@ -236,7 +256,8 @@ def check_versions(new: Sequence[Template], old: Sequence[Template]) -> None:
 
     ``new`` and ``old`` are the versions after and before the write.  Every old version must
     still be there unchanged, version numbers are distinct, and each version keeps every item
-    of the one before it with the same index, key and type (disable, never delete).
+    of the one before it with the same index, key and type (disable, never delete), and
+    searchable if it was (see the module's docstring).
     """
     if not new:
         raise TemplateError("a template handle keeps at least one version")
@@ -254,6 +275,11 @@ def check_versions(new: Sequence[Template], old: Sequence[Template]) -> None:
                 raise TemplateError(
                     f"version {later.version} drops or retypes item {item.key} "
                     f"(index {item.index}): disable it instead"
+                )
+            if item.searchable and not kept.searchable:
+                raise TemplateError(
+                    f"version {later.version} makes item {item.key} (index {item.index}) "
+                    "not searchable: records indexed by earlier versions keep their rows"
                 )
 
 

@@ -134,19 +134,25 @@ def test_import_rows_equal_the_write_paths_entries() -> None:
 
     doc = (
         '{"prefix": "88.100.1", "version": 1, "items": ['
-        '{"name": "n", "key": "serialNumber", "index": 2001, "type": "text"},'
-        '{"name": "w", "key": "weight", "index": 2002, "type": "number"},'
-        '{"name": "d", "key": "madeOn", "index": 2003, "type": "date"},'
-        '{"name": "o", "key": "old", "index": 2004, "type": "text", "state": "disabled"}]}'
+        '{"name": "n", "key": "serialNumber", "index": 2001, "type": "text", "searchable": true},'
+        '{"name": "w", "key": "weight", "index": 2002, "type": "number", "searchable": true},'
+        '{"name": "d", "key": "madeOn", "index": 2003, "type": "date", "searchable": true},'
+        '{"name": "o", "key": "old", "index": 2004, "type": "text", "state": "disabled",'
+        ' "searchable": true},'
+        '{"name": "c", "key": "colour", "index": 2005, "type": "text"}]}'
     )
     template = HandleValue(1, "IDIS.TEMPLATE", Data("string", doc))
     gate = ImportGate([(fold("88.100.1/TEMPLATE.t"), encode_values((template,)))])
     named = HandleValue(1001, "TEMPLATE", Data("string", "88.100.1/TEMPLATE.t"))
     disabled = HandleValue(2004, "old", Data("string", "kept, not indexed"))
+    unsearched = HandleValue(2005, "colour", Data("string", "red, not searchable"))
     record = item_record("88.100.1/X", "S" * 300, "12.5", "2026-01-31", public=False)
     kinds = kinds_of(parse_template(doc))
-    assert kinds == KINDS  # the disabled item is not indexed
-    for values in ((*record.values, named, disabled), (*record.values, disabled)):
+    assert kinds == KINDS  # neither the disabled item nor the unsearchable one is indexed
+    for values in (
+        (*record.values, named, disabled, unsearched),
+        (*record.values, disabled, unsearched),
+    ):
         wanted = [
             (fold("88.100.1/X"), e.idx, e.type, e.text, e.number, e.public)
             for e in entries(values, kinds if named in values else {})

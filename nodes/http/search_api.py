@@ -5,9 +5,11 @@ Parameters: ``prefix`` and ``type`` (required), then exactly one of ``value`` (e
 ``YYYY-MM-DD`` or date-times with a time zone); ``subtree=true`` to include derived prefixes
 (``P.X``, public values only); ``pageSize`` (1-1000, default 100) and ``after`` (the ``next``
 cursor of the page before).  Credentials (Basic or Bearer) are optional: without them only
-publicly readable values match.  Only what data templates declare is searchable: the values of
-records naming a template (index 1001) at its enabled items; values of untemplated records,
-at 2000 and above or not, are never found.
+publicly readable values match.  Only what data templates declare searchable is searchable:
+the values of records naming a template (index 1001) at its enabled items flagged
+``"searchable": true``; values of other items and of untemplated records, at 2000 and above or
+not, are never found: a search by such a type answers an empty page, not 400 (telling the two
+apart would read the prefix's templates on every search).
 
 Answer, in the style of the Handle REST API's listing:
 ``{"responseCode": 1, "prefix": "88.100.1", "pageSize": 100, "handles": [...], "next": "..."}``
@@ -35,8 +37,8 @@ SEARCH_PARAMS = [
         "type",
         _TEXT,
         required=True,
-        description="a template item's English key (only templated records are indexed:"
-        " untemplated values are never found)",
+        description="the English key of a template item declared searchable (only those"
+        " are indexed: other values are never found)",
     ),
     param("value", {"type": "string", "maxLength": MAX_INDEXED_CHARS}, description="exact"),
     param("startsWith", {"type": "string", "maxLength": MAX_INDEXED_CHARS}),

@@ -7,8 +7,8 @@ route's parameters (``prefix``, ``type``, ``value`` | ``startsWith`` | ``min``/`
 ``{"status": 1, "message": "success", "data": {"prefix", "pageSize", "handles": [...],
 "next"?}}``; bad parameters are status -2 naming them, a database down status -4 with HTTP
 503.  Like every SNMS route but the logins it needs a login (Bearer, or Basic); what a caller
-may read decides which values match, as on REST; only templated records' item values are
-indexed, as on REST.
+may read decides which values match, as on REST; only templated records' values of items
+declared ``searchable`` are indexed, as on REST (a search by another type finds nothing).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ SNMS                            template document
 ``items[i].idIndex``            ``index`` (>= 2000; a number or a string of digits)
 ``items[i].required``,          ``required``, ``unique``
 ``unique``
+``items[i].searchable``         ``searchable`` (true/false or 1/0; default false, as the
+                                registry's: only searchable items' values can be searched)
 ``items[i].state`` 1 / 0        ``"enabled"`` / ``"disabled"``
 ``metadata.type``               ``string`` (or IDHub's 1) is ``text``, IDHub's 2 ``number``,
                                 3 ``date``; the registry's own type names pass as they are
@@ -145,6 +147,12 @@ def _item(raw: object, n: int, before: Mapping[int, Doc], taken: set[int]) -> Do
         if not isinstance(value, bool):
             raise _bad(f"{field}.{flag}", "true or false")
         doc[flag] = value
+    searchable = raw.get("searchable", old.get("searchable", False))
+    if searchable in (0, 1) and not isinstance(searchable, bool):
+        searchable = bool(searchable)  # IDHub-style 1/0, as state is
+    if not isinstance(searchable, bool):
+        raise _bad(f"{field}.searchable", "true or false (or 1 or 0)")
+    doc["searchable"] = searchable
     state = raw.get("state")
     doc["state"] = _state(state, f"{field}.state") if state is not None else old.get("state")
     doc["state"] = doc["state"] or "enabled"
@@ -209,6 +217,7 @@ def _render_item(item: Doc) -> Doc:
         "idIndex": item["index"],
         "required": bool(item.get("required", False)),
         "unique": bool(item.get("unique", False)),
+        "searchable": bool(item.get("searchable", False)),
         "state": 1 if item.get("state", "enabled") == "enabled" else 0,
         "metadata": {"type": "string" if kind == "text" else kind, **metadata},
     }

@@ -6,8 +6,9 @@
   create the template (its revision 1).  An existing one is -2 (code 101).
 - ``PUT /snms/api/v5/template``, the same body: publish the next revision.  Items named by
   ``idIndex`` change (their ``idType`` must match), items without one are added, items left
-  out stay as they are; ``state: 0`` disables an item.  Earlier revisions are kept, so records
-  written under them still resolve.
+  out stay as they are; ``state: 0`` disables an item; ``searchable`` (true/false or 1/0)
+  puts an item's values in the search index (never taken back by a later revision).  Earlier
+  revisions are kept, so records written under them still resolve.
 - ``GET /snms/api/v5/template?prefix=&version=[&revision=]``: one revision, the latest by
   default.  ``GET /snms/api/v5/template/list?prefix=``: the prefix's templates, latest
   revisions.

@@ -1,20 +1,28 @@
 """``GET /api/search`` on real ``idis serve`` processes, on PostgreSQL and on the embedded
 SQLite: exact, prefix and range matches, keyset paging, values hidden from callers who may not
 read them, results following rewrites and deletions, refused writes indexing nothing, bad
-parameters answered 400, and ``idis import`` indexing what it loads."""
+parameters answered 400, ``idis import`` indexing what it loads, and only items declared
+``searchable`` indexed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from nodeproc import PREFIX, NodeProcess, stop_checked
 from test_templates import ITEMS, import_file, record, template_value
+
+SEARCHED = ("model", "capacity", "madeOn", "grade")
+SEARCH_ITEMS = [{**item, "searchable": item["key"] in SEARCHED} for item in ITEMS]
+"""The ten typed items, those searched here declared searchable (the others are not)."""
 
 
 @pytest.fixture(scope="module", params=["postgres", "sqlite"])
@@ -35,10 +43,35 @@ def http(node: NodeProcess) -> Iterator[httpx.Client]:
 def template(http: httpx.Client, node: NodeProcess) -> str:
     handle = f"{PREFIX}/TEMPLATE.search-{uuid.uuid4().hex[:8]}"
     response = http.put(
-        f"/api/handles/{handle}", json=[template_value(1, 1, ITEMS)], auth=node.auth
+        f"/api/handles/{handle}", json=[template_value(1, 1, SEARCH_ITEMS)], auth=node.auth
     )
     assert response.status_code == 201, response.text
     return handle
+
+
+def index_rows(node: NodeProcess, handle: str) -> list[tuple[int, str]]:
+    """The ``attr_index`` rows ``(idx, type)`` of ``handle``, read from the node's database
+    (PostgreSQL or its embedded SQLite file)."""
+    key = handle.upper()
+    url = node.env.get("IDIS_DATABASE_URL")
+    if not url:
+        with sqlite3.connect(node.data_dir / "idis.db", timeout=10) as db:
+            found = db.execute(
+                "SELECT idx, type FROM attr_index WHERE key = ? ORDER BY idx", (key,)
+            ).fetchall()
+        return [(idx, kind) for idx, kind in found]
+
+    async def read() -> list[tuple[int, str]]:
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT idx, type FROM attr_index WHERE key = $1 ORDER BY idx", key
+            )
+        finally:
+            await connection.close()
+        return [(row["idx"], row["type"]) for row in rows]
+
+    return asyncio.run(read())
 
 
 def tag() -> str:
@@ -200,12 +233,12 @@ def test_disabled_items_are_not_indexed(http: httpx.Client, node: NodeProcess) -
     later version stops being indexed when a record is written under it."""
     t = tag()
     name = f"{PREFIX}/TEMPLATE.dis-{t.lower()}"
-    v1 = template_value(1, 1, ITEMS)
+    v1 = template_value(1, 1, SEARCH_ITEMS)
     put(http, node, name, [v1])
     put(http, node, f"{PREFIX}/D1{t}", record(name, model=f"DIS{t}", grade="B"))
     assert found(http, type="grade", value="B", prefix=PREFIX).count(f"{PREFIX}/D1{t}") == 1
-    grade = next(item for item in ITEMS if item["key"] == "grade")
-    items2 = [{**item, "state": "disabled"} if item is grade else item for item in ITEMS]
+    grade = next(item for item in SEARCH_ITEMS if item["key"] == "grade")
+    items2 = [{**item, "state": "disabled"} if item is grade else item for item in SEARCH_ITEMS]
     put(http, node, name, [v1, template_value(2, 2, items2)])
     put(http, node, f"{PREFIX}/D2{t}", record(name, model=f"DIS{t}", grade="B"))
     assert f"{PREFIX}/D2{t}" not in found(http, type="grade", value="B")
@@ -327,3 +360,64 @@ def test_private_values_follow_each_handles_own_admin(
     resolved = http.get(f"/api/handles/{handle}", params={"auth": "true"}, auth=node.auth)
     assert all(v["type"] != "model" for v in resolved.json()["values"]), resolved.text
     assert found(http, node.auth, type="model", value=f"OWN{t}") == []
+
+
+def test_unsearchable_items_are_not_indexed(
+    http: httpx.Client, node: NodeProcess, template: str, tmp_path: Path
+) -> None:
+    """A value of an item not declared searchable writes no index row, through PUT, batch and
+    import: a search by its type finds nothing, though the record holds it."""
+    t = tag()
+    handles = [f"{PREFIX}/NS{t}", f"{PREFIX}/NSB{t}", f"{PREFIX}/NSI{t}"]
+    values = record(template, model=f"NS{t}", manual=f"https://example.com/ns/{t}")
+    put(http, node, handles[0], values)
+    batch = {"handles": [{"handle": handles[1], "values": values}]}
+    assert http.post("/api/batch", json=batch, auth=node.auth).status_code == 200
+    source = tmp_path / "unsearchable.jsonl"
+    source.write_text(json.dumps({"handle": handles[2], "values": values}) + "\n")
+    result = import_file(node, source)
+    assert result.returncode == 0, result.stderr
+    searchable = [(i["index"], i["key"].upper()) for i in SEARCH_ITEMS if i["searchable"]]
+    for handle in handles:
+        stored = http.get(f"/api/handles/{handle}").json()["values"]
+        assert f"https://example.com/ns/{t}" in [v["data"]["value"] for v in stored]
+        assert index_rows(node, handle) == searchable
+    assert found(http, type="model", value=f"NS{t}") == sorted(handles)
+    assert found(http, node.auth, type="manual", value=f"https://example.com/ns/{t}") == []
+
+
+def test_template_without_searchable_items_writes_no_rows(
+    http: httpx.Client, node: NodeProcess
+) -> None:
+    """Records of a template with no searchable item have no index rows, created or
+    rewritten; a later version making an item searchable indexes the records written after
+    it (and those rewritten), not the ones left as they were."""
+    t = tag()
+    name = f"{PREFIX}/TEMPLATE.nos-{t.lower()}"
+    plain = [{k: v for k, v in item.items() if k != "searchable"} for item in ITEMS]
+    v1 = template_value(1, 1, plain)
+    put(http, node, name, [v1])
+    before, rewritten = f"{PREFIX}/NR1{t}", f"{PREFIX}/NR2{t}"
+    for handle in (before, rewritten):
+        put(http, node, handle, record(name, model=f"NR{t}"))
+        assert index_rows(node, handle) == []
+    put(http, node, rewritten, record(name, model=f"NQ{t}"))
+    assert index_rows(node, rewritten) == []
+    assert found(http, type="model", value=f"NR{t}") == []
+    # Version 2 makes the model searchable.
+    items2 = [{**item, "searchable": item["key"] == "model"} for item in plain]
+    put(http, node, name, [v1, template_value(2, 2, items2)])
+    after = f"{PREFIX}/NR3{t}"
+    put(http, node, after, record(name, model=f"NR{t}"))
+    put(http, node, rewritten, record(name, model=f"NR{t}"))
+    assert index_rows(node, after) == [(2001, "MODEL")]
+    assert index_rows(node, rewritten) == [(2001, "MODEL")]
+    assert index_rows(node, before) == []
+    assert found(http, type="model", value=f"NR{t}") == sorted([rewritten, after])
+    # Version 3 may not make it unsearchable again: its indexed records keep their rows.
+    response = http.put(
+        f"/api/handles/{name}",
+        json=[v1, template_value(2, 2, items2), template_value(3, 3, plain)],
+        auth=node.auth,
+    )
+    assert response.status_code == 400 and "not searchable" in response.text, response.text

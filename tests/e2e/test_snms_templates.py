@@ -130,6 +130,7 @@ def test_the_template_lifecycle(http: httpx.Client, admin: dict[str, str]) -> No
         "idIndex": 2000,
         "required": True,
         "unique": False,
+        "searchable": False,
         "state": 1,
         "metadata": {"type": "string", "minLength": 2, "maxLength": 20},
     }
@@ -310,3 +311,45 @@ def test_the_template_is_the_handle_rest_and_native_resolve(
     assert http.put(f"/api/handles/{by_rest}", json=values, auth=node.auth).status_code == 201
     seen = read(http, by_rest.partition("TEMPLATE.")[2])["data"]
     assert seen["handle"] == by_rest and seen["items"][0]["idType"] == "model"
+
+
+def test_searchable_items_through_snms(
+    node: NodeProcess, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """``items[i].searchable`` (true/false or 1/0, default false) is the item's search flag:
+    read back as a boolean, kept by a change that leaves it out, never taken back; records
+    written through SNMS are found by searchable items only."""
+    version = fresh("srch")
+    items = [{**ITEMS[0], "searchable": True}, {**ITEMS[1], "searchable": 1}, ITEMS[2]]
+    assert send(http, "POST", admin, json=body(version, items))["status"] == 1
+    shown = read(http, version)["data"]["items"]
+    assert [item["searchable"] for item in shown] == [True, True, False]
+    values = {**GOOD, 2002: ("madeOn", "2026-01-31")}
+    handle = f"{PREFIX}/{fresh('s')}"
+    created = http.post(
+        "/identityv2/data", json=snms_record(handle, version, values), headers=admin
+    )
+    assert created.json()["status"] == 1, created.text
+
+    def search(kind: str, **match: str) -> list[str]:
+        params = {"prefix": PREFIX, "type": kind, **match}
+        response = http.get("/api/search", params=params)
+        assert response.status_code == 200, response.text
+        return list(response.json()["handles"])
+
+    assert handle in search("model", value=GOOD[2000][1])
+    assert handle in search("capacity", min=GOOD[2001][1], max=GOOD[2001][1])
+    assert search("madeOn", value=values[2002][1]) == []  # not searchable: not indexed
+    # Revision 2 makes madeOn searchable (1) and leaves the others' flags as they were.
+    change = body(version, [{"name": "生产日期", "idType": "madeOn", "searchable": 1}])
+    assert send(http, "PUT", admin, json=change)["status"] == 1
+    assert [item["searchable"] for item in read(http, version)["data"]["items"]] == [True] * 3
+    later = f"{PREFIX}/{fresh('s')}"
+    created = http.post("/identityv2/data", json=snms_record(later, version, values), headers=admin)
+    assert created.json()["status"] == 1, created.text
+    assert later in search("madeOn", value=values[2002][1])
+    # Never unflagged again; a flag that is not a boolean or 0/1 is refused naming it.
+    for flag, words in ((False, "not searchable"), ("yes", "items[0].searchable")):
+        unflag = body(version, [{"name": "型号", "idType": "model", "searchable": flag}])
+        answer = send(http, "PUT", admin, json=unflag)
+        assert answer["status"] == -2 and words in answer["message"], answer

@@ -92,3 +92,35 @@ def test_claims_and_their_clashes() -> None:
          ("K4", [("T", 2001, "B")])],
     )  # fmt: skip
     assert set(clashes) == {"K2", "K4"}
+
+
+def test_searchable_items_are_indexed_and_stay_searchable() -> None:
+    """Only enabled items flagged ``searchable`` are indexed; a later version may flag an item
+    but not unflag it (records indexed before keep rows only a flagged template looks for)."""
+    from resolver.search import entries, kinds_of, may_hold_entries
+
+    plain = parse_template(doc(1, SERIAL, WEIGHT))
+    assert not plain.indexed and kinds_of(plain) == {}
+    flagged = parse_template(doc(2, {**SERIAL, "searchable": True}, WEIGHT))
+    assert flagged.indexed and kinds_of(flagged) == {2001: "text"}
+    values = [value(2001, "serial", "S-1"), value(2002, "weight", "1.25")]
+    assert [e.idx for e in entries(values, kinds_of(flagged))] == [2001]
+    assert entries(values, kinds_of(plain)) == ()
+    check_versions([plain, flagged], [plain])
+    unflagged = parse_template(doc(3, SERIAL, WEIGHT))
+    with pytest.raises(TemplateError, match="not searchable"):
+        check_versions([plain, flagged, unflagged], [plain, flagged])
+    # Disabled, the item stays flagged (so the template is still indexed) but is not indexed.
+    disabled = parse_template(doc(3, {**SERIAL, "searchable": True, "state": "disabled"}, WEIGHT))
+    check_versions([plain, flagged, disabled], [plain, flagged])
+    assert disabled.indexed and kinds_of(disabled) == {}
+    with pytest.raises(TemplateError, match="'searchable' must be bool"):
+        parse_template(doc(1, {**SERIAL, "searchable": "yes"}))
+    # Whether a replaced record may hold rows a write must remove.
+    named = value(1001, "TEMPLATE", "88.100.1/TEMPLATE.t")
+    other = value(1001, "TEMPLATE", "88.100.1/TEMPLATE.u")
+    assert not may_hold_entries(values, [named, *values], plain)  # the old one names none
+    assert not may_hold_entries([named, *values], [named, *values], plain)
+    assert may_hold_entries([named, *values], [named, *values], flagged)
+    assert may_hold_entries([other, *values], [named, *values], plain)
+    assert may_hold_entries([named, *values], values, None)
