@@ -143,33 +143,3 @@ def test_search_index_revision_goes_down_and_up(empty_url: str) -> None:
     assert table_names(empty_url) == HEAD_TABLES - {"attr_index"}
     migrate.upgrade(empty_url)
     assert table_names(empty_url) == HEAD_TABLES
-
-
-def test_searchable_items_revision_empties_the_old_index(empty_url: str) -> None:
-    """0009 drops the rows 0008 wrote for every enabled item (no template declared an item
-    searchable then), and goes down and up again."""
-    migrate.upgrade(empty_url, "0008")
-
-    async def rows(statement: str | None = None) -> int:
-        engine = make_engine(empty_url)
-        try:
-            async with engine.begin() as conn:
-                if statement is not None:
-                    await conn.execute(sa.text(statement))
-                return int(
-                    (await conn.execute(sa.text("SELECT count(*) FROM attr_index"))).scalar()
-                )
-        finally:
-            await engine.dispose()
-
-    insert = (
-        "INSERT INTO attr_index (key, idx, type, v_text, v_num, public)"
-        " VALUES ('88.100.1/A', 2001, 'MODEL', 'BAT-1', NULL, true)"
-    )
-    assert asyncio.run(rows(insert)) == 1
-    migrate.upgrade(empty_url)
-    assert asyncio.run(rows()) == 0
-    migrate.downgrade(empty_url, "0008")
-    assert asyncio.run(rows(insert)) == 1
-    migrate.upgrade(empty_url)
-    assert table_names(empty_url) == HEAD_TABLES and asyncio.run(rows()) == 0
